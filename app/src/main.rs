@@ -1,0 +1,31 @@
+//! The `app` binary: one replica.
+//!
+//! Run with:
+//! ```text
+//! redis-server &
+//! cargo run -p app -- --listen-addr 127.0.0.1:8001 --node-name a
+//! cargo run -p app -- --listen-addr 127.0.0.1:8002 --node-name b
+//! curl -c jar -b jar localhost:8001/session; curl -c jar -b jar localhost:8002/session
+//! ```
+
+use anyhow::Context;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // Exits with code 2 and names the variable on a bad value, before anything binds.
+    let config = app::Config::parse();
+    app::telemetry::init(config.log_format);
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on LISTEN_ADDR {}", config.listen_addr))?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        node = %config.node(),
+        store = ?config.session_store,
+        lock = config.session_lock,
+        "listening"
+    );
+    app::run(listener, config, app::shutdown::signal()).await?;
+    Ok(())
+}

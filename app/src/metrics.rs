@@ -1,0 +1,156 @@
+//! Prometheus metrics for one replica, served at `/metrics`.
+//!
+//! A registry per app instance (prometheus-client) rather than a process-global recorder,
+//! so several replicas in one test process each count their own requests.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::{HeaderValue, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+/// Labels of the request counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route pattern (`/api/session`), never the raw path, to bound cardinality.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels of the latency histogram.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route pattern.
+    pub route: String,
+}
+
+/// Every metric the app exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, method and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request latency by route, in seconds.
+    pub latency: Family<RouteLabels, Histogram>,
+    /// Redis commands that failed (timeouts, disconnects).
+    pub redis_errors: Counter,
+    /// Time spent waiting for session locks, in seconds.
+    pub lock_wait: Histogram,
+    /// Requests answered 503 because their session's lock stayed taken.
+    pub lock_timeouts: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~8 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 15))
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let redis_errors = Counter::default();
+        let lock_wait = latency_histogram();
+        let lock_timeouts = Counter::default();
+        registry.register("http_requests", "HTTP requests served", requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            latency.clone(),
+        );
+        registry.register(
+            "redis_errors",
+            "Redis commands that failed",
+            redis_errors.clone(),
+        );
+        registry.register(
+            "session_lock_wait_seconds",
+            "Time requests waited for their session's lock",
+            lock_wait.clone(),
+        );
+        registry.register(
+            "session_lock_timeouts",
+            "Requests refused because their session's lock stayed taken",
+            lock_timeouts.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            redis_errors,
+            lock_wait,
+            lock_timeouts,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Middleware counting every request by matched route.
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = req.method().as_str().to_owned();
+    let res = next.run(req).await;
+    metrics
+        .latency
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            method,
+            status: res.status().as_u16(),
+        })
+        .inc();
+    res
+}
+
+/// `GET /metrics`.
+pub async fn serve(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        metrics.render(),
+    )
+}

@@ -1,0 +1,79 @@
+//! The Redis client pool: bounded command times, endless reconnects, and readiness.
+//!
+//! fred with no `ReconnectPolicy` never reconnects, and with no command timeout a command
+//! sent while Redis is down waits for ever. Both would turn an outage into hung requests, so
+//! the pool retries the connection for ever with backoff and every command carries a
+//! deadline (`REDIS_TIMEOUT_MS`), which the handlers turn into a 503.
+
+use std::time::Duration;
+
+use fred::{
+    clients::Pool,
+    interfaces::ClientLike,
+    types::config::{
+        Config as FredConfig, ConnectionConfig, PerformanceConfig, ReconnectPolicy,
+        UnresponsiveConfig,
+    },
+};
+
+use crate::config::Config;
+
+/// Errors while building the pool. Connection failures are not among them: the pool
+/// connects in the background and keeps trying.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisSetupError {
+    /// `REDIS_URL` could not be used.
+    #[error("REDIS_URL: {0}")]
+    Url(fred::error::Error),
+    /// fred refused the pool settings.
+    #[error("Redis pool: {0}")]
+    Pool(fred::error::Error),
+}
+
+/// Builds the pool and starts connecting in the background. Returns at once, even when
+/// Redis is down: the app must start and answer `/readyz` 503 until Redis is back.
+pub fn connect(config: &Config) -> Result<Pool, RedisSetupError> {
+    let mut fred_config = FredConfig::from_url(&config.redis_url).map_err(RedisSetupError::Url)?;
+    // Apply the reconnect policy to the first connection too: a replica that starts
+    // before Redis (or before Redis's DNS name exists) must keep trying, not give up.
+    fred_config.fail_fast = false;
+    let timeout = config.redis_timeout();
+    let perf = PerformanceConfig {
+        default_command_timeout: timeout,
+        ..PerformanceConfig::default()
+    };
+    let connection = ConnectionConfig {
+        connection_timeout: timeout.max(Duration::from_millis(500)),
+        internal_command_timeout: timeout.max(Duration::from_millis(500)),
+        // A command is tried once: a retry after a timeout could apply a write twice.
+        max_command_attempts: 1,
+        // Detect a Redis that stopped answering without closing the socket.
+        unresponsive: UnresponsiveConfig {
+            max_timeout: Some(Duration::from_secs(2)),
+            interval: Duration::from_millis(500),
+        },
+        ..ConnectionConfig::default()
+    };
+    // Retry for ever (0 attempts = unlimited), 50 ms doubling to 1 s between tries.
+    let policy = ReconnectPolicy::new_exponential(0, 50, 1_000, 2);
+    let size = usize::try_from(config.redis_pool_size).unwrap_or(4);
+    let pool = Pool::new(
+        fred_config,
+        Some(perf),
+        Some(connection),
+        Some(policy),
+        size,
+    )
+    .map_err(RedisSetupError::Pool)?;
+    // Connection tasks run until `quit`; failures are retried by the policy above.
+    let _tasks = pool.connect();
+    Ok(pool)
+}
+
+/// True when Redis answers PING within `deadline`.
+pub async fn is_ready(pool: &Pool, deadline: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(deadline, pool.ping::<String>(None)).await,
+        Ok(Ok(_))
+    )
+}

@@ -1,0 +1,30 @@
+//! `/healthz` (the process runs) and `/readyz` (Redis answers PING within 500 ms).
+//!
+//! Balancers take a replica out of rotation on a failing `/readyz`; orchestrators restart
+//! it only on a failing `/healthz`, so a Redis outage never causes a restart storm.
+
+use std::time::Duration;
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse};
+
+use crate::{redis, state::AppState};
+
+/// How long Redis gets to answer the readiness PING.
+const READY_DEADLINE: Duration = Duration::from_millis(500);
+
+/// `GET /healthz`: 200 while the process serves requests.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: 200 while the session store can be used, 503 otherwise.
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match &state.redis {
+        None => (StatusCode::OK, "ready (memory sessions)\n"),
+        Some(pool) if redis::is_ready(pool, READY_DEADLINE).await => (StatusCode::OK, "ready\n"),
+        Some(_) => {
+            state.metrics.redis_errors.inc();
+            (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable\n")
+        }
+    }
+}

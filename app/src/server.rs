@@ -1,0 +1,201 @@
+//! Builds the router from a [`Config`] and serves it until shutdown.
+//!
+//! Layers, outermost first: request log, panic catcher, `X-Served-By`, metrics, request
+//! timeout, store-failure mapping; then per route the session lock (writes only) and the
+//! session layer. The lock must wrap the session layer: the session is loaded inside the
+//! lock and saved before the lock is released.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    http::{HeaderName, HeaderValue, StatusCode},
+    middleware,
+    routing::{MethodRouter, get, post},
+};
+use tokio::net::TcpListener;
+use tower_http::{
+    catch_panic::CatchPanicLayer, set_header::SetResponseHeaderLayer, timeout::TimeoutLayer,
+};
+use tower_sessions::{
+    Expiry, SessionManagerLayer,
+    cookie::{Key, SameSite, time::Duration as CookieDuration},
+    service::{CookieController, PlaintextCookie},
+};
+
+use crate::{
+    config::{Config, SessionStoreKind},
+    metrics::{self, Metrics},
+    redis::{self, RedisSetupError},
+    routes::{api, health, page},
+    session_lock::{self, SessionLock},
+    state::AppState,
+    store::AppStore,
+    telemetry, unavailable,
+};
+
+/// The session cookie's name.
+pub const COOKIE_NAME: &str = "sid";
+/// Response header naming the replica.
+pub const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The Redis pool could not be built.
+    #[error(transparent)]
+    Redis(#[from] RedisSetupError),
+    /// The node name is not a valid header value.
+    #[error("NODE_NAME {0:?} cannot be sent in a header")]
+    NodeName(String),
+    /// `SESSION_SECRET` is too short to derive a signing key from.
+    #[error("SESSION_SECRET must be at least 64 bytes")]
+    SecretTooShort,
+    /// Accepting connections failed.
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A built application: its router and what must be closed after it stops.
+pub struct App {
+    /// The complete router, ready to serve.
+    pub router: Router,
+    /// The Redis pool, closed on shutdown.
+    pub redis: Option<fred::clients::Pool>,
+}
+
+/// Builds the application for `config`. Connects to Redis in the background: the app
+/// starts even while Redis is down.
+pub fn build(config: &Config) -> Result<App, ServeError> {
+    let node = config.node();
+    let served_by = HeaderValue::from_str(&node).map_err(|_| ServeError::NodeName(node.clone()))?;
+    let metrics = Arc::new(Metrics::new());
+    let (store, redis) = match config.session_store {
+        SessionStoreKind::Redis => {
+            let pool = redis::connect(config)?;
+            (
+                AppStore::redis(pool.clone(), metrics.redis_errors.clone()),
+                Some(pool),
+            )
+        }
+        SessionStoreKind::Memory => (AppStore::memory(), None),
+    };
+    let lock = match (&redis, config.session_lock) {
+        (Some(pool), true) => Some(Arc::new(SessionLock {
+            pool: pool.clone(),
+            cookie_name: COOKIE_NAME,
+            lease: Duration::from_millis(config.session_lock_lease_ms),
+            wait: Duration::from_millis(config.session_lock_wait_ms),
+            metrics: metrics.clone(),
+        })),
+        _ => None,
+    };
+    let state = AppState {
+        node: node.as_str().into(),
+        redis: redis.clone(),
+        metrics: metrics.clone(),
+        save_delay: config.save_delay,
+    };
+    let ttl = CookieDuration::seconds(i64::try_from(config.session_ttl).unwrap_or(i64::MAX));
+    let sessions = SessionManagerLayer::new(store)
+        .with_name(COOKIE_NAME)
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(config.cookie_secure)
+        .with_expiry(Expiry::OnInactivity(ttl));
+    let routes = match &config.session_secret {
+        Some(secret) => {
+            let key = Key::try_from(secret.expose()).map_err(|_| ServeError::SecretTooShort)?;
+            session_routes(sessions.with_signed(key), lock)
+        }
+        None => session_routes::<PlaintextCookie>(sessions, lock),
+    };
+    let router = routes
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::serve))
+        .layer(middleware::from_fn(unavailable::map_store_failures))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(config.request_timeout),
+        ))
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
+        .layer(SetResponseHeaderLayer::overriding(SERVED_BY, served_by))
+        .layer(CatchPanicLayer::new())
+        .layer(telemetry::request_trace(&node, COOKIE_NAME))
+        .with_state(state);
+    Ok(App { router, redis })
+}
+
+/// The routes that use the session. Writes run under the session lock when it is on;
+/// reads never take it.
+fn session_routes<C: CookieController + Send + Sync + 'static>(
+    sessions: SessionManagerLayer<AppStore, C>,
+    lock: Option<Arc<SessionLock>>,
+) -> Router<AppState> {
+    let read = |route: MethodRouter<AppState>| route.layer(sessions.clone());
+    let write = |route: MethodRouter<AppState>| {
+        let route = route.layer(sessions.clone());
+        match &lock {
+            Some(lock) => route.layer(middleware::from_fn_with_state(
+                lock.clone(),
+                session_lock::lock_session,
+            )),
+            None => route,
+        }
+    };
+    Router::new()
+        .route("/", write(get(page::index)))
+        .route("/logout", write(post(page::logout)))
+        .route("/session", write(get(api::seed_counter)))
+        .route(
+            "/api/session",
+            read(get(api::show)).merge(write(axum::routing::delete(api::destroy))),
+        )
+        .route("/api/session/views", write(post(api::increment)))
+}
+
+/// Serves `config`'s app on `listener` until `shutdown` resolves, then drains in-flight
+/// requests for at most `SHUTDOWN_GRACE` seconds.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let app = build(&config)?;
+    serve(
+        listener,
+        app,
+        Duration::from_secs(config.shutdown_grace),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves an already built [`App`]; see [`run`].
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    grace: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app.router).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    });
+    let drain_deadline = async move {
+        let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        res = server => res?,
+        () = drain_deadline => tracing::warn!(?grace, "drain deadline passed; closing remaining connections"),
+    }
+    if let Some(pool) = app.redis {
+        use fred::interfaces::ClientLike;
+        let _ = tokio::time::timeout(Duration::from_secs(1), pool.quit()).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! What every handler can reach: the node's name, the Redis pool and the metrics.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::extract::FromRef;
+use fred::clients::Pool;
+
+use crate::metrics::Metrics;
+
+/// Shared, cheaply clonable application state.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// This replica's name, shown on the page and in `X-Served-By`.
+    pub node: Arc<str>,
+    /// The Redis pool; `None` when sessions are kept in memory.
+    pub redis: Option<Pool>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Test hook: pause between loading and saving a session (see `Config::save_delay`).
+    pub save_delay: Option<Duration>,
+}
+
+impl FromRef<AppState> for Arc<Metrics> {
+    fn from_ref(state: &AppState) -> Self {
+        state.metrics.clone()
+    }
+}

@@ -1,0 +1,95 @@
+//! Test helpers: a cookie-keeping client and a small cluster of replicas on one Redis.
+
+use std::time::Duration;
+
+use app::{
+    Config,
+    testing::{RedisServer, Replica},
+};
+use serde_json::Value;
+
+/// A user: one HTTP client with its own cookie jar.
+pub fn user() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// Redis plus `n` replicas named `node-0`, `node-1`, …, each configured by `configure`.
+pub struct Cluster {
+    pub redis: RedisServer,
+    pub replicas: Vec<Replica>,
+}
+
+impl Cluster {
+    pub async fn start(n: usize, configure: impl Fn(&mut Config)) -> Cluster {
+        let redis = RedisServer::start();
+        let mut replicas = Vec::new();
+        for i in 0..n {
+            let mut config = Config::for_test(&redis.url(), &format!("node-{i}"));
+            configure(&mut config);
+            replicas.push(Replica::start(config).await);
+        }
+        Cluster { redis, replicas }
+    }
+
+    pub fn url(&self, replica: usize, path: &str) -> String {
+        format!("{}{path}", self.replicas[replica].url())
+    }
+}
+
+/// `GET /session` and the counter it printed, with the node that served it.
+pub async fn seed_visit(client: &reqwest::Client, url: &str) -> (u64, String) {
+    let res = client.get(url).send().await.expect("request");
+    assert_eq!(res.status(), 200, "GET {url}");
+    let node = served_by(&res);
+    let body = res.text().await.expect("body");
+    let count = body
+        .strip_prefix("Session View Cnt  ")
+        .unwrap_or_else(|| panic!("unexpected body {body:?}"))
+        .parse()
+        .expect("a number");
+    (count, node)
+}
+
+/// `POST /api/session/views` and its JSON.
+pub async fn increment(client: &reqwest::Client, base: &str) -> Value {
+    let res = client
+        .post(format!("{base}/api/session/views"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200);
+    res.json().await.expect("json")
+}
+
+/// `GET /api/session` and its JSON.
+pub async fn read(client: &reqwest::Client, base: &str) -> Value {
+    let res = client
+        .get(format!("{base}/api/session"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200);
+    res.json().await.expect("json")
+}
+
+pub fn served_by(res: &reqwest::Response) -> String {
+    res.headers()
+        .get("x-served-by")
+        .and_then(|v| v.to_str().ok())
+        .expect("X-Served-By on every response")
+        .to_owned()
+}
+
+/// The session cookie the server set, as `sid=value`.
+pub fn set_cookie(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("sid="))
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+}

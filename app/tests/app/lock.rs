@@ -1,0 +1,211 @@
+//! Session locking: parallel writes to one session through several replicas lose nothing
+//! with the lock on, and lose updates with it off.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+
+use crate::helpers::{Cluster, increment, read, set_cookie, user};
+
+/// Opens a session on replica 0, then sends `k` increments in parallel on its cookie,
+/// spread round robin over every replica. Returns the statuses and the final count.
+async fn parallel_increments(cluster: &Cluster, k: usize) -> (Vec<u16>, u64) {
+    let client = user();
+    increment(&client, &cluster.replicas[0].url()).await;
+    let requests = (0..k).map(|i| {
+        let client = client.clone();
+        let url = cluster.url(i % cluster.replicas.len(), "/api/session/views");
+        async move {
+            client
+                .post(url)
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = join_all(requests).await;
+    let views = read(&client, &cluster.replicas[0].url()).await["views"]
+        .as_u64()
+        .expect("views");
+    (statuses, views)
+}
+
+#[tokio::test]
+async fn parallel_increments_through_three_replicas_lose_nothing_with_the_lock() {
+    let cluster = Cluster::start(3, |c| c.save_delay = Some(Duration::from_millis(5))).await;
+    let k = 30;
+    let (statuses, views) = parallel_increments(&cluster, k).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(views, 1 + k as u64);
+}
+
+#[tokio::test]
+async fn without_the_lock_parallel_increments_are_lost() {
+    // The delay between load and save makes every request read the same value before any
+    // writes, so the loss is certain, not a matter of timing luck.
+    let cluster = Cluster::start(3, |c| {
+        c.session_lock = false;
+        c.save_delay = Some(Duration::from_millis(300));
+    })
+    .await;
+    let k = 6;
+    let (statuses, views) = parallel_increments(&cluster, k).await;
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "all acknowledged: {statuses:?}"
+    );
+    assert!(views < 1 + k as u64, "lost updates expected, got {views}");
+    assert_eq!(views, 2, "every request loaded 1 and wrote 2");
+}
+
+#[tokio::test]
+async fn a_handler_slower_than_the_lease_keeps_the_lock() {
+    // Lease 200 ms, handler 700 ms: only renewal keeps the others out.
+    let cluster = Cluster::start(2, |c| {
+        c.session_lock_lease_ms = 200;
+        c.save_delay = Some(Duration::from_millis(700));
+    })
+    .await;
+    let (statuses, views) = parallel_increments(&cluster, 3).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(views, 4);
+}
+
+#[tokio::test]
+async fn a_dead_holders_lock_expires_and_others_proceed() {
+    let cluster = Cluster::start(1, |_| {}).await;
+    let client = reqwest::Client::new();
+    let url = cluster.url(0, "/session");
+    let first = client.get(&url).send().await.expect("first");
+    let cookie = set_cookie(&first).expect("cookie");
+    let value = cookie.split_once('=').expect("name=value").1;
+    // A holder that died: its lock stays behind with 800 ms left and is never released.
+    let key = app::session_lock::lock_key(value);
+    assert_eq!(
+        cluster
+            .redis
+            .cli(&["SET", &key, "dead-holder", "PX", "800"]),
+        "OK"
+    );
+
+    let start = Instant::now();
+    let res = client
+        .get(&url)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("second");
+    let waited = start.elapsed();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.expect("body"), "Session View Cnt  2");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "it waited for the lease: {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_lock_held_past_the_wait_gives_503_with_retry_after() {
+    let cluster = Cluster::start(1, |c| c.session_lock_wait_ms = 200).await;
+    let client = reqwest::Client::new();
+    let url = cluster.url(0, "/session");
+    let cookie = set_cookie(&client.get(&url).send().await.expect("first")).expect("cookie");
+    let key = app::session_lock::lock_key(cookie.split_once('=').expect("kv").1);
+    cluster
+        .redis
+        .cli(&["SET", &key, "someone-else", "PX", "10000"]);
+
+    let start = Instant::now();
+    let res = client
+        .get(&url)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("second");
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert!(start.elapsed() < Duration::from_secs(1));
+    // Nothing was written while the lock was someone else's.
+    cluster.redis.cli(&["DEL", &key]);
+    let res = client
+        .get(&url)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("third");
+    assert_eq!(res.text().await.expect("body"), "Session View Cnt  2");
+}
+
+#[tokio::test]
+async fn redis_down_on_a_locked_write_is_503_not_a_hang() {
+    let mut cluster = Cluster::start(1, |_| {}).await;
+    let client = user();
+    increment(&client, &cluster.replicas[0].url()).await;
+    cluster.redis.stop();
+    let start = Instant::now();
+    let res = client
+        .post(cluster.url(0, "/api/session/views"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(res.status(), 503);
+    assert!(start.elapsed() < Duration::from_secs(1));
+}
+
+fn lock_acquisitions(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("session_lock_wait_seconds_count"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+#[tokio::test]
+async fn no_lock_is_taken_without_a_session_or_for_reads() {
+    let cluster = Cluster::start(1, |_| {}).await;
+    let metrics_url = cluster.url(0, "/metrics");
+    let anonymous = reqwest::Client::new();
+    for _ in 0..3 {
+        anonymous
+            .get(cluster.url(0, "/session"))
+            .send()
+            .await
+            .expect("r");
+    }
+    let client = user();
+    increment(&client, &cluster.replicas[0].url()).await; // no cookie yet: no lock
+    read(&client, &cluster.replicas[0].url()).await; // a read: no lock
+    client
+        .get(cluster.url(0, "/healthz"))
+        .send()
+        .await
+        .expect("r");
+    let text = anonymous
+        .get(&metrics_url)
+        .send()
+        .await
+        .expect("m")
+        .text()
+        .await
+        .expect("b");
+    assert_eq!(lock_acquisitions(&text), 0.0, "{text}");
+
+    increment(&client, &cluster.replicas[0].url()).await; // a write with a session: locked
+    let text = anonymous
+        .get(&metrics_url)
+        .send()
+        .await
+        .expect("m")
+        .text()
+        .await
+        .expect("b");
+    assert_eq!(lock_acquisitions(&text), 1.0);
+    assert_eq!(
+        cluster.redis.cli(&["KEYS", "session-lock:*"]),
+        "",
+        "released"
+    );
+}

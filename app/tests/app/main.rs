@@ -1,0 +1,13 @@
+//! Integration tests of one replica and of several replicas on one real `redis-server`.
+//!
+//! Every test starts its own Redis on a free port and its replicas on `127.0.0.1:0`.
+
+mod helpers;
+
+mod bad_input;
+mod counter;
+mod expiry;
+mod lock;
+mod observability;
+mod redis_outage;
+mod shutdown;

@@ -1,0 +1,110 @@
+//! `X-Served-By` on every response, `/healthz`, and `/metrics` counting requests.
+
+use crate::helpers::{Cluster, served_by, user};
+
+#[tokio::test]
+async fn every_response_names_the_replica() {
+    let cluster = Cluster::start(1, |_| {}).await;
+    let client = user();
+    for path in [
+        "/",
+        "/session",
+        "/api/session",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/missing",
+    ] {
+        let res = client
+            .get(cluster.url(0, path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(served_by(&res), "node-0", "{path}");
+    }
+}
+
+fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let cluster = Cluster::start(1, |_| {}).await;
+    let client = user();
+    for _ in 0..3 {
+        client
+            .get(cluster.url(0, "/session"))
+            .send()
+            .await
+            .expect("request");
+    }
+    client
+        .get(cluster.url(0, "/missing"))
+        .send()
+        .await
+        .expect("request");
+    let res = client
+        .get(cluster.url(0, "/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .contains("openmetrics-text")
+    );
+    let text = res.text().await.expect("body");
+    assert_eq!(
+        sample(
+            &text,
+            r#"http_requests_total{route="/session",method="GET",status="200"}"#
+        ),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"http_requests_total{route="unmatched",method="GET",status="404"}"#
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"http_request_duration_seconds_count{route="/session"}"#
+        ),
+        3.0
+    );
+    assert!(text.contains("redis_errors_total"));
+    assert!(text.contains("session_lock_wait_seconds"));
+}
+
+#[tokio::test]
+async fn metrics_count_redis_errors() {
+    let mut cluster = Cluster::start(1, |_| {}).await;
+    let client = user();
+    cluster.redis.stop();
+    client
+        .get(cluster.url(0, "/session"))
+        .send()
+        .await
+        .expect("request");
+    let text = client
+        .get(cluster.url(0, "/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(sample(&text, "redis_errors_total") >= 1.0, "{text}");
+}

@@ -1,0 +1,29 @@
+//! Graceful shutdown: a request in flight when the stop comes still completes.
+
+use std::time::Duration;
+
+use app::testing::Replica;
+
+use crate::helpers::{Cluster, user};
+
+#[tokio::test]
+async fn an_in_flight_request_completes_after_shutdown() {
+    let cluster = Cluster::start(0, |_| {}).await;
+    let mut config = app::Config::for_test(&cluster.redis.url(), "draining");
+    config.save_delay = Some(Duration::from_millis(500));
+    let replica = Replica::start(config).await;
+    let url = format!("{}/session", replica.url());
+    let in_flight = tokio::spawn(async move { user().get(&url).send().await.map(|r| r.status()) });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let addr = replica.addr();
+    replica.stop().await;
+    let status = in_flight
+        .await
+        .expect("task")
+        .expect("the request completed");
+    assert_eq!(status, 200);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
