@@ -240,6 +240,10 @@ mod tests {
             (&["--session-ttl", "0"][..], "SESSION_TTL"),
             (&["--listen-addr", "localhost"][..], "LISTEN_ADDR"),
             (&["--redis-url", "http://x"][..], "REDIS_URL"),
+            (
+                &["--redis-url", "redis-sentinel://h:26379"][..],
+                "REDIS_URL",
+            ),
             (&["--session-store", "disk"][..], "SESSION_STORE"),
             (&["--session-secret", "short"][..], "SESSION_SECRET"),
             (&["--node-name", "bad\nname"][..], "NODE_NAME"),
@@ -248,6 +252,18 @@ mod tests {
             let err = parse(args).expect_err("must be rejected");
             assert_eq!(err.exit_code(), 2, "{args:?}");
             assert!(err.to_string().contains(name), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_redis_flavour_fred_speaks_is_accepted() {
+        for url in [
+            "redis://:secret@redis:6379/0",
+            "rediss://user:secret@redis.example:6380",
+            "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001&node=127.0.0.1:7002",
+            "redis-sentinel://127.0.0.1:26379?sentinelServiceName=mymaster",
+        ] {
+            parse(&["--redis-url", url]).unwrap_or_else(|err| panic!("{url}: {err}"));
         }
     }
 
