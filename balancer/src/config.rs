@@ -1,0 +1,273 @@
+//! Typed configuration, read from flags or environment variables (clap derive + env).
+//!
+//! Every value is validated here, so a bad one stops the process at start with a message that
+//! names the variable and exit code 2, instead of surfacing later as a confusing runtime error.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// One entry of `UPSTREAMS`: a host name (or IP literal) and a port.
+///
+/// A host name stays a name: discovery re-resolves it every `RESOLVE_INTERVAL` and every address
+/// it returns becomes a backend, which is how `app:8000` finds all replicas after `--scale`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Upstream {
+    /// Host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    /// TCP port of every address the host resolves to.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for Upstream {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{s}` is not host:port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("`{s}` has an empty host"));
+        }
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{s}` has an invalid port `{port}`"))?;
+        if port == 0 {
+            return Err(format!("`{s}` has port 0"));
+        }
+        Ok(Upstream {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration like 500ms, 2s or 1m ({e})"))
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(d)
+}
+
+/// Balancer configuration. Each flag can also be given by the environment variable in its name.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "balancer", version, about)]
+pub struct Config {
+    /// Where clients connect.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen_addr: SocketAddr,
+
+    /// Admin endpoints (/metrics, /status, /healthz); kept off the client port so they are not exposed with it.
+    #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:8081")]
+    pub admin_addr: SocketAddr,
+
+    /// Comma-separated host:port list; a host name resolves to all its addresses, each one a backend.
+    #[arg(long, env = "UPSTREAMS", value_delimiter = ',', required = true, num_args = 1..)]
+    pub upstreams: Vec<Upstream>,
+
+    /// How often host names are re-resolved (the DNS TTL is ignored: Docker answers with 600 s).
+    #[arg(long, env = "RESOLVE_INTERVAL", default_value = "2s", value_parser = positive_duration)]
+    pub resolve_interval: Duration,
+
+    /// How often every backend gets `GET /readyz`.
+    #[arg(long, env = "HEALTH_INTERVAL", default_value = "1s", value_parser = positive_duration)]
+    pub health_interval: Duration,
+
+    /// How long one health check may take before it counts as failed.
+    #[arg(long, env = "HEALTH_TIMEOUT", default_value = "1s", value_parser = positive_duration)]
+    pub health_timeout: Duration,
+
+    /// Path probed by the active health check.
+    #[arg(long, env = "HEALTH_PATH", default_value = "/readyz")]
+    pub health_path: String,
+
+    /// TCP connect timeout to a backend; a timeout counts as a connect failure (retried, ejects).
+    #[arg(long, env = "CONNECT_TIMEOUT", default_value = "1s", value_parser = positive_duration)]
+    pub connect_timeout: Duration,
+
+    /// Time a backend has to send response headers before the client gets 504.
+    #[arg(long, env = "UPSTREAM_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Time a client has to send complete request headers; cuts slowloris connections.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Maximum open client connections; further clients wait in the listen backlog.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Maximum size of a request head in bytes (at least 8192); larger gets 431.
+    #[arg(long, env = "MAX_HEADER_SIZE", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(8192..))]
+    pub max_header_size: u32,
+
+    /// Attempts per request across backends (connect failures only once anything may have been sent).
+    #[arg(long, env = "RETRY_TRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub retry_tries: u32,
+
+    /// Total time budget for all attempts of one request (connects plus waiting for headers).
+    #[arg(long, env = "RETRY_DEADLINE", default_value = "5s", value_parser = positive_duration)]
+    pub retry_deadline: Duration,
+
+    /// How long a backend stays out after a connect error, refusal or reset (nginx `fail_timeout`).
+    #[arg(long, env = "EJECT_COOLDOWN", default_value = "10s", value_parser = positive_duration)]
+    pub eject_cooldown: Duration,
+
+    /// Idle upstream connections are closed after this; must stay below the backends' keep-alive.
+    #[arg(long, env = "POOL_IDLE_TIMEOUT", default_value = "20s", value_parser = positive_duration)]
+    pub pool_idle_timeout: Duration,
+
+    /// Idle upstream connections kept per backend.
+    #[arg(long, env = "POOL_MAX_IDLE", default_value_t = 512)]
+    pub pool_max_idle: usize,
+
+    /// How long shutdown waits for in-flight requests before exiting anyway.
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub drain_timeout: Duration,
+
+    /// `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// A configuration with every default and the given upstreams, independent of the
+    /// environment; tests start from it and change fields.
+    pub fn with_upstreams(upstreams: Vec<Upstream>) -> Config {
+        Config {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            upstreams,
+            resolve_interval: Duration::from_secs(2),
+            health_interval: Duration::from_secs(1),
+            health_timeout: Duration::from_secs(1),
+            health_path: "/readyz".to_owned(),
+            connect_timeout: Duration::from_secs(1),
+            upstream_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_header_size: 65_536,
+            retry_tries: 3,
+            retry_deadline: Duration::from_secs(5),
+            eject_cooldown: Duration::from_secs(10),
+            pool_idle_timeout: Duration::from_secs(20),
+            pool_max_idle: 512,
+            drain_timeout: Duration::from_secs(10),
+            log_format: LogFormat::Text,
+        }
+    }
+
+    /// Checks that span several values, which clap cannot express per flag.
+    /// The error names the variable so the operator knows what to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.upstreams.is_empty() {
+            return Err("UPSTREAMS: at least one host:port is required".to_owned());
+        }
+        if !self.health_path.starts_with('/') {
+            return Err(format!(
+                "HEALTH_PATH: `{}` must start with /",
+                self.health_path
+            ));
+        }
+        if self.health_path.parse::<http::uri::PathAndQuery>().is_err() {
+            return Err(format!(
+                "HEALTH_PATH: `{}` is not a valid path",
+                self.health_path
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_upstream_lists_with_names_ipv4_and_ipv6() {
+        let cfg = Config::try_parse_from([
+            "balancer",
+            "--upstreams",
+            "app:8000, 10.0.0.2:9000,[::1]:7000",
+        ])
+        .expect("valid");
+        assert_eq!(
+            cfg.upstreams,
+            vec![
+                Upstream {
+                    host: "app".into(),
+                    port: 8000
+                },
+                Upstream {
+                    host: "10.0.0.2".into(),
+                    port: 9000
+                },
+                Upstream {
+                    host: "::1".into(),
+                    port: 7000
+                },
+            ]
+        );
+        assert_eq!(cfg.upstreams[2].to_string(), "[::1]:7000");
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_variable() {
+        let err = Config::try_parse_from(["balancer", "--upstreams", "app"]).expect_err("no port");
+        assert!(err.to_string().contains("UPSTREAMS"), "{err}");
+        let err = Config::try_parse_from([
+            "balancer",
+            "--upstreams",
+            "app:1",
+            "--resolve-interval",
+            "soon",
+        ])
+        .expect_err("bad duration");
+        assert!(err.to_string().contains("RESOLVE_INTERVAL"), "{err}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn durations_accept_human_units() {
+        let cfg = Config::try_parse_from([
+            "balancer",
+            "--upstreams",
+            "a:1",
+            "--resolve-interval",
+            "250ms",
+            "--eject-cooldown",
+            "1m",
+        ])
+        .expect("valid");
+        assert_eq!(cfg.resolve_interval, Duration::from_millis(250));
+        assert_eq!(cfg.eject_cooldown, Duration::from_secs(60));
+    }
+}

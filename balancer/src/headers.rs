@@ -1,0 +1,223 @@
+//! Header rewriting at the proxy hop: hop-by-hop removal (RFC 9110 §7.6.1) and `X-Forwarded-*`.
+//!
+//! Everything works in place on the `HeaderMap` hyper parsed, with `remove`/`insert` only for
+//! single-valued hop-by-hop or forwarding headers, so repeated end-to-end headers such as several
+//! `Set-Cookie` pass through untouched (rebuilding the map with `insert` would keep only the last).
+
+use http::HeaderMap;
+use http::header::{CONNECTION, HOST, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE};
+
+/// `Keep-Alive` (RFC 9112 appendix C.2.2), not in `http::header`.
+pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `Proxy-Connection`, sent by old clients and some libraries; never end-to-end.
+pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// `X-Forwarded-For`: the client chain, appended to rather than replaced.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`: the scheme the client used to reach us.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`: the `Host` the client asked for.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Upstream`: response header naming the backend address that answered.
+pub static X_UPSTREAM: HeaderName = HeaderName::from_static("x-upstream");
+
+/// True if `token` names a header this module removes (or handles) on its own, so a
+/// `Connection: keep-alive` or `Connection: upgrade` costs no allocation.
+fn handled_token(token: &str) -> bool {
+    [
+        "close",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "transfer-encoding",
+        "proxy-connection",
+    ]
+    .iter()
+    .any(|t| token.eq_ignore_ascii_case(t))
+}
+
+/// True if any `Connection` header value lists `token` (case-insensitive comma list).
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// A request asks for a protocol upgrade (e.g. WebSocket) when it has `Upgrade` and
+/// `Connection` lists `upgrade`; only then are those two headers forwarded.
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE) && connection_has(headers, "upgrade")
+}
+
+/// Removes hop-by-hop headers in place.
+///
+/// `keep_upgrade` is set while proxying an upgrade (request with `Upgrade`, or a 101 response):
+/// `Upgrade` then stays and `Connection` is re-set to exactly `upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(CONNECTION) {
+        // Collected first because the names borrow from the map we are about to change.
+        let mut listed: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(CONNECTION) {
+            let Ok(s) = value.to_str() else { continue };
+            for token in s.split(',').map(str::trim) {
+                if token.is_empty() || handled_token(token) {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    listed.push(name);
+                }
+            }
+        }
+        for name in listed {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(TRANSFER_ENCODING);
+    if headers.contains_key(TE) {
+        // `TE: trailers` is the one value that may travel on (RFC 9110 §10.1.4); drop the rest.
+        let wants_trailers = headers.get_all(TE).iter().any(|v| {
+            v.to_str()
+                .map(|s| {
+                    s.split(',').any(|t| {
+                        t.split(';')
+                            .next()
+                            .unwrap_or("")
+                            .trim()
+                            .eq_ignore_ascii_case("trailers")
+                    })
+                })
+                .unwrap_or(false)
+        });
+        headers.remove(TE);
+        if wants_trailers {
+            headers.insert(TE, HeaderValue::from_static("trailers"));
+        }
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// Appends the client address to `X-Forwarded-For` and sets `X-Forwarded-Proto`/`-Host`.
+///
+/// `client_ip` is built once per connection, so the common case (no incoming XFF) only clones
+/// a reference-counted value. `authority` is the request-target authority, used when an
+/// HTTP/1.0 client sent no `Host`.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client_ip: &HeaderValue,
+    authority: Option<&http::uri::Authority>,
+) {
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut joined: Vec<u8> = Vec::with_capacity(64);
+        for v in headers.get_all(&X_FORWARDED_FOR) {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(v.as_bytes());
+        }
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(client_ip.as_bytes());
+        // Every part is already a valid header value, so this only fails on a bug; fall back
+        // to the client address alone rather than forwarding an unverified chain.
+        let value = HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone());
+        headers.insert(&X_FORWARDED_FOR, value);
+    } else {
+        headers.insert(&X_FORWARDED_FOR, client_ip.clone());
+    }
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let host = headers
+        .get(HOST)
+        .cloned()
+        .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    match host {
+        Some(h) => {
+            headers.insert(&X_FORWARDED_HOST, h);
+        }
+        None => {
+            // A client-supplied value we could not confirm must not reach the backend.
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_standard_and_connection_listed_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("connection", "x-other"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("te", "gzip"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["set-cookie"]);
+        assert_eq!(h.get_all("set-cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn keeps_te_trailers_only() {
+        let mut h = map(&[("te", "trailers, deflate;q=0.5")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.get(TE).expect("te"), "trailers");
+    }
+
+    #[test]
+    fn upgrade_survives_only_when_proxying_an_upgrade() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade_request(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(UPGRADE).expect("upgrade"), "websocket");
+        assert_eq!(h.get(CONNECTION).expect("connection"), "upgrade");
+
+        let mut h = map(&[("upgrade", "websocket")]);
+        assert!(!is_upgrade_request(&h));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_host_copied() {
+        let ip = HeaderValue::from_static("10.1.2.3");
+        let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("host", "example.test")]);
+        set_forwarded(&mut h, &ip, None);
+        assert_eq!(
+            h.get(&X_FORWARDED_FOR).expect("xff"),
+            "203.0.113.9, 10.1.2.3"
+        );
+        assert_eq!(h.get(&X_FORWARDED_PROTO).expect("proto"), "http");
+        assert_eq!(h.get(&X_FORWARDED_HOST).expect("host"), "example.test");
+
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, &ip, None);
+        assert_eq!(h.get(&X_FORWARDED_FOR).expect("xff"), "10.1.2.3");
+    }
+}

@@ -1,0 +1,93 @@
+//! Active health checks: `GET /readyz` (configurable) on every backend.
+//!
+//! Checks use their own client with no idle pool, so each one proves that the backend still
+//! accepts connections, not just that an old pooled connection is open.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::backends::{Backend, BackendSet};
+
+/// Runs health checks against backends.
+#[derive(Debug, Clone)]
+pub struct HealthChecker {
+    /// Fresh connection per check.
+    client: Client<HttpConnector, Empty<Bytes>>,
+    /// Path to probe, e.g. `/readyz`.
+    path: http::uri::PathAndQuery,
+    /// A check slower than this fails.
+    timeout: Duration,
+}
+
+impl HealthChecker {
+    /// A checker probing `path` with `timeout`; `path` was validated by the config.
+    pub fn new(path: &str, timeout: Duration, connect_timeout: Duration) -> HealthChecker {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout.min(timeout)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        HealthChecker {
+            client,
+            path: path
+                .parse()
+                .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/readyz")),
+            timeout,
+        }
+    }
+
+    /// True if the backend answered 2xx within the timeout.
+    pub async fn check(&self, backend: &Backend) -> bool {
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(backend.authority().clone())
+            .path_and_query(self.path.clone())
+            .build();
+        let Ok(uri) = uri else { return false };
+        let Ok(req) = Request::get(uri).body(Empty::new()) else {
+            return false;
+        };
+        let attempt = async {
+            let resp = self.client.request(req).await.ok()?;
+            let ok = resp.status().is_success();
+            // Read the (small) body so the exchange completes cleanly before the connection closes.
+            resp.into_body().collect().await.ok()?;
+            Some(ok)
+        };
+        matches!(
+            tokio::time::timeout(self.timeout, attempt).await,
+            Ok(Some(true))
+        )
+    }
+
+    /// Checks `backends` concurrently and records the results, logging each change.
+    pub async fn check_all(&self, backends: &[Arc<Backend>]) {
+        let results = futures_util::future::join_all(backends.iter().map(|b| self.check(b))).await;
+        for (b, ok) in backends.iter().zip(results) {
+            let was = b.set_passing(ok);
+            if was != ok {
+                if ok {
+                    tracing::info!(upstream = %b.label(), "health check passing");
+                } else {
+                    tracing::warn!(upstream = %b.label(), "health check failing");
+                }
+            }
+        }
+    }
+
+    /// Checks every known backend and refreshes the rotation (also re-admitting backends whose
+    /// ejection cool-down ran out and whose check passes).
+    pub async fn run_round(&self, set: &BackendSet) {
+        let all = set.all();
+        self.check_all(&all).await;
+        set.rebuild();
+    }
+}

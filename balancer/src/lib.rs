@@ -1,0 +1,88 @@
+//! session-cluster's load balancer: a hyper 1 round-robin reverse proxy that discovers
+//! replicas by DNS, routes around dead ones, and only retries where nothing can run twice.
+//!
+//! [`run`] takes already-bound listeners and a shutdown future, so tests start it on
+//! `127.0.0.1:0` and stop it with a channel.
+
+pub mod admin;
+pub mod backends;
+pub mod body;
+pub mod config;
+pub mod discovery;
+pub mod error;
+pub mod headers;
+pub mod health;
+pub mod metrics;
+pub mod proxy;
+pub mod round_robin;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use discovery::{Resolver, SystemResolver};
+
+/// Runs the balancer with the system DNS resolver. See [`run_with_resolver`].
+pub async fn run(
+    listener: TcpListener,
+    admin: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    run_with_resolver(listener, admin, config, Arc::new(SystemResolver), shutdown).await
+}
+
+/// Runs the balancer until `shutdown` completes, then drains and returns.
+///
+/// Before serving, upstreams are resolved and checked once, so the first clients do not get
+/// 503 merely because no health round has run yet (they wait in the listen backlog instead).
+pub async fn run_with_resolver(
+    listener: TcpListener,
+    admin: TcpListener,
+    config: Config,
+    resolver: Arc<dyn Resolver>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let set = Arc::new(backends::BackendSet::new(config.eject_cooldown));
+    let health = health::HealthChecker::new(
+        &config.health_path,
+        config.health_timeout,
+        config.connect_timeout,
+    );
+    let mut discovery = discovery::Discovery::new(
+        config.upstreams.clone(),
+        resolver,
+        Arc::clone(&set),
+        health,
+        config.resolve_interval.max(Duration::from_secs(1)),
+    );
+    discovery.resolve_round().await;
+    let maintenance =
+        tokio::spawn(discovery.run_forever(config.resolve_interval, config.health_interval));
+
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = tokio::spawn(admin::serve(admin, Arc::clone(&set), async move {
+        let _ = admin_stopped.await;
+    }));
+
+    let proxy = Arc::new(proxy::Proxy::new(&config, Arc::clone(&set)));
+    server::serve(listener, proxy, &config, shutdown).await;
+
+    maintenance.abort();
+    let _ = stop_admin.send(());
+    match tokio::time::timeout(Duration::from_secs(2), admin_task).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "admin server error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "admin task failed"),
+        Err(_) => tracing::warn!("admin server did not stop in time"),
+        Ok(Ok(Ok(()))) => {}
+    }
+    tracing::info!("balancer stopped");
+    Ok(())
+}

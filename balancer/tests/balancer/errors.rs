@@ -1,0 +1,104 @@
+//! Error answers: 503 at once with no backend, 504 on a slow backend.
+
+use std::time::{Duration, Instant};
+
+use crate::helpers::{
+    TestBalancer, TestServer, closed_port_addr, http_client, test_config, text, upstreams,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_backends_down_gives_503_at_once() {
+    // Arrange: two upstreams on ports nobody listens on.
+    let a = closed_port_addr().await;
+    let b = closed_port_addr().await;
+    let lb = TestBalancer::start(test_config(&upstreams(&[a, b]))).await;
+    lb.wait_healthy(0).await;
+
+    // Act
+    let started = Instant::now();
+    let resp = http_client()
+        .get(lb.url("/"))
+        .send()
+        .await
+        .expect("request");
+    let elapsed = started.elapsed();
+
+    // Assert
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert!(elapsed < Duration::from_millis(500), "took {elapsed:?}");
+    assert!(
+        resp.text()
+            .await
+            .expect("body")
+            .contains("no healthy backend")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_that_die_between_checks_give_503_not_a_hang() {
+    // Arrange: one healthy backend, health rounds far apart, then the backend dies.
+    let backend = TestServer::start(|_req| async { text("ok") }).await;
+    let mut config = test_config(&upstreams(&[backend.addr]));
+    config.health_interval = Duration::from_secs(30);
+    let lb = TestBalancer::start(config).await;
+    lb.wait_healthy(1).await;
+    backend.kill().await;
+
+    // Act: the first request finds the connect refused; nothing was sent anywhere.
+    let started = Instant::now();
+    let first = http_client()
+        .get(lb.url("/"))
+        .send()
+        .await
+        .expect("request");
+    let second = http_client()
+        .get(lb.url("/"))
+        .send()
+        .await
+        .expect("request");
+
+    // Assert
+    assert_eq!(first.status(), 503);
+    assert_eq!(second.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_backend_gives_504() {
+    // Arrange: the backend answers health checks at once but takes 3 s for anything else.
+    let backend = TestServer::start(|req| async move {
+        if req.uri().path() != "/readyz" {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        text("late")
+    })
+    .await;
+    let mut config = test_config(&upstreams(&[backend.addr]));
+    config.upstream_timeout = Duration::from_millis(300);
+    let lb = TestBalancer::start(config).await;
+    lb.wait_healthy(1).await;
+
+    // Act
+    let started = Instant::now();
+    let resp = http_client()
+        .get(lb.url("/slow"))
+        .send()
+        .await
+        .expect("request");
+    let elapsed = started.elapsed();
+
+    // Assert: 504 after the timeout; a slow backend is not ejected as dead.
+    assert_eq!(resp.status(), 504);
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    let status = lb.status().await;
+    assert_eq!(status["backends"][0]["ejections"], 0, "{status}");
+    assert_eq!(status["backends"][0]["responses"]["5xx"], 1, "{status}");
+}

@@ -1,0 +1,184 @@
+//! Routing around dead backends without client-visible errors, and the retry boundary:
+//! connect failures are retried on another backend, requests that may have been processed
+//! are not.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use http_body_util::BodyExt;
+
+use crate::helpers::{Cluster, TestBalancer, TestServer, test_config, text, upstreams};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_replica_fails_no_requests_and_counts_stay_exact() {
+    // Arrange: three replicas, one client session hopping between them.
+    let mut cluster = Cluster::start(3).await;
+    let mut config = test_config(&upstreams(&cluster.addrs()));
+    // Slow health rounds: the dead replica is still in rotation when requests hit it, so
+    // passive ejection + connect retry must do the work.
+    config.health_interval = Duration::from_secs(30);
+    let lb = TestBalancer::start(config).await;
+    lb.wait_healthy(3).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .cookie_store(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    // Act: 90 sequential increments; replica node-1 is stopped after the 30th.
+    let mut failures = Vec::new();
+    let mut served_by_dead_after_kill = 0;
+    for i in 1..=90u32 {
+        if i == 31 {
+            cluster.stop(1).await;
+        }
+        let resp = client
+            .get(lb.url("/session"))
+            .send()
+            .await
+            .expect("transport");
+        let status = resp.status();
+        let node = resp
+            .headers()
+            .get("x-served-by")
+            .map(|v| v.to_str().unwrap_or("").to_owned());
+        let body = resp.text().await.expect("body");
+        if status != 200 {
+            failures.push((i, status, body));
+            continue;
+        }
+        if i > 30 && node.as_deref() == Some("node-1") {
+            served_by_dead_after_kill += 1;
+        }
+        // Each increment is applied exactly once: no lost and no doubled request.
+        assert_eq!(
+            body.trim_end(),
+            format!("Session View Cnt  {i}"),
+            "request {i}"
+        );
+    }
+
+    // Assert
+    assert!(failures.is_empty(), "client saw failures: {failures:?}");
+    assert_eq!(served_by_dead_after_kill, 0);
+    let status = lb.status().await;
+    let ejected = status["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .filter(|b| b["ejections"].as_u64() > Some(0))
+        .count();
+    assert_eq!(ejected, 1, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_body_is_retried_on_next_backend_after_connect_failure() {
+    // Arrange: two echo servers; the first dies while still in rotation.
+    let echo = |name: &'static str| {
+        move |req: http::Request<hyper::body::Incoming>| async move {
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            text(format!("{name}:{}", String::from_utf8_lossy(&body)))
+        }
+    };
+    let a = TestServer::start(echo("a")).await;
+    let b = TestServer::start(echo("b")).await;
+    let mut config = test_config(&upstreams(&[a.addr, b.addr]));
+    config.health_interval = Duration::from_secs(30);
+    let lb = TestBalancer::start(config).await;
+    lb.wait_healthy(2).await;
+    a.kill().await;
+    let client = crate::helpers::http_client();
+
+    // Act
+    let mut answers = Vec::new();
+    for i in 0..4 {
+        let resp = client
+            .post(lb.url("/echo"))
+            .body(format!("payload-{i}"))
+            .send()
+            .await
+            .expect("request");
+        answers.push((resp.status().as_u16(), resp.text().await.expect("body")));
+    }
+
+    // Assert: every POST reached b once, body intact; a was ejected; a retry was counted.
+    let expected: Vec<_> = (0..4).map(|i| (200, format!("b:payload-{i}"))).collect();
+    assert_eq!(answers, expected);
+    assert!(lb.metrics().await.contains("balancer_retries_total 1"));
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_that_reached_a_backend_is_not_retried() {
+    // Arrange: backend `a` passes health checks but drops every other request after reading
+    // it, as a crashing replica would; backend `b` answers normally.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let a_addr = listener.local_addr().expect("addr");
+    let a_hits = Arc::new(AtomicUsize::new(0));
+    let hits = Arc::clone(&a_hits);
+    let a_task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let hits = Arc::clone(&hits);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                if buf[..n].starts_with(b"GET /readyz") {
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                } else if n > 0 {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let b_hits = Arc::new(AtomicUsize::new(0));
+    let bh = Arc::clone(&b_hits);
+    let b = TestServer::start(move |req| {
+        if req.uri().path() != "/readyz" {
+            bh.fetch_add(1, Ordering::SeqCst);
+        }
+        async { text("b") }
+    })
+    .await;
+    let mut config = test_config(&upstreams(&[a_addr, b.addr]));
+    config.health_interval = Duration::from_secs(30);
+    let lb = TestBalancer::start(config).await;
+    lb.wait_healthy(2).await;
+    let client = crate::helpers::http_client();
+
+    // Act
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let resp = client
+            .get(lb.url("/session"))
+            .send()
+            .await
+            .expect("request");
+        statuses.push(resp.status().as_u16());
+    }
+
+    // Assert: the request that reached `a` got 502 and was not replayed on `b`.
+    let bad = statuses.iter().filter(|s| **s == 502).count();
+    let good = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(bad + good, 4, "{statuses:?}");
+    assert_eq!(bad, 1, "{statuses:?}");
+    assert_eq!(a_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(b_hits.load(Ordering::SeqCst), good);
+    a_task.abort();
+}

@@ -1,0 +1,16 @@
+//! Integration tests for the balancer: real TCP on 127.0.0.1:0, real app replicas on a real
+//! redis-server where cluster behaviour is claimed, small hyper servers for protocol cases.
+//!
+//! Run with: `cargo test -p balancer` (set `TEST_LOG=1` to see logs).
+
+mod helpers;
+
+mod admin;
+mod discovery;
+mod errors;
+mod failover;
+mod headers;
+mod limits;
+mod round_robin;
+mod shutdown;
+mod upgrade;
