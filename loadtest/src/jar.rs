@@ -1,0 +1,124 @@
+//! A minimal cookie jar for one throughput connection: remembers `name=value` pairs from
+//! `Set-Cookie` and precomputes the `Cookie` header, so the hot path only clones a `HeaderValue`.
+//! (The sequential and parallel modes use reqwest's full cookie store instead.)
+
+use http::HeaderValue;
+
+/// The cookies of one connection.
+#[derive(Debug, Default, Clone)]
+pub struct Jar {
+    /// Stored cookies, in arrival order.
+    pairs: Vec<(String, String)>,
+    /// The `Cookie` header for `pairs`, rebuilt only when they change.
+    header: Option<HeaderValue>,
+}
+
+impl Jar {
+    /// Applies one `Set-Cookie` header; `Max-Age=0` (or negative) deletes the cookie.
+    pub fn store(&mut self, set_cookie: &HeaderValue) {
+        let Ok(raw) = set_cookie.to_str() else {
+            return;
+        };
+        let Some((name, value, delete)) = parse_set_cookie(raw) else {
+            return;
+        };
+        let position = self.pairs.iter().position(|(n, _)| n == name);
+        let changed = match (position, delete) {
+            (Some(i), true) => {
+                self.pairs.remove(i);
+                true
+            }
+            (Some(i), false) if self.pairs[i].1 != value => {
+                self.pairs[i].1 = value.to_owned();
+                true
+            }
+            (None, false) => {
+                self.pairs.push((name.to_owned(), value.to_owned()));
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            self.rebuild();
+        }
+    }
+
+    /// The `Cookie` header to send, if any cookie is stored.
+    pub fn header(&self) -> Option<&HeaderValue> {
+        self.header.as_ref()
+    }
+
+    fn rebuild(&mut self) {
+        let joined = self
+            .pairs
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        self.header = if joined.is_empty() {
+            None
+        } else {
+            HeaderValue::from_str(&joined).ok()
+        };
+    }
+}
+
+/// Splits `name=value; Attr; Max-Age=0` into the pair and whether it deletes the cookie.
+fn parse_set_cookie(raw: &str) -> Option<(&str, &str, bool)> {
+    let mut parts = raw.split(';');
+    let (name, value) = parts.next()?.split_once('=')?;
+    let name = name.trim();
+    if name.is_empty() {
+        return None;
+    }
+    let delete = parts.any(|attribute| {
+        let Some((key, val)) = attribute.split_once('=') else {
+            return false;
+        };
+        key.trim().eq_ignore_ascii_case("max-age")
+            && val.trim().parse::<i64>().is_ok_and(|age| age <= 0)
+    });
+    Some((name, value.trim(), delete))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hv(s: &'static str) -> HeaderValue {
+        HeaderValue::from_static(s)
+    }
+
+    #[test]
+    fn stores_and_sends_back_a_session_cookie() {
+        let mut jar = Jar::default();
+        assert!(jar.header().is_none());
+        jar.store(&hv("sid=abc123; Path=/; HttpOnly; SameSite=Strict"));
+        assert_eq!(jar.header(), Some(&hv("sid=abc123")));
+    }
+
+    #[test]
+    fn replaces_updates_and_keeps_others() {
+        let mut jar = Jar::default();
+        jar.store(&hv("sid=1; Path=/"));
+        jar.store(&hv("theme=dark"));
+        jar.store(&hv("sid=2; Path=/"));
+        assert_eq!(jar.header(), Some(&hv("sid=2; theme=dark")));
+    }
+
+    #[test]
+    fn max_age_zero_deletes() {
+        let mut jar = Jar::default();
+        jar.store(&hv("sid=1"));
+        jar.store(&hv("sid=; Max-Age=0; Path=/"));
+        assert!(jar.header().is_none());
+    }
+
+    #[test]
+    fn ignores_garbage() {
+        let mut jar = Jar::default();
+        jar.store(&hv("no equals sign"));
+        jar.store(&hv("=value"));
+        assert!(jar.header().is_none());
+    }
+}

@@ -1,0 +1,31 @@
+//! The session-cluster load generator and checker.
+//!
+//! - `sequential`: many users, each with its own cookie jar, count 1, 2, 3 … while their
+//!   requests hop between replicas; `check` classifies every deviation.
+//! - `parallel`: K workers race increments on one session; lost updates with Jepsen's bounds.
+//! - `throughput`: closed or open loop on raw hyper connections, HdrHistogram percentiles.
+//!
+//! `run` is what the binary calls; tests call it too, or run the binary for exit codes.
+
+pub mod check;
+pub mod client;
+pub mod config;
+pub mod connection;
+pub mod endpoint;
+pub mod error;
+pub mod jar;
+pub mod latency;
+pub mod parallel;
+pub mod progress;
+pub mod report;
+pub mod runner;
+pub mod sequential;
+pub mod stop;
+pub mod table;
+pub mod targets;
+pub mod throughput;
+
+pub use config::Config;
+pub use error::RunError;
+pub use report::{Report, Verdict};
+pub use runner::run;

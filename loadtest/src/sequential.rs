@@ -1,0 +1,216 @@
+//! The default mode: U virtual users at once, each with its own client and cookie jar, each
+//! sending R increments in sequence while the requests rotate over the targets. Every answer
+//! is recorded and each session's trace is judged by `check`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::check::{self, Observation};
+use crate::client::{self, Outcome};
+use crate::config::Config;
+use crate::error::RunError;
+use crate::latency::Latencies;
+use crate::progress::{Goal, Progress};
+use crate::report::{
+    AnomalyCounts, Common, LocatedAnomaly, NO_NODE, SequentialReport, Spread, Verdict, per_second,
+    remember_error,
+};
+use crate::stop::Stop;
+use crate::targets::Targets;
+
+/// How many anomalies the report lists in detail.
+const EXAMPLES: usize = 20;
+
+/// One answered request in a session.
+#[derive(Debug, Clone)]
+struct Step {
+    /// What the counter said, or that we cannot know.
+    observation: Observation,
+    /// The replica that answered.
+    node: Option<String>,
+    /// The error, when the outcome is unknown.
+    error: Option<String>,
+}
+
+/// One user's session: its steps and latencies.
+#[derive(Debug, Default)]
+struct Trace {
+    steps: Vec<Step>,
+    latencies: Latencies,
+}
+
+/// Runs the sequential mode.
+pub async fn run(
+    config: &Config,
+    users: u64,
+    requests: u64,
+    stop: &Stop,
+) -> Result<SequentialReport, RunError> {
+    let targets = Arc::new(config.target.clone());
+    let clients = (0..users)
+        .map(|_| client::build(config.timeout))
+        .collect::<Result<Vec<_>, _>>()?;
+    let progress = Progress::start(
+        !config.no_progress && !config.json,
+        Goal::Requests(users.saturating_mul(requests)),
+    );
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(user, client)| {
+            let targets = Arc::clone(&targets);
+            let counter = progress.counter();
+            let stop = stop.clone();
+            let endpoint = config.endpoint;
+            tokio::spawn(async move {
+                run_user(user, client, &targets, endpoint, requests, &counter, &stop).await
+            })
+        })
+        .collect();
+    let mut traces = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        // A panicking user task is a bug in this crate; report it as an empty session.
+        traces.push(task.await.unwrap_or_default());
+    }
+    let elapsed = started.elapsed();
+    progress.finish();
+    let mut report = summarise(
+        &targets,
+        config,
+        users,
+        requests,
+        &traces,
+        elapsed.as_secs_f64(),
+    );
+    report.common.interrupted = stop.is_stopped();
+    report.judge();
+    Ok(report)
+}
+
+async fn run_user(
+    user: usize,
+    client: reqwest::Client,
+    targets: &Targets,
+    endpoint: crate::endpoint::Endpoint,
+    requests: u64,
+    counter: &AtomicU64,
+    stop: &Stop,
+) -> Trace {
+    let mut trace = Trace::default();
+    for seq in 0..requests {
+        if stop.is_stopped() {
+            break;
+        }
+        // Rotate per user and per request, so consecutive requests of a session change target.
+        let url = targets
+            .pick(user.wrapping_add(seq as usize))
+            .url(endpoint.path());
+        let answer = client::increment(&client, endpoint, &url).await;
+        trace.latencies.record(answer.latency);
+        let (observation, error) = match answer.outcome {
+            Outcome::Counted(counter) => (Observation::Value(counter.views), None),
+            Outcome::AckedUnreadable(e) | Outcome::Refused(e) | Outcome::Unknown(e) => {
+                (Observation::Unknown, Some(e))
+            }
+        };
+        trace.steps.push(Step {
+            observation,
+            node: answer.node,
+            error,
+        });
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    trace
+}
+
+fn summarise(
+    targets: &Targets,
+    config: &Config,
+    users: u64,
+    requests: u64,
+    traces: &[Trace],
+    elapsed_s: f64,
+) -> SequentialReport {
+    let mut anomalies = AnomalyCounts::default();
+    let mut examples = Vec::new();
+    let mut error_examples = Vec::new();
+    let mut per_replica: BTreeMap<String, u64> = BTreeMap::new();
+    let mut latencies = Latencies::new();
+    let (mut sent, mut errors, mut hops, mut hop_pairs, mut sessions_with_anomalies) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut spread_min, mut spread_max, mut spread_sum) = (u64::MAX, 0u64, 0u64);
+
+    for (user, trace) in traces.iter().enumerate() {
+        latencies.merge(&trace.latencies);
+        let observations: Vec<Observation> = trace.steps.iter().map(|s| s.observation).collect();
+        let nodes: Vec<Option<&str>> = trace.steps.iter().map(|s| s.node.as_deref()).collect();
+        let found = check::classify(&observations);
+        if found.iter().any(|a| a.kind != check::AnomalyKind::Unknown) {
+            sessions_with_anomalies += 1;
+        }
+        for anomaly in found {
+            anomalies.add(anomaly.kind);
+            if examples.len() < EXAMPLES {
+                let step = &trace.steps[anomaly.seq - 1];
+                examples.push(LocatedAnomaly {
+                    user: user as u64,
+                    node: step.node.clone(),
+                    error: step.error.clone(),
+                    anomaly,
+                });
+            }
+        }
+        for step in &trace.steps {
+            sent += 1;
+            if let Some(error) = &step.error {
+                errors += 1;
+                remember_error(&mut error_examples, error);
+            }
+            let node = step.node.as_deref().unwrap_or(NO_NODE);
+            *per_replica.entry(node.to_owned()).or_default() += 1;
+        }
+        hops += check::count_hops(&nodes);
+        hop_pairs += trace.steps.len().saturating_sub(1) as u64;
+        let distinct = check::distinct_replicas(&nodes) as u64;
+        spread_min = spread_min.min(distinct);
+        spread_max = spread_max.max(distinct);
+        spread_sum += distinct;
+    }
+
+    let summary = latencies.summary();
+    SequentialReport {
+        common: Common {
+            verdict: Verdict::Fail,
+            reasons: Vec::new(),
+            targets: targets.names(),
+            requests: sent,
+            errors,
+            error_examples,
+            requests_per_replica: per_replica,
+            latency: summary,
+            elapsed_s,
+            req_per_s: per_second(sent, elapsed_s),
+            interrupted: false,
+        },
+        endpoint: config.endpoint,
+        users,
+        requests_per_user: requests,
+        anomalies,
+        sessions_with_anomalies,
+        examples,
+        hops,
+        hop_pairs,
+        replicas_per_session: if traces.is_empty() {
+            Spread::default()
+        } else {
+            Spread {
+                min: spread_min,
+                mean: spread_sum as f64 / traces.len() as f64,
+                max: spread_max,
+            }
+        },
+    }
+}

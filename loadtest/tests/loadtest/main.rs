@@ -1,0 +1,11 @@
+//! Integration tests of the loadtest against real app replicas on a real redis-server (all
+//! in-process, on 127.0.0.1:0), plus a deliberately broken counter server for faults a healthy
+//! cluster never shows. Every load is bounded in count, and every run in time.
+
+mod helpers;
+
+mod broken;
+mod consistency;
+mod exit_codes;
+mod parallel;
+mod throughput;
