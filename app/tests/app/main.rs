@@ -10,4 +10,5 @@ mod expiry;
 mod lock;
 mod observability;
 mod redis_outage;
+mod round_trips;
 mod shutdown;
