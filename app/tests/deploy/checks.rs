@@ -8,8 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use crate::{
     containers,
     helpers::Binary,
@@ -74,14 +72,21 @@ fn services(m: &Manifests, problems: &mut Vec<String>) {
                 svc.id()
             ));
         }
-        let ports = svc.value["spec"]["ports"].as_array().cloned().unwrap_or_default();
+        let ports = svc.value["spec"]["ports"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if ports.is_empty() {
             problems.push(format!("{}: declares no ports", svc.id()));
         }
         for port in &ports {
             let target = port.get("targetPort").unwrap_or(&port["port"]);
             for w in &selected {
-                if !w.containers().iter().any(|c| c.resolve_port(target).is_some()) {
+                if !w
+                    .containers()
+                    .iter()
+                    .any(|c| c.resolve_port(target).is_some())
+                {
                     problems.push(format!(
                         "{}: targetPort {target} is not a containerPort (number or name) of {}",
                         svc.id(),
@@ -153,7 +158,11 @@ fn secret_references(m: &Manifests, problems: &mut Vec<String>) {
                 }
             }
         }
-        for volume in w.pod_spec()["volumes"].as_array().cloned().unwrap_or_default() {
+        for volume in w.pod_spec()["volumes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
             let secret = &volume["secret"];
             if let Some(name) = secret["secretName"].as_str() {
                 let owner = format!("{} volume {}", w.id(), volume["name"]);
@@ -184,7 +193,10 @@ fn autoscalers(m: &Manifests, problems: &mut Vec<String>) {
             ));
             continue;
         };
-        let metrics = hpa.value["spec"]["metrics"].as_array().cloned().unwrap_or_default();
+        let metrics = hpa.value["spec"]["metrics"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let uses_cpu = metrics
             .iter()
             .any(|metric| metric["resource"]["name"] == "cpu");
@@ -240,7 +252,11 @@ fn images(m: &Manifests, problems: &mut Vec<String>) {
         .flat_map(Doc::containers)
         .map(|c| c.image_name())
         .collect();
-    for entry in m.kustomization["images"].as_array().cloned().unwrap_or_default() {
+    for entry in m.kustomization["images"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
         let name = entry["name"].as_str().unwrap_or("");
         if !used.contains(&name) {
             problems.push(format!(
@@ -251,5 +267,5 @@ fn images(m: &Manifests, problems: &mut Vec<String>) {
 }
 
 pub fn is_headless(svc: &Doc) -> bool {
-    svc.value["spec"]["clusterIP"] == Value::from("None")
+    svc.value["spec"]["clusterIP"] == "None"
 }

@@ -14,7 +14,13 @@ use serde_json::Value;
 pub const KUSTOMIZATION: &str = "kustomization.yaml";
 
 /// Workload kinds whose `spec.template` is a pod template.
-const WORKLOADS: [&str; 5] = ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"];
+const WORKLOADS: [&str; 5] = [
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+];
 
 /// One YAML document of one manifest file.
 #[derive(Debug)]
@@ -94,7 +100,10 @@ impl<'a> Container<'a> {
 
     /// The `env` list, in order (order matters for `$(VAR)` expansion).
     pub fn env(&self) -> &'a [Value] {
-        self.value["env"].as_array().map(Vec::as_slice).unwrap_or(&[])
+        self.value["env"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// `(name, containerPort)` of every declared port.
@@ -143,9 +152,9 @@ impl Manifests {
         };
         match parse_documents(text) {
             Ok(mut docs) if docs.len() == 1 => out.kustomization = docs.remove(0),
-            Ok(_) => out
-                .problems
-                .push(format!("{KUSTOMIZATION}: expected exactly one YAML document")),
+            Ok(_) => out.problems.push(format!(
+                "{KUSTOMIZATION}: expected exactly one YAML document"
+            )),
             Err(err) => out.problems.push(format!("{KUSTOMIZATION}: {err}")),
         }
         let resources: Vec<String> = out.kustomization["resources"]
@@ -179,8 +188,10 @@ impl Manifests {
         }
         for doc in &out.docs {
             if doc.kind().is_empty() || doc.name().is_empty() {
-                out.problems
-                    .push(format!("{}: a document without kind or metadata.name", doc.file));
+                out.problems.push(format!(
+                    "{}: a document without kind or metadata.name",
+                    doc.file
+                ));
             }
         }
         out
@@ -261,7 +272,10 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let mut bits = 0u32;
     let mut count = 0;
     let mut out = Vec::new();
-    for c in text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+    for c in text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+    {
         let value = match c {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
