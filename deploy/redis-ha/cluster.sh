@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The app, its session lock, the balancer and the loadtest against a real Redis Cluster, through a
+# redis-cluster:// URL.
+#
+#   deploy/redis-ha/cluster.sh            # ~30 s; exit 0 = pass, 1 = fail (with a report), 2 = could not run
+#
+# Builds a 6-node cluster (3 masters, 3 replicas; `redis-server --cluster-enabled yes` on free loopback
+# ports, `redis-cli --cluster create --cluster-replicas 1`), with a password, then 3 app replicas
+# with REDIS_URL=redis-cluster://:PASSWORD@master1?node=master2&node=master3 and SESSION_LOCK=on,
+# and the balancer in front. Pass means, all through the balancer:
+#   1. the loadtest's sequential mode passes (every session counts 1, 2, 3... while hopping replicas);
+#   2. its parallel mode passes: 0 lost updates on one session (the lock works on a cluster: the lock
+#      key `session-lock:<sid>` and the session key are single-key commands, each routed to its slot);
+#   3. the sessions are spread over all 3 masters (the cluster really shards them), and the replicas
+#      hold copies.
+source "$(dirname "$0")/lib.sh"
+
+watchdog "${TIME_LIMIT:-240}"
+need redis-server redis-cli curl jq
+binaries
+
+# --- the cluster ------------------------------------------------------------------------------------
+REDIS_PORTS=()
+# Starts one cluster node; retried on another port if the chosen one was taken meanwhile.
+start_node() {
+  local port attempt
+  for attempt in 1 2 3; do
+    free_port port 10000
+    mkdir -p "$WORK/redis-$port"
+    spawn "redis-$port" redis-server --bind 127.0.0.1 --port "$port" --cluster-enabled yes \
+      --cluster-config-file "$WORK/redis-$port/nodes.conf" --cluster-node-timeout 2000 \
+      --dir "$WORK/redis-$port" --appendonly no --save "" \
+      --requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD"
+    if wait_until 10 redis-cli -p "$port" ping; then
+      REDIS_PORTS+=("$port")
+      return 0
+    fi
+    log "redis-server on $port did not start (attempt $attempt)"
+  done
+  die "could not start a cluster node"
+}
+for _ in 1 2 3 4 5 6; do start_node; done
+nodes=$(printf '127.0.0.1:%s ' "${REDIS_PORTS[@]}")
+# shellcheck disable=SC2086 # one argument per node
+redis-cli --cluster create $nodes --cluster-replicas 1 --cluster-yes >"$WORK/cluster-create.log" 2>&1 ||
+  die "redis-cli --cluster create failed"
+cluster_ok() {
+  for port in "${REDIS_PORTS[@]}"; do
+    redis-cli -p "$port" cluster info | grep -q '^cluster_state:ok' || return 1
+  done
+}
+wait_until 30 cluster_ok || die "cluster_state did not become ok on every node within 30 s"
+masters_of() { redis-cli -p "${REDIS_PORTS[0]}" cluster nodes | awk '$3 ~ /master/ {split($2, a, "@"); print a[1]}'; }
+mapfile -t MASTERS < <(masters_of)
+((${#MASTERS[@]} == 3)) || die "expected 3 masters, cluster nodes shows ${#MASTERS[@]}"
+log "cluster up: masters ${MASTERS[*]}, 3 replicas"
+
+# --- apps and balancer -------------------------------------------------------------------------------
+url="redis-cluster://:$REDIS_PASSWORD@${MASTERS[0]}?node=${MASTERS[1]}&node=${MASTERS[2]}"
+start_apps 3 "$url"
+start_balancer
+
+# --- the checks --------------------------------------------------------------------------------------
+problems=()
+loadtest seq --users 30 --requests 20 || problems+=("sequential loadtest did not pass (exit $?)")
+seq_line="sequential: $(field seq '.verdict') - $(field seq '.requests') requests, $(field seq '.errors') errors, anomalies $(field seq '.anomalies | tostring'), replicas $(field seq '.requests_per_replica | tostring')"
+
+loadtest par --parallel 8 --per-worker 25 || problems+=("parallel loadtest did not pass (exit $?)")
+par_line="parallel (8 workers x 25, SESSION_LOCK=on): $(field par '.verdict') - $(field par '.counter.lost') lost, final $(field par '.final_value'), $(field par '.errors') errors"
+
+# Where did the sessions go? Keys per master, and the same count on its replica.
+spread=()
+for m in "${MASTERS[@]}"; do
+  keys=$(redis-cli -p "${m##*:}" dbsize)
+  spread+=("${m##*:}=$keys")
+  ((keys > 0)) || problems+=("master ${m} holds no session: the cluster did not shard")
+done
+replica_keys=0
+for port in "${REDIS_PORTS[@]}"; do
+  if redis-cli -p "$port" role | head -1 | grep -q slave; then
+    wait_until 5 test "$(redis-cli -p "$port" dbsize)" -gt 0 || true
+    replica_keys=$((replica_keys + $(redis-cli -p "$port" dbsize)))
+  fi
+done
+((replica_keys > 0)) || problems+=("no replica holds a copy of any key")
+
+# --- report --------------------------------------------------------------------------------------------
+echo
+echo "== Redis Cluster report (redis-cluster:// URL, 3 masters + 3 replicas, 3 apps, balancer) =="
+echo "  $seq_line"
+echo "  $par_line"
+echo "  keys per master (port=keys): ${spread[*]}; keys on replicas: $replica_keys"
+if ((${#problems[@]})); then
+  for p in "${problems[@]}"; do echo "  PROBLEM: $p"; done
+  echo "cluster.sh: FAIL"
+  exit 1
+fi
+FAILED=0
+echo "cluster.sh: PASS"

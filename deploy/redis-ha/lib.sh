@@ -1,0 +1,180 @@
+# Shared by cluster.sh and sentinel.sh (sourced, not run): free loopback ports, processes that are
+# always cleaned up, bounded waits, the app replicas and the balancer started from built binaries.
+#
+# Everything listens on 127.0.0.1 only. Every process started here is recorded by PID and killed
+# by that PID on exit (normal, error, Ctrl-C or the watchdog), and its log is kept in $WORK; the
+# logs are printed on failure and the directory removed on success (KEEP_WORK=1 keeps it).
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# Binaries: target/debug by default (what `cargo test` already built); BIN_DIR=target/release works too.
+BIN_DIR=${BIN_DIR:-$ROOT/target/debug}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/redis-ha.XXXXXX")
+PIDS=()
+WATCHDOG=
+FAILED=1
+SCRIPT=$(basename "$0" .sh)
+# A demo password, used for every Redis and in the URLs: exercises AUTH through cluster and sentinel.
+REDIS_PASSWORD=redis-ha-test-password
+export REDISCLI_AUTH=$REDIS_PASSWORD
+
+log() { printf '[%s %s] %s\n' "$SCRIPT" "$(date +%H:%M:%S)" "$*" >&2; }
+
+die() {
+  log "FAIL: $*"
+  exit 1
+}
+
+cleanup() {
+  local code=$?
+  [[ -n $WATCHDOG ]] && kill "$WATCHDOG" 2>/dev/null || true
+  # Newest first: the balancer and apps stop before the Redis they use.
+  local i
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill "${PIDS[i]}" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    # Bounded: anything still alive after 5 s is killed hard.
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  if ((code != 0 || FAILED)); then
+    log "logs of the failed run (last 8 lines each):"
+    for f in "$WORK"/*.log; do
+      [[ -f $f ]] || continue
+      echo "----- $(basename "$f")" >&2
+      tail -n 8 "$f" >&2
+    done
+    ((code != 0)) || code=1
+  fi
+  if [[ ${KEEP_WORK:-0} == 1 || $code != 0 ]]; then
+    log "work directory kept: $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$code"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Ends the whole run after $1 seconds, whatever it is waiting for.
+watchdog() {
+  local limit=$1 main=$$
+  (
+    sleep "$limit"
+    echo "[$SCRIPT] FAIL: time limit of ${limit}s reached" >&2
+    kill -TERM "$main" 2>/dev/null
+  ) &
+  WATCHDOG=$!
+}
+
+need() {
+  local missing=()
+  for cmd in "$@"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd"); done
+  ((${#missing[@]} == 0)) || die "missing commands: ${missing[*]} (apt-get install redis-server redis-tools curl jq)"
+}
+
+# Builds the three binaries unless BIN_DIR already has them (CI builds them just before).
+binaries() {
+  if [[ ! -x $BIN_DIR/app || ! -x $BIN_DIR/balancer || ! -x $BIN_DIR/loadtest ]]; then
+    log "building app, balancer and loadtest (debug)"
+    (cd "$ROOT" && cargo build -q -p app -p balancer -p loadtest --bins) || die "cargo build failed"
+    BIN_DIR=$ROOT/target/debug
+  fi
+}
+
+# True when nothing listens on 127.0.0.1:$1.
+port_is_free() {
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Sets the variable named $1 to a free loopback port; with $2 = offset, port+offset must be free too
+# (Redis Cluster's bus port is port+10000). Ports handed out in this run are remembered so two calls
+# never collide (a variable, not `$(...)`, so the memory survives: a subshell would forget it).
+TAKEN=" "
+free_port() {
+  local var=$1 offset=${2:-0} port
+  for _ in $(seq 200); do
+    port=$((20000 + RANDOM % 25000))
+    [[ $TAKEN == *" $port "* || $TAKEN == *" $((port + offset)) "* ]] && continue
+    if port_is_free "$port" && { ((offset == 0)) || port_is_free $((port + offset)); }; then
+      TAKEN+="$port $((port + offset)) "
+      printf -v "$var" '%s' "$port"
+      return 0
+    fi
+  done
+  die "no free loopback port found"
+}
+
+# Starts "$@" in the background with its output in $WORK/$1.log (first argument = log name).
+spawn() {
+  local name=$1
+  shift
+  "$@" >"$WORK/$name.log" 2>&1 &
+  PIDS+=($!)
+}
+
+# Polls `$2...` every 0.1 s until it succeeds or $1 seconds have passed.
+wait_until() {
+  local limit=$1
+  shift
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
+}
+
+# HTTP status of GET $1 (000 when nothing answered).
+status_of() {
+  curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" || true
+}
+
+is_ok() { [[ $(status_of "$1") == 200 ]]; }
+
+# Starts $1 app replicas on REDIS_URL=$2; sets APP_PORTS. Extra env (SESSION_LOCK=...) comes from
+# the caller's environment via APP_ENV (an array of NAME=value).
+APP_PORTS=()
+start_apps() {
+  local count=$1 url=$2 i port
+  for ((i = 0; i < count; i++)); do
+    free_port port
+    spawn "app-$i" env LISTEN_ADDR="127.0.0.1:$port" NODE_NAME="$SCRIPT-app-$i" REDIS_URL="$url" \
+      SESSION_LOCK=on RUST_LOG="${APP_LOG:-info}" "${APP_ENV[@]}" "$BIN_DIR/app"
+    APP_PORTS+=("$port")
+  done
+  for port in "${APP_PORTS[@]}"; do
+    wait_until 30 is_ok "http://127.0.0.1:$port/readyz" ||
+      die "app on port $port not ready within 30 s (its /readyz: $(status_of "http://127.0.0.1:$port/readyz"))"
+  done
+  log "${#APP_PORTS[@]} app replicas ready on ports ${APP_PORTS[*]}"
+}
+APP_ENV=()
+
+# Starts the balancer in front of APP_PORTS; sets BALANCER (its base URL) and BALANCER_ADMIN.
+start_balancer() {
+  local port admin upstreams
+  free_port port
+  free_port admin
+  upstreams=$(printf '127.0.0.1:%s,' "${APP_PORTS[@]}")
+  spawn balancer env LISTEN_ADDR="127.0.0.1:$port" ADMIN_ADDR="127.0.0.1:$admin" \
+    UPSTREAMS="${upstreams%,}" HEALTH_INTERVAL=500ms EJECT_COOLDOWN=2s RUST_LOG=warn "$BIN_DIR/balancer"
+  BALANCER=http://127.0.0.1:$port
+  BALANCER_ADMIN=http://127.0.0.1:$admin
+  wait_until 20 is_ok "$BALANCER_ADMIN/healthz" || die "balancer admin not up within 20 s"
+  wait_until 20 is_ok "$BALANCER/readyz" || die "balancer does not reach a ready replica within 20 s"
+  log "balancer on $BALANCER (admin $BALANCER_ADMIN)"
+}
+
+# Runs the loadtest with "$@", its table on stderr, its JSON report in $WORK/$1.json (first argument
+# = report name). Returns the loadtest's exit code.
+loadtest() {
+  local name=$1 code=0
+  shift
+  "$BIN_DIR/loadtest" --target "$BALANCER" --no-progress --json "$@" >"$WORK/$name.json" 2>"$WORK/$name.log" || code=$?
+  return "$code"
+}
+
+# One field of a loadtest JSON report, e.g. `field seq .common.errors`.
+field() { jq -r "$2" "$WORK/$1.json"; }
