@@ -1,21 +1,15 @@
-//! One throughput connection: a raw hyper HTTP/1.1 client connection driven in the same task
-//! as its request loop (no per-request cross-task wake-ups), with its own histogram, counters
-//! and cookie jar, so the hot path takes no lock and shares nothing but two atomics.
+//! One throughput connection: its schedule, its prebuilt request, its own histogram, counters
+//! and cookie jar. The hot path takes no lock and shares nothing but two relaxed atomics.
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::header::{CONNECTION, COOKIE, HOST, SET_COOKIE};
-use http::response::Parts;
-use http::{HeaderValue, Method, Request, Uri};
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1::{self, Connection as HyperConnection, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::Method;
 use tokio::net::TcpStream;
 
-use crate::endpoint::SERVED_BY;
+use crate::http1::{ExchangeError, Http1};
 use crate::jar::Jar;
 use crate::latency::Latencies;
 use crate::report::remember_error;
@@ -24,12 +18,6 @@ use crate::targets::Target;
 
 /// Pause before reconnecting in closed loop, so a dead target is not hammered in a hot loop.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(10);
-
-type Sender = SendRequest<Empty<Bytes>>;
-type Driver = HyperConnection<TokioIo<TcpStream>, Empty<Bytes>>;
-
-/// An established HTTP/1.1 connection: the request handle and the I/O driver.
-pub struct Link(Sender, Driver);
 
 /// The run's shared, read-only plan plus the two shared counters.
 #[derive(Debug)]
@@ -69,8 +57,8 @@ pub struct Stats {
     pub timeouts: u64,
     /// Responses by status code (a handful of codes at most, so a list beats a map).
     pub status_counts: Vec<(u16, u64)>,
-    /// Responses by `X-Served-By`.
-    pub served_by: Vec<(HeaderValue, u64)>,
+    /// Responses by `X-Served-By` value.
+    pub served_by: Vec<(Vec<u8>, u64)>,
     /// A few distinct error messages.
     pub error_examples: Vec<String>,
 }
@@ -83,8 +71,8 @@ enum End {
     Broken,
 }
 
-/// Opens a TCP connection and performs the HTTP/1.1 handshake.
-pub async fn connect(target: &Target, timeout: Duration) -> Result<Link, String> {
+/// Opens a TCP connection with Nagle off.
+pub async fn connect(target: &Target, timeout: Duration) -> Result<Http1, String> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(target.addr())).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => return Err(format!("connect error: {error}")),
@@ -92,10 +80,7 @@ pub async fn connect(target: &Target, timeout: Duration) -> Result<Link, String>
     };
     // Small requests must not wait for Nagle; failure to set it only costs latency.
     stream.set_nodelay(true).ok();
-    let (sender, driver) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|error| format!("handshake error: {error}"))?;
-    Ok(Link(sender, driver))
+    Ok(Http1::new(stream))
 }
 
 /// One connection's loop state.
@@ -103,8 +88,10 @@ pub struct Connection<'a> {
     target: &'a Target,
     plan: &'a Plan,
     stop: &'a Stop,
-    /// Origin-form request target: the target's path prefix plus the path.
-    uri: Uri,
+    /// The complete request, rebuilt only when the cookie changes.
+    request: Vec<u8>,
+    /// HEAD responses have no body whatever their headers say.
+    head_request: bool,
     /// The moment the run started; the open-loop schedule counts from here.
     start: Instant,
     /// When to stop sending.
@@ -123,30 +110,30 @@ impl<'a> Connection<'a> {
         plan: &'a Plan,
         stop: &'a Stop,
         start: Instant,
-    ) -> Result<Connection<'a>, String> {
-        let uri = format!("{}{}", target.path_prefix(), plan.path)
-            .parse::<Uri>()
-            .map_err(|e| format!("bad path {}: {e}", plan.path))?;
-        Ok(Connection {
+    ) -> Connection<'a> {
+        let mut connection = Connection {
             target,
             plan,
             stop,
-            uri,
+            request: Vec::with_capacity(256),
+            head_request: plan.method == Method::HEAD,
             start,
             deadline: plan.duration.map(|d| start + d),
             next_slot: index,
             jar: Jar::default(),
             stats: Stats::default(),
-        })
+        };
+        connection.build_request();
+        connection
     }
 
     /// Runs the schedule to its end, reconnecting when the connection breaks.
-    pub async fn run(mut self, mut link: Option<Link>) -> Stats {
+    pub async fn run(mut self, mut link: Option<Http1>) -> Stats {
         loop {
-            let Link(mut sender, driver) = match link.take() {
-                Some(link) => link,
+            let mut http = match link.take() {
+                Some(http) => http,
                 None => match connect(self.target, self.plan.timeout).await {
-                    Ok(link) => link,
+                    Ok(http) => http,
                     Err(error) => {
                         // A failed connect costs one scheduled request, so a dead target shows
                         // up as errors and the loop stays bounded by the schedule.
@@ -161,54 +148,60 @@ impl<'a> Connection<'a> {
                     }
                 },
             };
-            // The driver never finishes from the select's point of view: when the connection
-            // closes, the pending or next request fails and the loop reconnects.
-            let driver = async move {
-                driver.await.ok();
-                std::future::pending::<()>().await;
-            };
-            let requests = self.requests(&mut sender);
-            tokio::pin!(driver, requests);
-            let end = tokio::select! {
-                biased;
-                end = &mut requests => end,
-                () = &mut driver => End::Broken,
-            };
-            if let End::Done = end {
+            if let End::Done = self.requests(&mut http).await {
                 break;
             }
         }
         self.stats
     }
 
-    async fn requests(&mut self, sender: &mut Sender) -> End {
+    async fn requests(&mut self, http: &mut Http1) -> End {
         loop {
-            if sender.ready().await.is_err() {
-                // Closed while idle (keep-alive timeout): not a failed request, just reconnect.
-                return End::Broken;
-            }
             let Some(measure_from) = self.next_send().await else {
                 return End::Done;
             };
-            let request = self.request();
-            let exchange = async {
-                let response = sender.send_request(request).await?;
-                let (parts, mut body) = response.into_parts();
-                while let Some(frame) = body.frame().await {
-                    frame?;
+            let stats = &mut self.stats;
+            let jar = &mut self.jar;
+            let cookies = self.plan.cookies;
+            let mut cookie_changed = false;
+            let exchange = http.exchange(&self.request, self.head_request, |name, value| {
+                if name.eq_ignore_ascii_case(crate::endpoint::SERVED_BY) {
+                    match stats.served_by.iter_mut().find(|(n, _)| n == value) {
+                        Some((_, count)) => *count += 1,
+                        None => stats.served_by.push((value.to_vec(), 1)),
+                    }
+                } else if cookies && name.eq_ignore_ascii_case("set-cookie") {
+                    cookie_changed |= jar.store(value);
                 }
-                Ok::<Parts, hyper::Error>(parts)
-            };
-            match tokio::time::timeout(self.plan.timeout, exchange).await {
-                Ok(Ok(parts)) => {
+            });
+            let result = tokio::time::timeout(self.plan.timeout, exchange).await;
+            if cookie_changed {
+                self.build_request();
+            }
+            match result {
+                Ok(Ok(head)) => {
                     self.stats.latencies.record(measure_from.elapsed());
-                    self.on_response(&parts);
-                    if wants_close(&parts) {
+                    self.stats.completed += 1;
+                    self.plan.done.fetch_add(1, Ordering::Relaxed);
+                    match self
+                        .stats
+                        .status_counts
+                        .iter_mut()
+                        .find(|(c, _)| *c == head.status)
+                    {
+                        Some((_, n)) => *n += 1,
+                        None => self.stats.status_counts.push((head.status, 1)),
+                    }
+                    if !head.keep_alive {
                         return End::Broken;
                     }
                 }
                 Ok(Err(error)) => {
-                    self.fail(&format!("request error: {error}"), false);
+                    let message = match error {
+                        ExchangeError::Closed => "connection closed mid-response".to_owned(),
+                        other => other.to_string(),
+                    };
+                    self.fail(&message, false);
                     return End::Broken;
                 }
                 Err(_) => {
@@ -261,42 +254,26 @@ impl<'a> Connection<'a> {
         }
     }
 
-    fn request(&self) -> Request<Empty<Bytes>> {
-        let mut request = Request::new(Empty::new());
-        *request.method_mut() = self.plan.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        let headers = request.headers_mut();
-        headers.insert(HOST, self.target.host_header().clone());
+    /// Serialises the request once; it only changes with the cookie.
+    fn build_request(&mut self) {
+        let request = &mut self.request;
+        request.clear();
+        // Writes into a Vec cannot fail.
+        let _ = write!(
+            request,
+            "{} {}{} HTTP/1.1\r\nHost: {}\r\n",
+            self.plan.method,
+            self.target.path_prefix(),
+            self.plan.path,
+            self.target.host_header().to_str().unwrap_or_default()
+        );
         if let Some(cookie) = self.jar.header() {
-            headers.insert(COOKIE, cookie.clone());
+            let _ = write!(request, "Cookie: {cookie}\r\n");
         }
-        request
-    }
-
-    fn on_response(&mut self, parts: &Parts) {
-        self.stats.completed += 1;
-        self.plan.done.fetch_add(1, Ordering::Relaxed);
-        let code = parts.status.as_u16();
-        match self
-            .stats
-            .status_counts
-            .iter_mut()
-            .find(|(c, _)| *c == code)
-        {
-            Some((_, n)) => *n += 1,
-            None => self.stats.status_counts.push((code, 1)),
+        if matches!(self.plan.method, Method::POST | Method::PUT | Method::PATCH) {
+            request.extend_from_slice(b"Content-Length: 0\r\n");
         }
-        if let Some(node) = parts.headers.get(SERVED_BY) {
-            match self.stats.served_by.iter_mut().find(|(n, _)| n == node) {
-                Some((_, count)) => *count += 1,
-                None => self.stats.served_by.push((node.clone(), 1)),
-            }
-        }
-        if self.plan.cookies {
-            for set_cookie in parts.headers.get_all(SET_COOKIE) {
-                self.jar.store(set_cookie);
-            }
-        }
+        request.extend_from_slice(b"\r\n");
     }
 
     fn fail(&mut self, message: &str, timeout: bool) {
@@ -307,13 +284,4 @@ impl<'a> Connection<'a> {
         self.plan.done.fetch_add(1, Ordering::Relaxed);
         remember_error(&mut self.stats.error_examples, message);
     }
-}
-
-/// Whether the server asked to close the connection after this response.
-fn wants_close(parts: &Parts) -> bool {
-    parts
-        .headers
-        .get(CONNECTION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
 }

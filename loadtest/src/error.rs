@@ -24,4 +24,7 @@ pub enum RunError {
     /// An HTTP client could not be built (e.g. the TLS or DNS backend failed to initialise).
     #[error("could not build the HTTP client: {0}")]
     Client(String),
+    /// A load thread or its runtime could not be started.
+    #[error("could not start a load thread: {0}")]
+    Runtime(String),
 }

@@ -1,26 +1,25 @@
 //! A minimal cookie jar for one throughput connection: remembers `name=value` pairs from
-//! `Set-Cookie` and precomputes the `Cookie` header, so the hot path only clones a `HeaderValue`.
-//! (The sequential and parallel modes use reqwest's full cookie store instead.)
-
-use http::HeaderValue;
+//! `Set-Cookie` and precomputes the `Cookie` header value, so the prebuilt request is rebuilt
+//! only when a cookie changes. (The sequential and parallel modes use reqwest's cookie store.)
 
 /// The cookies of one connection.
 #[derive(Debug, Default, Clone)]
 pub struct Jar {
     /// Stored cookies, in arrival order.
     pairs: Vec<(String, String)>,
-    /// The `Cookie` header for `pairs`, rebuilt only when they change.
-    header: Option<HeaderValue>,
+    /// The `Cookie` header value for `pairs`, rebuilt only when they change.
+    header: Option<String>,
 }
 
 impl Jar {
-    /// Applies one `Set-Cookie` header; `Max-Age=0` (or negative) deletes the cookie.
-    pub fn store(&mut self, set_cookie: &HeaderValue) {
-        let Ok(raw) = set_cookie.to_str() else {
-            return;
+    /// Applies one `Set-Cookie` header value; `Max-Age=0` (or negative) deletes the cookie.
+    /// Returns whether the `Cookie` header changed.
+    pub fn store(&mut self, set_cookie: &[u8]) -> bool {
+        let Ok(raw) = std::str::from_utf8(set_cookie) else {
+            return false;
         };
         let Some((name, value, delete)) = parse_set_cookie(raw) else {
-            return;
+            return false;
         };
         let position = self.pairs.iter().position(|(n, _)| n == name);
         let changed = match (position, delete) {
@@ -41,11 +40,12 @@ impl Jar {
         if changed {
             self.rebuild();
         }
+        changed
     }
 
-    /// The `Cookie` header to send, if any cookie is stored.
-    pub fn header(&self) -> Option<&HeaderValue> {
-        self.header.as_ref()
+    /// The `Cookie` header value to send, if any cookie is stored.
+    pub fn header(&self) -> Option<&str> {
+        self.header.as_deref()
     }
 
     fn rebuild(&mut self) {
@@ -55,10 +55,11 @@ impl Jar {
             .map(|(n, v)| format!("{n}={v}"))
             .collect::<Vec<_>>()
             .join("; ");
-        self.header = if joined.is_empty() {
+        // A value with CR or LF would split the request: such a cookie is not sent.
+        self.header = if joined.is_empty() || joined.contains(['\r', '\n']) {
             None
         } else {
-            HeaderValue::from_str(&joined).ok()
+            Some(joined)
         };
     }
 }
@@ -85,40 +86,44 @@ fn parse_set_cookie(raw: &str) -> Option<(&str, &str, bool)> {
 mod tests {
     use super::*;
 
-    fn hv(s: &'static str) -> HeaderValue {
-        HeaderValue::from_static(s)
+    fn hv(s: &'static str) -> &'static [u8] {
+        s.as_bytes()
     }
 
     #[test]
     fn stores_and_sends_back_a_session_cookie() {
         let mut jar = Jar::default();
         assert!(jar.header().is_none());
-        jar.store(&hv("sid=abc123; Path=/; HttpOnly; SameSite=Strict"));
-        assert_eq!(jar.header(), Some(&hv("sid=abc123")));
+        assert!(jar.store(hv("sid=abc123; Path=/; HttpOnly; SameSite=Strict")));
+        assert_eq!(jar.header(), Some("sid=abc123"));
+        assert!(
+            !jar.store(hv("sid=abc123; Path=/")),
+            "same value: no change"
+        );
     }
 
     #[test]
     fn replaces_updates_and_keeps_others() {
         let mut jar = Jar::default();
-        jar.store(&hv("sid=1; Path=/"));
-        jar.store(&hv("theme=dark"));
-        jar.store(&hv("sid=2; Path=/"));
-        assert_eq!(jar.header(), Some(&hv("sid=2; theme=dark")));
+        jar.store(hv("sid=1; Path=/"));
+        jar.store(hv("theme=dark"));
+        jar.store(hv("sid=2; Path=/"));
+        assert_eq!(jar.header(), Some("sid=2; theme=dark"));
     }
 
     #[test]
     fn max_age_zero_deletes() {
         let mut jar = Jar::default();
-        jar.store(&hv("sid=1"));
-        jar.store(&hv("sid=; Max-Age=0; Path=/"));
+        jar.store(hv("sid=1"));
+        jar.store(hv("sid=; Max-Age=0; Path=/"));
         assert!(jar.header().is_none());
     }
 
     #[test]
     fn ignores_garbage() {
         let mut jar = Jar::default();
-        jar.store(&hv("no equals sign"));
-        jar.store(&hv("=value"));
+        jar.store(hv("no equals sign"));
+        jar.store(hv("=value"));
         assert!(jar.header().is_none());
     }
 }

@@ -3,7 +3,8 @@
 //! - `sequential`: many users, each with its own cookie jar, count 1, 2, 3 … while their
 //!   requests hop between replicas; `check` classifies every deviation.
 //! - `parallel`: K workers race increments on one session; lost updates with Jepsen's bounds.
-//! - `throughput`: closed or open loop on raw hyper connections, HdrHistogram percentiles.
+//! - `throughput`: closed or open loop on lean HTTP/1.1 connections (`http1`), one event loop
+//!   per thread as in wrk, HdrHistogram percentiles.
 //!
 //! `run` is what the binary calls; tests call it too, or run the binary for exit codes.
 
@@ -13,6 +14,7 @@ pub mod config;
 pub mod connection;
 pub mod endpoint;
 pub mod error;
+pub mod http1;
 pub mod jar;
 pub mod latency;
 pub mod parallel;

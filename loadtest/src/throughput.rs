@@ -1,14 +1,18 @@
 //! `--throughput`: N connections, closed loop (each sends as soon as its previous answer is
 //! in) or open loop at `--rate` (sends at scheduled times, latency measured from the intended
-//! send time as wrk2 and `oha -q` do). Connections are opened before the clock starts.
+//! send time as wrk2 and `oha -q` do).
+//!
+//! Like wrk, each load thread runs its own single-threaded event loop with a fixed share of the
+//! connections: no work stealing, no cross-thread wake-ups on the hot path. Connections are
+//! opened before the clock starts.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
-use http::Method;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Config, Limit};
 use crate::connection::{self, Connection, Plan, Stats};
@@ -17,6 +21,10 @@ use crate::latency::Latencies;
 use crate::progress::{Goal, Progress};
 use crate::report::{Common, ThroughputReport, Verdict, per_second, remember_error};
 use crate::stop::Stop;
+use crate::targets::Target;
+
+/// What one load thread hands back: each connection's stats, or why it could not run.
+type ThreadResult = Vec<Result<Stats, String>>;
 
 /// Runs the throughput mode.
 pub async fn run(
@@ -44,31 +52,37 @@ pub async fn run(
         claimed: AtomicU64::new(0),
         done: progress.counter(),
     });
+    let threads = config
+        .threads
+        .and_then(|t| usize::try_from(t).ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, NonZeroUsize::get))
+        .clamp(1, usize::try_from(connections).unwrap_or(usize::MAX).max(1));
 
-    let (ready_tx, mut ready_rx) = mpsc::channel::<()>(1);
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<()>();
     let (start_tx, start_rx) = watch::channel::<Option<Instant>>(None);
-    let mut tasks = Vec::new();
-    for index in 0..connections {
-        let target = config.target.pick(index as usize).clone();
+    let mut results = Vec::with_capacity(threads);
+    for thread in 0..threads {
+        let share: Vec<(u64, Target)> = (0..connections)
+            .filter(|i| (*i as usize) % threads == thread)
+            .map(|i| (i, config.target.pick(i as usize).clone()))
+            .collect();
+        let (result_tx, result_rx) = oneshot::channel::<ThreadResult>();
         let plan = Arc::clone(&plan);
         let stop = stop.clone();
         let ready_tx = ready_tx.clone();
-        let mut start_rx = start_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            // Connect before the clock starts, so connection setup is not measured as latency;
-            // a failure here is retried (and counted) inside the loop.
-            let link = connection::connect(&target, plan.timeout).await.ok();
-            ready_tx.send(()).await.ok();
-            drop(ready_tx);
-            let start = match start_rx.wait_for(Option::is_some).await {
-                Ok(start) => start.unwrap_or_else(Instant::now),
-                Err(_) => return Err("the run was abandoned before it started".to_owned()),
-            };
-            let connection = Connection::new(index, &target, &plan, &stop, start)?;
-            Ok(connection.run(link).await)
-        }));
+        let start_rx = start_rx.clone();
+        std::thread::Builder::new()
+            .name(format!("loadtest-{thread}"))
+            .spawn(move || {
+                let result = load_thread(share, &plan, &stop, &ready_tx, start_rx);
+                drop(ready_tx);
+                result_tx.send(result).ok();
+            })
+            .map_err(|e| RunError::Runtime(e.to_string()))?;
+        results.push(result_rx);
     }
     drop(ready_tx);
+    // Every connection reports once, connected or not; a thread that died drops its sender.
     for _ in 0..connections {
         if ready_rx.recv().await.is_none() {
             break;
@@ -81,34 +95,33 @@ pub async fn run(
     let mut latencies = Latencies::new();
     let mut per_replica: BTreeMap<String, u64> = BTreeMap::new();
     let mut status_counts: BTreeMap<u16, u64> = BTreeMap::new();
-    for task in tasks {
-        let stats = match task.await {
-            Ok(Ok(stats)) => stats,
-            Ok(Err(error)) => {
-                remember_error(&mut total.error_examples, &error);
-                continue;
-            }
-            Err(join) => {
-                remember_error(
-                    &mut total.error_examples,
-                    &format!("connection task: {join}"),
-                );
-                continue;
-            }
+    for result in results {
+        let stats = match result.await {
+            Ok(stats) => stats,
+            Err(_) => vec![Err("a load thread died".to_owned())],
         };
-        latencies.merge(&stats.latencies);
-        total.completed += stats.completed;
-        total.errors += stats.errors;
-        total.timeouts += stats.timeouts;
-        for (code, n) in stats.status_counts {
-            *status_counts.entry(code).or_default() += n;
-        }
-        for (node, n) in stats.served_by {
-            let name = String::from_utf8_lossy(node.as_bytes()).into_owned();
-            *per_replica.entry(name).or_default() += n;
-        }
-        for error in &stats.error_examples {
-            remember_error(&mut total.error_examples, error);
+        for stats in stats {
+            let stats = match stats {
+                Ok(stats) => stats,
+                Err(error) => {
+                    remember_error(&mut total.error_examples, &error);
+                    continue;
+                }
+            };
+            latencies.merge(&stats.latencies);
+            total.completed += stats.completed;
+            total.errors += stats.errors;
+            total.timeouts += stats.timeouts;
+            for (code, n) in stats.status_counts {
+                *status_counts.entry(code).or_default() += n;
+            }
+            for (node, n) in stats.served_by {
+                let name = String::from_utf8_lossy(&node).into_owned();
+                *per_replica.entry(name).or_default() += n;
+            }
+            for error in &stats.error_examples {
+                remember_error(&mut total.error_examples, error);
+            }
         }
     }
     let elapsed_s = start.elapsed().as_secs_f64();
@@ -133,7 +146,7 @@ pub async fn run(
             req_per_s: per_second(total.completed, elapsed_s),
             interrupted: stop.is_stopped(),
         },
-        method: method_name(&config.method),
+        method: config.method.as_str().to_owned(),
         path: config.path.clone(),
         connections,
         rate,
@@ -145,6 +158,57 @@ pub async fn run(
     Ok(report)
 }
 
-fn method_name(method: &Method) -> String {
-    method.as_str().to_owned()
+/// One load thread: a current-thread runtime driving its share of the connections.
+fn load_thread(
+    share: Vec<(u64, Target)>,
+    plan: &Arc<Plan>,
+    stop: &Stop,
+    ready: &mpsc::UnboundedSender<()>,
+    start_rx: watch::Receiver<Option<Instant>>,
+) -> ThreadResult {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            for _ in &share {
+                ready.send(()).ok();
+            }
+            return vec![Err(format!("load thread runtime: {error}"))];
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let tasks: Vec<_> = share
+            .into_iter()
+            .map(|(index, target)| {
+                let plan = Arc::clone(plan);
+                let stop = stop.clone();
+                let ready = ready.clone();
+                let mut start_rx = start_rx.clone();
+                tokio::task::spawn_local(async move {
+                    // Connect before the clock starts, so setup is not measured as latency;
+                    // a failure here is retried (and counted) inside the loop.
+                    let link = connection::connect(&target, plan.timeout).await.ok();
+                    ready.send(()).ok();
+                    drop(ready);
+                    let start = match start_rx.wait_for(Option::is_some).await {
+                        Ok(start) => start.unwrap_or_else(Instant::now),
+                        Err(_) => return Err("abandoned before the start".to_owned()),
+                    };
+                    let connection = Connection::new(index, &target, &plan, &stop, start);
+                    Ok(connection.run(link).await)
+                })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            results.push(
+                task.await
+                    .unwrap_or_else(|e| Err(format!("connection task: {e}"))),
+            );
+        }
+        results
+    })
 }
