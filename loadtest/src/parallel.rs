@@ -107,7 +107,13 @@ pub async fn run(
     let elapsed_s = started.elapsed().as_secs_f64();
     progress.finish();
 
-    let final_value = read_final(&client, &targets).await;
+    let final_read = read_final(&client, &targets).await;
+    let final_value = final_read.as_ref().map(|c| c.views);
+    // A brand-new session has no id yet in the answer that creates it; the final read has one.
+    let session = opened
+        .session
+        .clone()
+        .or_else(|| final_read.and_then(|c| c.session));
     let requests = total.acknowledged + total.failed + total.unknown;
     let mut report = ParallelReport {
         common: Common {
@@ -126,7 +132,7 @@ pub async fn run(
         endpoint,
         workers,
         per_worker,
-        session: opened.session.clone(),
+        session,
         opening_value: opened.views,
         acknowledged: total.acknowledged,
         failed: total.failed,
@@ -193,7 +199,7 @@ async fn work(
 }
 
 /// Reads the counter without incrementing it (`GET /api/session`).
-async fn read_final(client: &reqwest::Client, targets: &Targets) -> Option<u64> {
+async fn read_final(client: &reqwest::Client, targets: &Targets) -> Option<endpoint::Counter> {
     let url = targets.pick(0).url(endpoint::READ_PATH);
     for attempt in 0..FINAL_READ_ATTEMPTS {
         if attempt > 0 {
@@ -201,7 +207,7 @@ async fn read_final(client: &reqwest::Client, targets: &Targets) -> Option<u64> 
         }
         let answer = client::send(client, reqwest::Method::GET, &url, endpoint::parse_json).await;
         if let Outcome::Counted(counter) = answer.outcome {
-            return Some(counter.views);
+            return Some(counter);
         }
     }
     None
