@@ -31,7 +31,7 @@ start_node() {
       --cluster-config-file "$WORK/redis-$port/nodes.conf" --cluster-node-timeout 2000 \
       --dir "$WORK/redis-$port" --appendonly no --save "" \
       --requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD"
-    if wait_until 10 redis-cli -p "$port" ping; then
+    if wait_alive 10 "${PIDS[-1]}" redis-cli -p "$port" ping; then
       REDIS_PORTS+=("$port")
       return 0
     fi
@@ -44,12 +44,17 @@ nodes=$(printf '127.0.0.1:%s ' "${REDIS_PORTS[@]}")
 # shellcheck disable=SC2086 # one argument per node
 redis-cli --cluster create $nodes --cluster-replicas 1 --cluster-yes >"$WORK/cluster-create.log" 2>&1 ||
   die "redis-cli --cluster create failed"
+# Ready when every node says cluster_state:ok and sees 3 masters and 3 replicas (the replica roles
+# spread by gossip a moment after `--cluster create` returns).
 cluster_ok() {
+  local port
   for port in "${REDIS_PORTS[@]}"; do
     redis-cli -p "$port" cluster info | grep -q '^cluster_state:ok' || return 1
+    [[ $(redis-cli -p "$port" cluster nodes | awk '$3 ~ /master/' | wc -l) == 3 ]] || return 1
+    [[ $(redis-cli -p "$port" cluster nodes | awk '$3 ~ /slave/' | wc -l) == 3 ]] || return 1
   done
 }
-wait_until 30 cluster_ok || die "cluster_state did not become ok on every node within 30 s"
+wait_until 30 cluster_ok || die "the cluster did not settle (state ok, 3 masters, 3 replicas on every node) within 30 s"
 masters_of() { redis-cli -p "${REDIS_PORTS[0]}" cluster nodes | awk '$3 ~ /master/ {split($2, a, "@"); print a[1]}'; }
 mapfile -t MASTERS < <(masters_of)
 ((${#MASTERS[@]} == 3)) || die "expected 3 masters, cluster nodes shows ${#MASTERS[@]}"

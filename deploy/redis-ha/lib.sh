@@ -94,13 +94,15 @@ port_is_free() {
 # never collide (a variable, not `$(...)`, so the memory survives: a subshell would forget it).
 TAKEN=" "
 free_port() {
-  local var=$1 offset=${2:-0} port
+  local _var=$1 _offset=${2:-0} _port
   for _ in $(seq 200); do
-    port=$((20000 + RANDOM % 25000))
-    [[ $TAKEN == *" $port "* || $TAKEN == *" $((port + offset)) "* ]] && continue
-    if port_is_free "$port" && { ((offset == 0)) || port_is_free $((port + offset)); }; then
-      TAKEN+="$port $((port + offset)) "
-      printf -v "$var" '%s' "$port"
+    # 10000-21999 (+10000 for a bus port: below 32000), clear of Linux's ephemeral range 32768+,
+    # where the kernel picks outgoing ports and other tests bind port 0.
+    _port=$((10000 + RANDOM % 12000))
+    [[ $TAKEN == *" $_port "* || $TAKEN == *" $((_port + _offset)) "* ]] && continue
+    if port_is_free "$_port" && { ((_offset == 0)) || port_is_free $((_port + _offset)); }; then
+      TAKEN+="$_port $((_port + _offset)) "
+      printf -v "$_var" '%s' "$_port"
       return 0
     fi
   done
@@ -121,6 +123,18 @@ wait_until() {
   shift
   local deadline=$((SECONDS + limit))
   until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
+}
+
+# Like wait_until, but gives up at once when process $2 has exited (e.g. its port was taken).
+wait_alive() {
+  local limit=$1 pid=$2
+  shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || return 1
     ((SECONDS < deadline)) || return 1
     sleep 0.1
   done
