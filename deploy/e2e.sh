@@ -234,9 +234,11 @@ check_load() {
         lt_runs=$(wc -l <"$out/loadtest.$PHASE.rc")
         lt_bad=$(grep -cv '^0$' "$out/loadtest.$PHASE.rc")
     fi
-    local nodes
+    local nodes codes
     nodes=$(cat "$out"/walk."$PHASE".*.log 2>/dev/null | awk '$2 == 200 { print $3 }' | sort -u | wc -l)
-    LOAD_SUMMARY="$total walker requests, $failed failed, $miscount miscounted, $nodes replicas seen; loadtest runs $lt_runs, non-zero $lt_bad${detail:+;$detail}"
+    # Which statuses the failures were (000 = no HTTP response at all), e.g. "502x1".
+    codes=$(cat "$out"/walk."$PHASE".*.log 2>/dev/null | awk '$2 != 200 { n[$2]++ } END { for (c in n) printf "%s%sx%d", sep, c, n[c]; sep = "," }')
+    LOAD_SUMMARY="$total walker requests, $failed failed${codes:+ ($codes)}, $miscount miscounted, $nodes replicas seen; loadtest runs $lt_runs, non-zero $lt_bad${detail:+;$detail}"
     ((failed == 0 && miscount == 0 && lt_bad == 0 && total > 0))
 }
 
