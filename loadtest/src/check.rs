@@ -13,8 +13,10 @@ use serde::Serialize;
 pub enum Observation {
     /// The server acknowledged the increment and reported this counter value.
     Value(u64),
-    /// Error, timeout, non-2xx status or unreadable body: applied or not, we cannot tell.
+    /// Error, timeout, 5xx status or unreadable body: applied or not, we cannot tell.
     Unknown,
+    /// A 4xx answer: the server refused, so nothing was applied. Still an error of the run.
+    Refused,
 }
 
 /// The kinds of deviation from 1, 2, 3, … that the checker names.
@@ -91,6 +93,16 @@ pub fn classify(observations: &[Observation]) -> Vec<Anomaly> {
                     expected_max,
                 });
                 unknown += 1;
+            }
+            Observation::Refused => {
+                // Reported with the errors, but it cannot explain a later jump in the counter.
+                anomalies.push(Anomaly {
+                    seq,
+                    kind: AnomalyKind::Unknown,
+                    observed: None,
+                    expected_min,
+                    expected_max,
+                });
             }
             Observation::Value(value) => {
                 let kind = if (expected_min..=expected_max).contains(&value) {
@@ -269,6 +281,18 @@ mod tests {
         // The failed request may not have been applied: 2 is as correct as 3.
         assert_eq!(
             kinds(&[Value(1), Unknown, Value(2), Value(3)]),
+            vec![(2, AnomalyKind::Unknown)]
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_an_error_but_does_not_excuse_a_gap() {
+        assert_eq!(
+            kinds(&[Value(1), Observation::Refused, Value(3)]),
+            vec![(2, AnomalyKind::Unknown), (3, AnomalyKind::Gap)]
+        );
+        assert_eq!(
+            kinds(&[Value(1), Observation::Refused, Value(2)]),
             vec![(2, AnomalyKind::Unknown)]
         );
     }

@@ -34,7 +34,8 @@ pub struct Config {
     pub users: Option<u64>,
 
     /// Requests per user (sequential, default 20) or in total (throughput; default: use --duration).
-    #[arg(long, env = "LOADTEST_REQUESTS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "LOADTEST_REQUESTS", value_parser = clap::value_parser!(u64).range(1..),
+          conflicts_with = "parallel")]
     pub requests: Option<u64>,
 
     /// Parallel mode: K workers incrementing ONE session at once.
@@ -65,7 +66,7 @@ pub struct Config {
     #[arg(long, env = "LOADTEST_RATE", value_parser = parse_rate, requires = "throughput")]
     pub rate: Option<f64>,
 
-    /// Throughput mode: request path.
+    /// Throughput mode: request path (the checker modes use the counter endpoints).
     #[arg(long, env = "LOADTEST_PATH", default_value = "/session", value_parser = parse_path)]
     pub path: String,
 
@@ -410,6 +411,7 @@ mod tests {
     fn conflicting_or_bad_flags_exit_two() {
         for args in [
             &["--parallel", "2", "--throughput"][..],
+            &["--parallel", "2", "--requests", "5"],
             &["--users", "0"],
             &["--rate", "10"],
             &["--throughput", "--rate", "-1"],

@@ -112,9 +112,8 @@ async fn run_user(
         trace.latencies.record(answer.latency);
         let (observation, error) = match answer.outcome {
             Outcome::Counted(counter) => (Observation::Value(counter.views), None),
-            Outcome::AckedUnreadable(e) | Outcome::Refused(e) | Outcome::Unknown(e) => {
-                (Observation::Unknown, Some(e))
-            }
+            Outcome::Refused(e) => (Observation::Refused, Some(e)),
+            Outcome::AckedUnreadable(e) | Outcome::Unknown(e) => (Observation::Unknown, Some(e)),
         };
         trace.steps.push(Step {
             observation,
