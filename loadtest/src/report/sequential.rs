@@ -1,0 +1,257 @@
+//! The sequential mode's report and its pass rule: zero anomalies, zero errors, hops > 0.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{Common, NO_NODE, Verdict};
+use crate::check::{Anomaly, AnomalyKind};
+use crate::endpoint::Endpoint;
+
+/// Anomaly counts by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AnomalyCounts {
+    /// Back to 1: sessions not shared.
+    pub reset: u64,
+    /// Same value again: lost write or stale read.
+    pub repeat: u64,
+    /// Skipped values: double-applied or unknown.
+    pub gap: u64,
+    /// Went down.
+    pub non_monotonic: u64,
+    /// Errors and timeouts.
+    pub unknown: u64,
+}
+
+impl AnomalyCounts {
+    /// Counts one anomaly.
+    pub fn add(&mut self, kind: AnomalyKind) {
+        *self.slot(kind) += 1;
+    }
+
+    /// The count of one kind.
+    pub fn get(&self, kind: AnomalyKind) -> u64 {
+        match kind {
+            AnomalyKind::Reset => self.reset,
+            AnomalyKind::Repeat => self.repeat,
+            AnomalyKind::Gap => self.gap,
+            AnomalyKind::NonMonotonic => self.non_monotonic,
+            AnomalyKind::Unknown => self.unknown,
+        }
+    }
+
+    fn slot(&mut self, kind: AnomalyKind) -> &mut u64 {
+        match kind {
+            AnomalyKind::Reset => &mut self.reset,
+            AnomalyKind::Repeat => &mut self.repeat,
+            AnomalyKind::Gap => &mut self.gap,
+            AnomalyKind::NonMonotonic => &mut self.non_monotonic,
+            AnomalyKind::Unknown => &mut self.unknown,
+        }
+    }
+
+    /// Anomalies other than unknown outcomes: proof that the counter was wrong.
+    pub fn wrong_values(&self) -> u64 {
+        self.reset + self.repeat + self.gap + self.non_monotonic
+    }
+}
+
+/// One anomaly with the user and replica it happened on, for the examples list.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocatedAnomaly {
+    /// Virtual user (0-based); each user is one session.
+    pub user: u64,
+    /// The anomaly within that user's session.
+    #[serde(flatten)]
+    pub anomaly: Anomaly,
+    /// The replica that answered, if known.
+    pub node: Option<String>,
+    /// The error, for unknown outcomes.
+    pub error: Option<String>,
+}
+
+/// Min / mean / max of distinct replicas per session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Spread {
+    /// Fewest.
+    pub min: u64,
+    /// Average.
+    pub mean: f64,
+    /// Most.
+    pub max: u64,
+}
+
+/// Result of the sequential-consistency mode.
+#[derive(Debug, Clone, Serialize)]
+pub struct SequentialReport {
+    /// Shared fields.
+    #[serde(flatten)]
+    pub common: Common,
+    /// Counter endpoint used.
+    pub endpoint: Endpoint,
+    /// Virtual users (sessions).
+    pub users: u64,
+    /// Requests per user.
+    pub requests_per_user: u64,
+    /// Anomalies by kind.
+    pub anomalies: AnomalyCounts,
+    /// Sessions with at least one anomaly.
+    pub sessions_with_anomalies: u64,
+    /// The first anomalies found (at most 20).
+    pub examples: Vec<LocatedAnomaly>,
+    /// Consecutive requests of a session served by different replicas.
+    pub hops: u64,
+    /// Consecutive request pairs in all sessions (the most hops possible).
+    pub hop_pairs: u64,
+    /// Distinct replicas per session.
+    pub replicas_per_session: Spread,
+}
+
+impl SequentialReport {
+    /// Applies the pass rule: zero anomalies, zero errors, hops > 0.
+    pub fn judge(&mut self) {
+        let mut reasons = Vec::new();
+        let wrong = self.anomalies.wrong_values();
+        if wrong > 0 {
+            let by_kind: Vec<String> = AnomalyKind::ALL
+                .iter()
+                .filter(|kind| **kind != AnomalyKind::Unknown && self.anomalies.get(**kind) > 0)
+                .map(|kind| format!("{} {}", self.anomalies.get(*kind), kind.name()))
+                .collect();
+            reasons.push(format!(
+                "{wrong} wrong counter values in {} of {} sessions ({})",
+                self.sessions_with_anomalies,
+                self.users,
+                by_kind.join(", ")
+            ));
+            if self.anomalies.reset > 0 {
+                reasons.push(
+                    "resets mean a replica did not know the session: sessions are not shared"
+                        .to_owned(),
+                );
+            }
+        }
+        if self.common.errors > 0 {
+            reasons.push(format!(
+                "{} requests failed or timed out (unknown outcomes)",
+                self.common.errors
+            ));
+        }
+        if self.common.interrupted {
+            reasons.push("interrupted before every request was sent".to_owned());
+        }
+        let failed = !reasons.is_empty();
+        if self.hops == 0 {
+            reasons.push(no_hops_reason(&self.common.requests_per_replica));
+        }
+        self.common.verdict = if failed {
+            Verdict::Fail
+        } else if self.hops == 0 {
+            Verdict::Unproven
+        } else {
+            Verdict::Pass
+        };
+        self.common.reasons = reasons;
+    }
+}
+
+/// Says plainly why a run without hops proves nothing.
+fn no_hops_reason(per_replica: &BTreeMap<String, u64>) -> String {
+    let named: Vec<&String> = per_replica.keys().filter(|k| *k != NO_NODE).collect();
+    match named.as_slice() {
+        [] => "no response carried X-Served-By, so hops between replicas cannot be seen: \
+               nothing was proven about shared sessions"
+            .to_owned(),
+        [only] => format!(
+            "every request was served by one replica ({only}): no session hopped between \
+             replicas, so nothing was proven about shared sessions"
+        ),
+        _ => "no session's consecutive requests hopped between replicas (sticky routing?): \
+              nothing was proven about shared sessions"
+            .to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Report;
+    use crate::report::tests::common;
+
+    fn sequential(anomalies: AnomalyCounts, errors: u64, hops: u64) -> SequentialReport {
+        let mut common = common();
+        common.errors = errors;
+        SequentialReport {
+            common,
+            endpoint: Endpoint::Json,
+            users: 5,
+            requests_per_user: 20,
+            anomalies,
+            sessions_with_anomalies: u64::from(anomalies.wrong_values() > 0),
+            examples: Vec::new(),
+            hops,
+            hop_pairs: 95,
+            replicas_per_session: Spread::default(),
+        }
+    }
+
+    #[test]
+    fn clean_run_with_hops_passes() {
+        let mut report = sequential(AnomalyCounts::default(), 0, 95);
+        report.judge();
+        assert_eq!(report.common.verdict, Verdict::Pass);
+        assert!(report.common.reasons.is_empty());
+        assert_eq!(Report::Sequential(report).exit_code(), 0);
+    }
+
+    #[test]
+    fn resets_fail_and_say_sessions_are_not_shared() {
+        let mut report = sequential(
+            AnomalyCounts {
+                reset: 3,
+                ..AnomalyCounts::default()
+            },
+            0,
+            95,
+        );
+        report.judge();
+        assert_eq!(report.common.verdict, Verdict::Fail);
+        assert!(report.common.reasons.join(" ").contains("not shared"));
+    }
+
+    #[test]
+    fn errors_alone_fail() {
+        let mut report = sequential(AnomalyCounts::default(), 2, 95);
+        report.judge();
+        assert_eq!(report.common.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn no_hops_proves_nothing_and_is_not_a_pass() {
+        let mut report = sequential(AnomalyCounts::default(), 0, 0);
+        report.common.requests_per_replica = BTreeMap::from([("app-1".to_owned(), 100)]);
+        report.judge();
+        assert_eq!(report.common.verdict, Verdict::Unproven);
+        assert_eq!(report.common.verdict.exit_code(), 1);
+        assert!(report.common.reasons[0].contains("one replica (app-1)"));
+        assert!(report.common.reasons[0].contains("nothing was proven"));
+    }
+
+    #[test]
+    fn missing_header_proves_nothing() {
+        let reason = no_hops_reason(&BTreeMap::from([(NO_NODE.to_owned(), 3)]));
+        assert!(reason.contains("X-Served-By"));
+    }
+
+    #[test]
+    fn json_is_tagged_with_the_mode() {
+        let mut report = sequential(AnomalyCounts::default(), 0, 95);
+        report.judge();
+        let json: serde_json::Value =
+            serde_json::from_str(&Report::Sequential(report).to_json()).expect("valid JSON");
+        assert_eq!(json["mode"], "sequential");
+        assert_eq!(json["verdict"], "pass");
+        assert_eq!(json["anomalies"]["reset"], 0);
+        assert_eq!(json["requests_per_replica"]["a"], 50);
+    }
+}
