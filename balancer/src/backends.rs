@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 use http::uri::Authority;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::Metrics;
 use crate::round_robin::RoundRobin;
@@ -78,12 +79,14 @@ pub struct Backend {
     ejected_until_ms: AtomicU64,
     /// Time origin shared with the set, so ejection deadlines fit in an atomic.
     epoch: Instant,
+    /// One permit per concurrent request (`MAX_CONNS_PER_BACKEND`).
+    slots: Arc<Semaphore>,
     /// Counters for metrics and /status.
     pub stats: BackendStats,
 }
 
 impl Backend {
-    fn new(addr: SocketAddr, epoch: Instant) -> Backend {
+    fn new(addr: SocketAddr, epoch: Instant, max_conns: usize) -> Backend {
         let label = addr.to_string();
         Backend {
             addr,
@@ -96,6 +99,7 @@ impl Backend {
             passing: AtomicBool::new(false),
             ejected_until_ms: AtomicU64::new(0),
             epoch,
+            slots: Arc::new(Semaphore::new(max_conns)),
             stats: BackendStats::default(),
         }
     }
@@ -137,27 +141,46 @@ impl Backend {
     pub fn is_available(&self) -> bool {
         self.is_passing() && self.ejected_for().is_none()
     }
-    /// Marks one request as started; the guard marks it finished when dropped.
-    pub fn start_request(self: &Arc<Self>) -> InFlight {
+    /// Waits for a free request slot, then marks one request as started; the guard frees the
+    /// slot and marks it finished when dropped.
+    pub async fn start_request(self: &Arc<Self>) -> InFlight {
+        // The semaphore is never closed, so acquiring only fails if that changes; then run
+        // without a slot rather than fail the request.
+        let permit = Arc::clone(&self.slots).acquire_owned().await.ok();
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(self))
+        InFlight {
+            backend: Arc::clone(self),
+            permit,
+        }
     }
 }
 
-/// Keeps a backend's in-flight count up while it lives (held by the streaming response body).
+/// Holds a backend request slot and its in-flight count while it lives (kept by the
+/// streaming response body, so a slot is busy until the response is fully relayed).
 #[derive(Debug)]
-pub struct InFlight(Arc<Backend>);
+pub struct InFlight {
+    /// The backend this request went to.
+    backend: Arc<Backend>,
+    /// The request slot; released early for upgraded tunnels.
+    permit: Option<OwnedSemaphorePermit>,
+}
 
 impl InFlight {
     /// The backend this request went to.
     pub fn backend(&self) -> &Arc<Backend> {
-        &self.0
+        &self.backend
+    }
+
+    /// Frees the request slot but keeps counting as in flight: an upgraded tunnel (WebSocket)
+    /// may stay open for hours and must not hold one of the backend's request slots.
+    pub fn release_slot(&mut self) {
+        self.permit = None;
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.backend.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -174,6 +197,8 @@ pub struct BackendSet {
     epoch: Instant,
     /// How long a passive ejection lasts.
     cooldown: Duration,
+    /// Request slots per backend.
+    max_conns: usize,
     /// Serialises rebuilds so a stale one cannot overwrite a newer one half-way.
     rebuild_lock: Mutex<()>,
     /// Ejection counter and healthy gauge.
@@ -181,8 +206,8 @@ pub struct BackendSet {
 }
 
 impl BackendSet {
-    /// An empty set; discovery fills it.
-    pub fn new(cooldown: Duration) -> BackendSet {
+    /// An empty set; discovery fills it. Each backend gets `max_conns` request slots.
+    pub fn new(cooldown: Duration, max_conns: usize) -> BackendSet {
         let all = Arc::new(ArcSwap::from_pointee(Vec::new()));
         let metrics = Arc::new(Metrics::new(Arc::clone(&all)));
         BackendSet {
@@ -191,6 +216,7 @@ impl BackendSet {
             rr: RoundRobin::new(),
             epoch: Instant::now(),
             cooldown,
+            max_conns,
             rebuild_lock: Mutex::new(()),
             metrics,
         }
@@ -242,7 +268,7 @@ impl BackendSet {
             match current.iter().find(|b| b.addr == *addr) {
                 Some(b) => next.push(Arc::clone(b)),
                 None => {
-                    let b = Arc::new(Backend::new(*addr, self.epoch));
+                    let b = Arc::new(Backend::new(*addr, self.epoch, self.max_conns));
                     added.push(Arc::clone(&b));
                     next.push(b);
                 }
@@ -301,7 +327,7 @@ mod tests {
 
     #[test]
     fn new_backends_wait_for_a_passing_check() {
-        let set = BackendSet::new(Duration::from_secs(10));
+        let set = BackendSet::new(Duration::from_secs(10), 8);
         let added = set.update_addresses(&[addr(1), addr(2)]);
         assert_eq!(added.len(), 2);
         assert!(set.pick(&[]).is_none());
@@ -314,7 +340,7 @@ mod tests {
 
     #[test]
     fn ejected_backend_leaves_rotation_and_tried_ones_are_skipped() {
-        let set = BackendSet::new(Duration::from_secs(10));
+        let set = BackendSet::new(Duration::from_secs(10), 8);
         for b in set.update_addresses(&[addr(1), addr(2), addr(3)]) {
             b.set_passing(true);
         }
@@ -329,9 +355,25 @@ mod tests {
         assert_eq!(all[1].stats.ejections(), 1);
     }
 
+    #[tokio::test]
+    async fn requests_beyond_the_slot_limit_wait_for_a_free_slot() {
+        let set = BackendSet::new(Duration::from_secs(10), 1);
+        let b = set.update_addresses(&[addr(1)]).remove(0);
+        let first = b.start_request().await;
+        let waiting = tokio::time::timeout(Duration::from_millis(50), b.start_request()).await;
+        assert!(
+            waiting.is_err(),
+            "second request got a slot while the first held it"
+        );
+        assert_eq!(b.stats.in_flight(), 1);
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_millis(50), b.start_request()).await;
+        assert!(second.is_ok());
+    }
+
     #[test]
     fn removed_addresses_disappear_and_known_ones_keep_state() {
-        let set = BackendSet::new(Duration::from_secs(10));
+        let set = BackendSet::new(Duration::from_secs(10), 8);
         for b in set.update_addresses(&[addr(1), addr(2)]) {
             b.set_passing(true);
         }

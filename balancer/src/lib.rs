@@ -50,7 +50,10 @@ pub async fn run_with_resolver(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let set = Arc::new(backends::BackendSet::new(config.eject_cooldown));
+    let set = Arc::new(backends::BackendSet::new(
+        config.eject_cooldown,
+        config.max_conns_per_backend as usize,
+    ));
     let health = health::HealthChecker::new(
         &config.health_path,
         config.health_timeout,

@@ -128,12 +128,17 @@ impl Proxy {
             *up.version_mut() = Version::HTTP_11;
             *up.headers_mut() = headers;
 
-            let guard = backend.start_request();
-            match tokio::time::timeout(self.upstream_timeout, self.client.request(up)).await {
-                Ok(Ok(resp)) => {
+            // Waiting for a free slot on a saturated backend counts against the timeout.
+            let exchange = async {
+                let guard = backend.start_request().await;
+                (guard, self.client.request(up).await)
+            };
+            match tokio::time::timeout(self.upstream_timeout, exchange).await {
+                Ok((guard, Ok(resp))) => {
                     return self.respond(resp, guard, client_upgrade.take(), started);
                 }
-                Ok(Err(error)) => {
+                Ok((guard, Err(error))) => {
+                    drop(guard);
                     backend.stats.record_failure();
                     let connect = error.is_connect();
                     if connect || is_broken_connection(&error) {
@@ -168,7 +173,7 @@ impl Proxy {
     fn respond(
         &self,
         mut resp: Response<Incoming>,
-        guard: InFlight,
+        mut guard: InFlight,
         client_upgrade: Option<OnUpgrade>,
         started: Instant,
     ) -> Response<ProxyBody> {
@@ -185,6 +190,7 @@ impl Proxy {
                 return self.fail(err, Some(&backend), started);
             };
             let upstream_side = hyper::upgrade::on(&mut resp);
+            guard.release_slot();
             tokio::spawn(tunnel(client_side, upstream_side, guard));
             strip_hop_by_hop(resp.headers_mut(), true);
             resp.headers_mut()
