@@ -73,6 +73,14 @@ seq_line="sequential: $(field seq '.verdict') - $(field seq '.requests') request
 loadtest par --parallel 8 --per-worker 25 || problems+=("parallel loadtest did not pass (exit $?)")
 par_line="parallel (8 workers x 25, SESSION_LOCK=on): $(field par '.verdict') - $(field par '.counter.lost') lost, final $(field par '.final_value'), $(field par '.errors') errors"
 
+# The lock really ran on the cluster: every replica counts the locks it took.
+locks=0
+for port in "${APP_PORTS[@]}"; do
+  n=$(curl -s -m 2 "http://127.0.0.1:$port/metrics" | awk '/^session_lock_wait_seconds_count/ {print $2}')
+  locks=$((locks + ${n%.*}))
+done
+((locks > 0)) || problems+=("no session lock was taken (session_lock_wait_seconds_count is 0 on every replica)")
+
 # Where did the sessions go? Keys per master, and the same count on its replica.
 spread=()
 for m in "${MASTERS[@]}"; do
@@ -94,6 +102,7 @@ echo
 echo "== Redis Cluster report (redis-cluster:// URL, 3 masters + 3 replicas, 3 apps, balancer) =="
 echo "  $seq_line"
 echo "  $par_line"
+echo "  session locks taken on the cluster (sum of session_lock_wait_seconds_count): $locks"
 echo "  keys per master (port=keys): ${spread[*]}; keys on replicas: $replica_keys"
 if ((${#problems[@]})); then
   for p in "${problems[@]}"; do echo "  PROBLEM: $p"; done

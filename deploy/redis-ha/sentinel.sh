@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# The app, the balancer and the loadtest against Redis Sentinel (redis-sentinel:// URL), with a
+# `SENTINEL FAILOVER` in the middle of a loadtest run, and a report of what users saw.
+#
+#   deploy/redis-ha/sentinel.sh        # ~40 s; exit 0 = pass, 1 = fail (with a report)
+#
+# Setup, all on free loopback ports: 1 master + 1 replica (password on both), 3 sentinels (quorum 2,
+# password too), 3 app replicas with
+#   REDIS_URL=redis-sentinel://:PASSWORD@127.0.0.1:S1?sentinelServiceName=mymaster&sentinelPassword=PASSWORD&node=127.0.0.1:S2&node=127.0.0.1:S3
+# and the balancer in front. Then, through the balancer:
+#   1. warm-up: a short sequential loadtest must pass (sessions work through Sentinel discovery);
+#   2. the failover run: a sequential loadtest (many users, each counting on its own session) and a
+#      paced probe user (one increment every 100 ms, timestamps kept) run while `SENTINEL FAILOVER
+#      mymaster` promotes the replica; both stop a few seconds after the service is back.
+#
+# What a failover costs, and so what "pass" means here. Redis replicates asynchronously and
+# `SENTINEL FAILOVER` does not wait for the replica to catch up. Worse, the old master stays a master
+# until Sentinel reconfigures it (about 8 s after the switch: Sentinel waits 4 publish periods before
+# converting an instance that still claims to be master), and the app's Redis client (fred) does not
+# follow Sentinel's +switch-master announcement: it keeps its connections to the old master until
+# Sentinel kills them on that reconfiguration. Every write in that window is acknowledged by the old
+# master and then thrown away when it resyncs from the new one: split brain.
+#
+# SENTINEL_GUARD=on (the default, and the setup the README recommends) starts both Redis servers with
+# `min-replicas-to-write 1` and `min-replicas-max-lag 10`: the old master refuses writes as soon as it
+# has no replica, so the window turns into errors (503 + Retry-After, retried by the user) instead of
+# silent loss. SENTINEL_GUARD=off shows the loss.
+#
+# Pass means:
+#   - recovery: the probe's last failed request is at most RECOVERY_LIMIT_S (default 20) seconds after
+#     the failover command, and the run ends with at least 3 s of successful requests;
+#   - loss bounded to the switch itself: the probe user loses at most LOSS_LIMIT (default 1)
+#     acknowledged increments, the loadtest sees at most one lost-write anomaly (reset, repeat,
+#     non_monotonic) per session, and no gap (no increment applied twice);
+#   - no session lost: the probe user's counter never goes back to 1;
+#   - Sentinel agrees: the old replica is master afterwards and the old master its replica.
+# Errors during the switch are expected and reported (count, statuses, time to recover), not failed on.
+source "$(dirname "$0")/lib.sh"
+
+watchdog "${TIME_LIMIT:-240}"
+need redis-server redis-cli curl jq
+binaries
+RECOVERY_LIMIT_S=${RECOVERY_LIMIT_S:-20}
+LOSS_LIMIT=${LOSS_LIMIT:-1}
+GUARD=()
+case ${SENTINEL_GUARD:-on} in
+  # With one replica the new master has no replica either until the old master is converted and has
+  # resynced, so with the guard it refuses writes until then; repl-diskless-sync-delay 0 starts that
+  # resync at once instead of after the default 5 s (session data sets are small).
+  on) GUARD=(--min-replicas-to-write 1 --min-replicas-max-lag 10 --repl-diskless-sync-delay 0) ;;
+  off) ;;
+  *) echo "SENTINEL_GUARD must be on or off" >&2; exit 2 ;;
+esac
+
+# --- Redis: master + replica -----------------------------------------------------------------------------
+# Starts a Redis (extra args in "$@"), retried on another port if the chosen one was taken meanwhile.
+start_redis() {
+  local name=$1 attempt
+  shift
+  for attempt in 1 2 3; do
+    free_port REDIS_PORT
+    mkdir -p "$WORK/$name"
+    spawn "$name" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK/$name" --save "" \
+      --appendonly no --requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD" "${GUARD[@]}" "$@"
+    wait_alive 10 "${PIDS[-1]}" redis-cli -p "$REDIS_PORT" ping && return 0
+    log "$name on $REDIS_PORT did not start (attempt $attempt)"
+  done
+  die "could not start $name"
+}
+start_redis master
+MASTER=$REDIS_PORT
+start_redis replica --replicaof 127.0.0.1 "$MASTER"
+REPLICA=$REDIS_PORT
+in_sync() { redis-cli -p "$REPLICA" info replication | grep -q 'master_link_status:up'; }
+wait_until 15 in_sync || die "the replica did not sync with the master within 15 s"
+
+# --- 3 sentinels -------------------------------------------------------------------------------------------
+SENTINELS=()
+for i in 0 1 2; do
+  free_port port
+  cat >"$WORK/sentinel-$i.conf" <<EOF
+bind 127.0.0.1
+port $port
+dir $WORK
+requirepass $REDIS_PASSWORD
+sentinel monitor mymaster 127.0.0.1 $MASTER 2
+sentinel auth-pass mymaster $REDIS_PASSWORD
+sentinel down-after-milliseconds mymaster 2000
+sentinel failover-timeout mymaster 10000
+sentinel parallel-syncs mymaster 1
+EOF
+  spawn "sentinel-$i" redis-server "$WORK/sentinel-$i.conf" --sentinel
+  SENTINELS+=("$port")
+done
+sentinel() { redis-cli -p "${SENTINELS[0]}" sentinel "$@"; }
+master_port() { sentinel get-master-addr-by-name mymaster | sed -n 2p; }
+# Ready when every sentinel knows the master, the replica and the two other sentinels.
+sentinels_ready() {
+  local port
+  for port in "${SENTINELS[@]}"; do
+    [[ $(redis-cli -p "$port" sentinel get-master-addr-by-name mymaster | sed -n 2p) == "$MASTER" ]] || return 1
+    [[ $(redis-cli -p "$port" sentinel master mymaster | awk 'p {print; exit} /^num-other-sentinels$/ {p=1}') == 2 ]] || return 1
+    [[ $(redis-cli -p "$port" sentinel master mymaster | awk 'p {print; exit} /^num-slaves$/ {p=1}') == 1 ]] || return 1
+  done
+}
+wait_until 30 sentinels_ready || die "the sentinels did not discover each other and the replica within 30 s"
+log "master :$MASTER, replica :$REPLICA, sentinels ${SENTINELS[*]} (quorum 2)"
+
+# --- apps and balancer --------------------------------------------------------------------------------------
+url="redis-sentinel://:$REDIS_PASSWORD@127.0.0.1:${SENTINELS[0]}?sentinelServiceName=mymaster"
+url+="&sentinelPassword=$REDIS_PASSWORD&node=127.0.0.1:${SENTINELS[1]}&node=127.0.0.1:${SENTINELS[2]}"
+start_apps 3 "$url"
+start_balancer
+
+problems=()
+# --- 1. warm-up -------------------------------------------------------------------------------------------------
+loadtest warmup --users 10 --requests 10 || problems+=("warm-up loadtest did not pass (exit $?)")
+warm_line="warm-up: $(field warmup '.verdict') - $(field warmup '.requests') requests, $(field warmup '.errors') errors"
+
+# --- 2. the failover run -------------------------------------------------------------------------------------
+# The probe user: one increment every 100 ms with its own cookie jar; lines "ms status views".
+probe() {
+  local out status views
+  while [[ ! -e $WORK/stop-probe ]]; do
+    out=$(curl -s -m 3 -b "$WORK/probe.jar" -c "$WORK/probe.jar" -X POST -w '\n%{http_code}' \
+      "$BALANCER/api/session/views" || true)
+    status=${out##*$'\n'}
+    views=$(grep -o '"views":[0-9]*' <<<"$out" | cut -d: -f2 || true)
+    echo "$(date +%s%3N) ${status:-000} ${views:--}" >>"$WORK/probe.txt"
+    sleep 0.1
+  done
+}
+now_ms() { date +%s%3N; }
+probe &
+PIDS+=($!)
+"$BIN_DIR/loadtest" --target "$BALANCER" --no-progress --json --users 8 --requests 1000000 \
+  >"$WORK/failover.json" 2>"$WORK/failover.log" &
+LOADTEST=$!
+PIDS+=("$LOADTEST")
+sleep 3
+
+t_failover=$(now_ms)
+sentinel failover mymaster >"$WORK/failover-cmd.log" 2>&1 || die "SENTINEL FAILOVER refused: $(cat "$WORK/failover-cmd.log")"
+log "SENTINEL FAILOVER mymaster sent"
+is_promoted() { [[ $(master_port) == "$REPLICA" ]]; }
+wait_until 20 is_promoted || die "sentinel did not promote the replica within 20 s"
+t_promoted=$(now_ms)
+log "sentinel reports the new master :$REPLICA after $((t_promoted - t_failover)) ms"
+
+# The old master keeps its role until Sentinel converts it; the apps follow only then.
+is_demoted() { redis-cli -p "$MASTER" role | head -1 | grep -q slave; }
+wait_until 30 is_demoted || log "the old master was still a master 30 s after the failover"
+t_demoted=$(now_ms)
+log "sentinel turned the old master into a replica after $((t_demoted - t_failover)) ms"
+# Killing the apps' connections to the old master causes a last burst of errors just after this:
+# give it a second, then run on until the probe has succeeded for 3 s in a row (bounded), then 2 s more.
+sleep 1
+recovered() {
+  local since=$(($(now_ms) - 3000))
+  awk -v since="$since" '$1 >= since {recent++; if ($2 != 200) bad++}
+    END {exit !(recent >= 10 && bad == 0)}' "$WORK/probe.txt"
+}
+wait_until $((RECOVERY_LIMIT_S + 5)) recovered || log "the probe did not see 3 s of clean successes"
+sleep 2
+kill -INT "$LOADTEST" 2>/dev/null || true
+wait_until 20 bash -c "! kill -0 $LOADTEST" || die "the loadtest did not stop after SIGINT"
+touch "$WORK/stop-probe"
+t_end=$(now_ms)
+sleep 0.5
+
+# --- the verdict -------------------------------------------------------------------------------------------------
+# Probe timeline: requests, errors, first/last error after the failover, value before and after.
+# A step back of the counter is acknowledged increments lost: `lost` of them, acknowledged over
+# `window` ms (from the first lost acknowledgement to the last one before the drop).
+read -r p_total p_errors p_first_err p_last_err p_before p_after p_reset p_lost p_window <<<"$(awk -v t0="$t_failover" '
+  { n++ }
+  $2 != 200 { errors++; if ($1 >= t0) { if (!first) first = $1; last = $1 } }
+  $2 == 200 && $3 != "-" {
+    v = $3
+    if ($1 < t0) before = v
+    if (prev && v == 1) reset++
+    if (prev && v <= prev) {
+      if (prev - v + 1 > lost) { lost = prev - v + 1; window = (v in seen) ? tprev - seen[v] : -1 }
+    }
+    if (!(v in seen)) seen[v] = $1
+    prev = v; tprev = $1; after = v
+  }
+  END { printf "%d %d %.0f %.0f %d %d %d %d %.0f\n", n, errors, first, last, before, after, reset, lost, window }' "$WORK/probe.txt")"
+statuses=$(awk '{c[$2]++} END {for (s in c) printf "%s x%d ", s, c[s]}' "$WORK/probe.txt")
+if ((p_last_err > 0)); then
+  recovery_ms=$((p_last_err - t_failover))
+  outage="errors from +$((p_first_err - t_failover)) ms to +$recovery_ms ms after the failover command"
+else
+  recovery_ms=0
+  outage="no failed request"
+fi
+clean_tail_ms=$((t_end - (p_last_err > 0 ? p_last_err : t_failover)))
+
+l_requests=$(field failover '.requests')
+l_errors=$(field failover '.errors')
+l_reset=$(field failover '.anomalies.reset')
+l_repeat=$(field failover '.anomalies.repeat')
+l_nonmono=$(field failover '.anomalies.non_monotonic')
+l_gap=$(field failover '.anomalies.gap')
+l_users=$(field failover '.users')
+lost_writes=$((l_reset + l_repeat + l_nonmono))
+
+((recovery_ms <= RECOVERY_LIMIT_S * 1000)) ||
+  problems+=("the probe still failed $recovery_ms ms after the failover (limit ${RECOVERY_LIMIT_S}s)")
+((clean_tail_ms >= 3000)) || problems+=("the run did not end with 3 s of successful requests")
+((lost_writes <= l_users)) ||
+  problems+=("$lost_writes lost-write anomalies for $l_users sessions: more than the writes of the switch")
+((l_gap == 0)) || problems+=("$l_gap gaps: increments applied twice")
+((p_reset == 0)) || problems+=("the probe user's session was reset (counter back to 1): session lost")
+((p_lost <= LOSS_LIMIT)) ||
+  problems+=("the probe user lost $p_lost acknowledged increments, acknowledged over ${p_window} ms (limit $LOSS_LIMIT): split brain, see the header of this script")
+((p_after > 0 && p_after >= p_before)) ||
+  problems+=("the probe user's counter ended at $p_after, below its $p_before before the failover")
+[[ $(master_port) == "$REPLICA" ]] || problems+=("sentinel no longer names the promoted replica as master")
+redis-cli -p "$MASTER" role | head -1 | grep -q slave || problems+=("the old master was not turned into a replica")
+nodes_after=$(awk -v t="$p_last_err" '$1 > t && $2 == 200' "$WORK/probe.txt" | wc -l)
+
+echo
+echo "== Redis Sentinel failover report (redis-sentinel:// URL, 1 master + 1 replica, 3 sentinels, 3 apps, balancer) =="
+echo "  $warm_line"
+echo "  guard (min-replicas-to-write 1): ${SENTINEL_GUARD:-on}"
+echo "  failover: SENTINEL FAILOVER at t=0; new master named after $((t_promoted - t_failover)) ms; old master demoted after $((t_demoted - t_failover)) ms"
+echo "  probe user (1 request / 100 ms): $p_total requests, $p_errors failed ($statuses); $outage"
+echo "    time to recover (failover command -> last failed request): $recovery_ms ms; $nodes_after successes after it"
+echo "    counter: $p_before before the failover, $p_after at the end; resets $p_reset; acknowledged increments lost: $p_lost (acknowledged over ${p_window} ms)"
+echo "  loadtest ($l_users users, sequential, stopped ~3 s after recovery): $l_requests requests, $l_errors errors"
+echo "    anomalies: reset $l_reset, repeat $l_repeat, non_monotonic $l_nonmono, gap $l_gap, unknown $(field failover '.anomalies.unknown')"
+echo "    lost-write examples: $(field failover '[.examples[] | select(.kind != "unknown") | "\(.kind) saw \(.observed) expected \(.expected_min)"] | .[0:4] | join(", ")')"
+echo "    error examples: $(field failover '.error_examples | join(" | ")' | cut -c1-300)"
+echo "  pass criteria: recovery <= ${RECOVERY_LIMIT_S}s; probe loses <= $LOSS_LIMIT acknowledged increment(s); lost-write"
+echo "    anomalies <= 1 per session; no gap; no session reset; sentinel shows the promoted replica as master"
+if ((${#problems[@]})); then
+  for p in "${problems[@]}"; do echo "  PROBLEM: $p"; done
+  echo "sentinel.sh: FAIL"
+  exit 1
+fi
+FAILED=0
+echo "sentinel.sh: PASS"
