@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by cluster.sh and sentinel.sh (sourced, not run): free loopback ports, processes that are
 # always cleaned up, bounded waits, the app replicas and the balancer started from built binaries.
 #
@@ -28,7 +29,7 @@ die() {
 
 cleanup() {
   local code=$?
-  [[ -n $WATCHDOG ]] && kill "$WATCHDOG" 2>/dev/null || true
+  if [[ -n $WATCHDOG ]]; then kill "$WATCHDOG" 2>/dev/null || true; fi
   # Newest first: the balancer and apps stop before the Redis they use.
   local i
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
@@ -62,7 +63,11 @@ trap 'exit 130' INT TERM
 watchdog() {
   local limit=$1 main=$$
   (
-    sleep "$limit"
+    # Killed by cleanup: take the sleep along, so no orphan keeps the caller's output pipe open.
+    trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+    sleep "$limit" &
+    nap=$!
+    wait "$nap"
     echo "[$SCRIPT] FAIL: time limit of ${limit}s reached" >&2
     kill -TERM "$main" 2>/dev/null
   ) &
