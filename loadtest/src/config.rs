@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser};
 use http::Method;
@@ -49,7 +50,7 @@ pub struct Config {
     pub per_worker: Option<u64>,
 
     /// Throughput mode: closed loop, or open loop with --rate.
-    #[arg(long, env = "LOADTEST_THROUGHPUT")]
+    #[arg(long, env = "LOADTEST_THROUGHPUT", value_parser = BoolishValueParser::new())]
     pub throughput: bool,
 
     /// How long to run (throughput default 10s; parallel: stop workers then). E.g. 10s, 500ms, 2m.
@@ -75,7 +76,7 @@ pub struct Config {
     pub method: Method,
 
     /// Throughput mode: send no cookies back (every request starts a new session).
-    #[arg(long, env = "LOADTEST_NO_COOKIES", requires = "throughput")]
+    #[arg(long, env = "LOADTEST_NO_COOKIES", value_parser = BoolishValueParser::new(), requires = "throughput")]
     pub no_cookies: bool,
 
     /// Counter endpoint for sequential and parallel modes: `json` = POST /api/session/views,
@@ -100,11 +101,11 @@ pub struct Config {
     pub threads: Option<u64>,
 
     /// Print the report as JSON on stdout instead of the table.
-    #[arg(long, env = "LOADTEST_JSON")]
+    #[arg(long, env = "LOADTEST_JSON", value_parser = BoolishValueParser::new())]
     pub json: bool,
 
     /// Never draw the progress bar (it is drawn only on a terminal anyway).
-    #[arg(long, env = "LOADTEST_NO_PROGRESS")]
+    #[arg(long, env = "LOADTEST_NO_PROGRESS", value_parser = BoolishValueParser::new())]
     pub no_progress: bool,
 }
 
@@ -421,6 +422,29 @@ mod tests {
         ] {
             let error = parse(args).expect_err("must be rejected");
             assert_eq!(error.exit_code(), 2, "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn boolean_variables_accept_the_usual_spellings() {
+        // Parsed through the same value parser clap applies to LOADTEST_THROUGHPUT & co.
+        let parser = BoolishValueParser::new();
+        let command = clap::Command::new("t");
+        for (raw, expected) in [
+            ("1", true),
+            ("yes", true),
+            ("true", true),
+            ("0", false),
+            ("off", false),
+        ] {
+            let parsed = clap::builder::TypedValueParser::parse_ref(
+                &parser,
+                &command,
+                None,
+                std::ffi::OsStr::new(raw),
+            )
+            .expect("boolish");
+            assert_eq!(parsed, expected, "{raw}");
         }
     }
 
