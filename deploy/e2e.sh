@@ -36,6 +36,8 @@ WALKERS=4
 PROFILE_DIR=release
 
 log() { printf '[e2e %s] %s\n' "$(date +%T)" "$*" >&2; }
+# shellcheck source=deploy/e2e/apt.sh
+. "$here/e2e/apt.sh"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tools: install what a fresh Debian machine lacks, and pick whichever compose spelling exists.
@@ -45,12 +47,16 @@ ensure_tools() {
     command -v jq >/dev/null || missing+=(jq)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
     command -v docker >/dev/null || missing+=(docker.io)
+    if [[ ${E2E_BROWSER:-1} != 0 ]]; then
+        command -v chromium >/dev/null || missing+=(chromium)
+        command -v chromedriver >/dev/null || missing+=(chromium-driver)
+    fi
     if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
         missing+=(docker-compose)
     fi
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >"$out/apt.log" 2>&1 || {
+        apt_install "$out/apt.log" "${missing[@]}" || {
             log "apt-get install ${missing[*]} failed (see $out/apt.log)"
             return 1
         }
@@ -66,7 +72,7 @@ ensure_tools() {
 
 compose() { "${COMPOSE[@]}" "$@"; }
 
-port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+port_busy() { (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # The compose file's default host ports, unless something on this machine already listens there.
 pick_port() {

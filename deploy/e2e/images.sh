@@ -37,10 +37,12 @@ compose_image() {
         in_svc && $1 == "image:" { print $2; exit }' "$root/docker-compose.yml"
 }
 
+# shellcheck source=deploy/e2e/apt.sh
+. "$here/apt.sh"
 need() {
     command -v "$1" >/dev/null 2>&1 && return 0
     log "installing $2 (missing $1)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null
+    apt_install /dev/null "$2" || { log "apt-get install $2 failed"; return 1; }
 }
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
