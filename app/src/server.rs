@@ -84,6 +84,7 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
         (Some(pool), true) => Some(Arc::new(SessionLock {
             pool: pool.clone(),
             cookie_name: COOKIE_NAME,
+            signed: config.session_secret.is_some(),
             lease: Duration::from_millis(config.session_lock_lease_ms),
             wait: Duration::from_millis(config.session_lock_wait_ms),
             metrics: metrics.clone(),

@@ -4,57 +4,76 @@
 //! Every session store in the field (express-session, tower-sessions, Spring Session)
 //! loads the whole record, changes it and writes it back, so when two requests of one
 //! session overlap, the last writer wins and the other's change is lost. This middleware
-//! sits *outside* the session layer on the routes that write: it takes a lock named after
-//! the session cookie before the session is loaded and releases it after the session was
-//! saved, so one session's writes run one at a time across every replica.
+//! sits *outside* the session layer on the routes that write: it takes a lock for the
+//! session before the session is loaded and releases it once the session is saved, so one
+//! session's writes run one at a time across every replica.
 //!
-//! - Acquire: `SET <key> <random token> NX PX <lease>`, retried with jittered backoff
-//!   until `SESSION_LOCK_WAIT_MS`; then 503 with `Retry-After`, never an unlocked write.
+//! - Acquire: `SET session-lock:{id} <random token> NX PX <lease>` and, in the same Lua
+//!   script, `GET id`: the record the session layer is about to load comes back with the
+//!   lock, so locking adds no round trip to the load. Retried with jittered backoff until
+//!   `SESSION_LOCK_WAIT_MS`; then 503 with `Retry-After`, never an unlocked write.
+//! - Save: the store writes the record *and* releases the lock in one script, and only if
+//!   the lock still holds our token (a fenced write). A write whose lock was lost fails
+//!   with a 503 instead of overwriting someone else's update.
 //! - Renew: while the request runs, the lease is extended every third of it, only while
-//!   the key still holds our token (a Lua compare-and-pexpire).
-//! - Release: a Lua compare-and-delete, one round trip. A drop guard releases the lock
-//!   when the client disconnects or the handler panics; if the whole process dies, the
-//!   lease expires.
-//! - Requests without a session cookie take no lock: a new session cannot race.
+//!   the key still holds our token.
+//! - Release: a request that did not save (a read-only outcome, an error, a deleted
+//!   session) releases with a Lua compare-and-delete. A drop guard releases the lock when
+//!   the client disconnects or the handler panics; if the process dies, the lease expires.
+//! - Requests without a well-formed session cookie take no lock: a new session cannot race.
 //!
-//! Cost: one `SET NX` and one `EVAL` per write on top of the session's `GET` and `SET`.
+//! The lock key carries the session id as a hash tag (`{id}`), so the lock and the record
+//! live in the same Redis Cluster slot and one script can touch both. A locked write costs
+//! two round trips, the same as an unlocked one.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    cell::{Cell, RefCell},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     extract::{Request, State},
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use fred::{
-    clients::Pool,
-    interfaces::{KeysInterface, LuaInterface},
-    types::{Expiration, SetOptions},
-};
+use fred::{clients::Pool, interfaces::LuaInterface, types::Value};
 use rand::Rng;
-use tokio::{task::JoinHandle, time::Instant};
+use tokio::time::Instant;
+use tower_sessions::session::{Id, Record};
 
 use crate::{error::AppError, metrics::Metrics};
 
+/// Takes the lock if free and returns `{1, record}`; `{0}` when someone holds it.
+const ACQUIRE: &str = "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
+     return {1, redis.call('get', KEYS[2])} end return {0}";
+/// Writes the record and releases the lock, only while the lock is ours.
+/// KEYS: record, lock. ARGV: bytes, expiry (unix seconds), token.
+pub(crate) const SAVE_AND_RELEASE: &str = "if redis.call('get', KEYS[2]) == ARGV[3] then \
+     redis.call('set', KEYS[1], ARGV[1], 'EXAT', ARGV[2]) redis.call('del', KEYS[2]) \
+     return 1 end return 0";
 /// Deletes the lock only if it still holds our token, so a request whose lease ran out
 /// never frees a lock that another request holds by now.
-const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
+     return redis.call('del', KEYS[1]) else return 0 end";
 /// Extends the lease only if the lock is still ours.
-const RENEW: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
-/// Longest cookie value that can name a session; anything longer gets no lock (and no
-/// session: tower-sessions rejects it too).
-const MAX_COOKIE_LEN: usize = 256;
+const RENEW: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
+     return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+/// Length of the base64 HMAC that a signed cookie's value starts with (cookie crate).
+const SIGNATURE_LEN: usize = 44;
 /// Backoff bounds between attempts while the lock is taken.
 const MIN_BACKOFF: Duration = Duration::from_millis(1);
-const MAX_BACKOFF: Duration = Duration::from_millis(16);
+const MAX_BACKOFF: Duration = Duration::from_millis(8);
 
 /// The lock's settings and the Redis pool it lives in.
 #[derive(Debug, Clone)]
 pub struct SessionLock {
     /// Where lock keys live: the same Redis as the sessions.
     pub pool: Pool,
-    /// The session cookie's name, whose value names the lock.
+    /// The session cookie's name, whose value names the session.
     pub cookie_name: &'static str,
+    /// Whether cookie values carry a signature before the session id.
+    pub signed: bool,
     /// How long a lock lives unless renewed: the backstop when a holder dies.
     pub lease: Duration,
     /// How long a request waits for the lock before answering 503.
@@ -83,70 +102,114 @@ impl From<LockError> for AppError {
     }
 }
 
-/// The Redis key of the lock for a session cookie value.
-pub fn lock_key(cookie_value: &str) -> String {
-    format!("session-lock:{cookie_value}")
+/// The Redis key of the lock of session `id`. The `{id}` hash tag puts it in the record's
+/// Redis Cluster slot.
+pub fn lock_key(id: &str) -> String {
+    format!("session-lock:{{{id}}}")
 }
 
-/// The session cookie's value, if the request carries one that could name a session.
-fn session_cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.headers()
+/// The lock held by the request being served, visible to the store inside it.
+struct Held {
+    id: Id,
+    key: String,
+    token: String,
+    /// The record fetched with the lock, until the session layer asks for it.
+    prefetched: RefCell<Option<Option<Record>>>,
+    /// Set once the store's save released the lock.
+    released: Cell<bool>,
+}
+
+tokio::task_local! {
+    static HELD: Held;
+}
+
+/// The record fetched together with the lock of session `id`, once.
+pub(crate) fn take_prefetched(id: &Id) -> Option<Option<Record>> {
+    HELD.try_with(|held| {
+        if held.id == *id {
+            held.prefetched.borrow_mut().take()
+        } else {
+            None
+        }
+    })
+    .ok()
+    .flatten()
+}
+
+/// The lock key and token if this request holds the lock of session `id`.
+pub(crate) fn held_for(id: &Id) -> Option<(String, String)> {
+    HELD.try_with(|held| (held.id == *id).then(|| (held.key.clone(), held.token.clone())))
+        .ok()
+        .flatten()
+}
+
+/// Records that the store released the lock along with its save.
+pub(crate) fn mark_released() {
+    let _ = HELD.try_with(|held| held.released.set(true));
+}
+
+/// The session id named by the request's cookie, if it is well formed.
+fn session_id(req: &Request, name: &str, signed: bool) -> Option<Id> {
+    let value = req
+        .headers()
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(n, _)| *n == name)
-        .map(|(_, value)| value)
-        .filter(|value| !value.is_empty() && value.len() <= MAX_COOKIE_LEN)
+        .map(|(_, value)| value)?;
+    // The signature is checked by the session layer; a forged one only ever locks (and
+    // prefetches) a session that the session layer then refuses to load.
+    let id = if signed {
+        value.get(SIGNATURE_LEN..)?
+    } else {
+        value
+    };
+    id.parse().ok()
 }
 
-/// A held lock. Dropping it without [`Guard::release`] still releases it, in the background.
-#[derive(Debug)]
-pub struct Guard {
-    pool: Pool,
-    key: String,
+fn decode(value: &Value) -> Option<Record> {
+    let bytes = value.as_bytes()?;
+    match rmp_serde::from_slice(bytes) {
+        Ok(record) => Some(record),
+        Err(err) => {
+            tracing::warn!(%err, "undecodable session record; starting a fresh session");
+            None
+        }
+    }
+}
+
+/// A lock just taken, with the session record read in the same round trip.
+struct Acquired {
     token: String,
-    renewer: JoinHandle<()>,
-    released: bool,
+    record: Option<Record>,
 }
 
 impl SessionLock {
-    /// Takes the lock named `key`, waiting up to `self.wait`.
-    pub async fn acquire(&self, key: String) -> Result<Guard, LockError> {
+    /// Takes the lock of session `id`, waiting up to `self.wait`.
+    async fn acquire(&self, id: &Id, key: &str) -> Result<Acquired, LockError> {
         let token = format!("{:032x}", rand::rng().random::<u128>());
-        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        let lease_ms = self.lease.as_millis().to_string();
         let start = Instant::now();
         let deadline = start + self.wait;
         let mut backoff = MIN_BACKOFF;
         loop {
-            let taken: Option<String> = self
+            let answer: Value = self
                 .pool
-                .set(
-                    key.as_str(),
-                    token.as_str(),
-                    Some(Expiration::PX(lease_ms)),
-                    Some(SetOptions::NX),
-                    false,
+                .eval(
+                    ACQUIRE,
+                    vec![key.to_owned(), id.to_string()],
+                    vec![token.as_str(), lease_ms.as_str()],
                 )
                 .await?;
-            if taken.is_some() {
+            let mut answer = answer.into_array().into_iter();
+            if answer.next().and_then(|taken| taken.as_i64()) == Some(1) {
                 self.metrics
                     .lock_wait
                     .observe(start.elapsed().as_secs_f64());
-                let renewer = tokio::spawn(renew(
-                    self.pool.clone(),
-                    key.clone(),
-                    token.clone(),
-                    self.lease,
-                ));
-                return Ok(Guard {
-                    pool: self.pool.clone(),
-                    key,
-                    token,
-                    renewer,
-                    released: false,
-                });
+                let record = answer.next().as_ref().and_then(decode);
+                return Ok(Acquired { token, record });
             }
             let now = Instant::now();
             if now >= deadline {
@@ -165,6 +228,7 @@ impl SessionLock {
 }
 
 /// Keeps extending the lease while the request runs, so a slow request keeps its lock.
+/// Returns only if the lock was lost.
 async fn renew(pool: Pool, key: String, token: String, lease: Duration) {
     let lease_ms = lease.as_millis().to_string();
     let mut tick = tokio::time::interval(lease / 3);
@@ -197,26 +261,24 @@ async fn release(pool: &Pool, key: &str, token: &str) {
     }
 }
 
-impl Guard {
-    /// Releases the lock now (one round trip).
-    pub async fn release(mut self) {
-        self.renewer.abort();
-        self.released = true;
-        release(&self.pool, &self.key, &self.token).await;
-    }
+/// Releases the lock when dropped unless it was released already: covers a client that
+/// disconnects (the request future is dropped) and a handler that panics.
+struct Guard {
+    pool: Pool,
+    key: String,
+    token: String,
+    armed: bool,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.renewer.abort();
-        if !self.released {
-            // Cancelled (client gone) or unwinding from a panic: release in the background.
+        if self.armed
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
             let pool = self.pool.clone();
             let key = std::mem::take(&mut self.key);
             let token = std::mem::take(&mut self.token);
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move { release(&pool, &key, &token).await });
-            }
+            handle.spawn(async move { release(&pool, &key, &token).await });
         }
     }
 }
@@ -227,11 +289,12 @@ pub async fn lock_session(
     req: Request,
     next: Next,
 ) -> Response {
-    let Some(cookie) = session_cookie(&req, lock.cookie_name) else {
+    let Some(id) = session_id(&req, lock.cookie_name, lock.signed) else {
         return next.run(req).await;
     };
-    let guard = match lock.acquire(lock_key(cookie)).await {
-        Ok(guard) => guard,
+    let key = lock_key(&id.to_string());
+    let acquired = match lock.acquire(&id, &key).await {
+        Ok(acquired) => acquired,
         Err(err) => {
             if matches!(err, LockError::Redis(_)) {
                 lock.metrics.redis_errors.inc();
@@ -239,8 +302,39 @@ pub async fn lock_session(
             return AppError::from(err).into_response();
         }
     };
-    // The session layer inside has saved the record by the time this returns.
-    let res = next.run(req).await;
-    guard.release().await;
+    let mut guard = Guard {
+        pool: lock.pool.clone(),
+        key: key.clone(),
+        token: acquired.token.clone(),
+        armed: true,
+    };
+    let held = Held {
+        id,
+        key: key.clone(),
+        token: acquired.token.clone(),
+        prefetched: RefCell::new(Some(acquired.record)),
+        released: Cell::new(false),
+    };
+    let renewal = renew(lock.pool.clone(), key, acquired.token, lock.lease);
+    let (res, released) = HELD
+        .scope(held, async move {
+            let run = next.run(req);
+            tokio::pin!(run);
+            let res = tokio::select! {
+                res = &mut run => res,
+                // Lock lost (Redis unreachable for a whole lease): let the request finish;
+                // its fenced save will refuse to write.
+                () = renewal => run.await,
+            };
+            (
+                res,
+                HELD.try_with(|held| held.released.get()).unwrap_or(false),
+            )
+        })
+        .await;
+    if !released {
+        release(&guard.pool, &guard.key, &guard.token).await;
+    }
+    guard.armed = false;
     res
 }

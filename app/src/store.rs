@@ -8,6 +8,8 @@
 //!   (tower-sessions-stores#19). An unconditional write is the same one round trip, never
 //!   fails that way, and is what last-writer-wins means; with session locking on, no
 //!   concurrent request can delete the record between our load and save anyway.
+//! - Under the session lock, the record was already fetched with the lock and the save
+//!   also releases it (see [`crate::session_lock`]): a locked write costs no extra trip.
 //! - A record that cannot be decoded is treated as absent, so the user gets a fresh
 //!   session instead of a 500; backend failures are flagged for [`crate::unavailable`] so
 //!   the middleware's bare 500 becomes a 503.
@@ -15,7 +17,7 @@
 use async_trait::async_trait;
 use fred::{
     clients::Pool,
-    interfaces::KeysInterface,
+    interfaces::{KeysInterface, LuaInterface},
     types::{Expiration, Value},
 };
 use prometheus_client::metrics::counter::Counter;
@@ -26,7 +28,7 @@ use tower_sessions::{
 };
 use tower_sessions_redis_store::RedisStore;
 
-use crate::unavailable;
+use crate::{session_lock, unavailable};
 
 /// The store behind `SessionManagerLayer`, whichever kind the config chose.
 #[derive(Debug, Clone)]
@@ -85,19 +87,47 @@ impl SessionStore for AppStore {
             AppStore::Redis { pool, errors, .. } => {
                 let bytes = rmp_serde::to_vec(record)
                     .map_err(|err| session_store::Error::Encode(err.to_string()))?;
-                let expire = Expiration::EXAT(record.expiry_date.unix_timestamp());
-                pool.set::<Value, _, _>(
-                    record.id.to_string(),
-                    bytes.as_slice(),
-                    Some(expire),
-                    None,
-                    false,
-                )
-                .await
-                .map(|_| ())
-                .map_err(|err| {
+                let expiry = record.expiry_date.unix_timestamp();
+                let failed = |err: fred::error::Error| {
                     backend_failed(errors, session_store::Error::Backend(err.to_string()))
-                })
+                };
+                let Some((lock, token)) = session_lock::held_for(&record.id) else {
+                    return pool
+                        .set::<Value, _, _>(
+                            record.id.to_string(),
+                            bytes.as_slice(),
+                            Some(Expiration::EXAT(expiry)),
+                            None,
+                            false,
+                        )
+                        .await
+                        .map(|_| ())
+                        .map_err(failed);
+                };
+                // Under the session lock: write and release in one fenced round trip.
+                let written: i64 = pool
+                    .eval(
+                        session_lock::SAVE_AND_RELEASE,
+                        vec![record.id.to_string(), lock],
+                        vec![
+                            Value::from(bytes.as_slice()),
+                            Value::from(expiry),
+                            Value::from(token),
+                        ],
+                    )
+                    .await
+                    .map_err(failed)?;
+                session_lock::mark_released();
+                if written == 1 {
+                    Ok(())
+                } else {
+                    // The lease ran out and another request may have written since: refuse
+                    // rather than overwrite its update.
+                    Err(backend_failed(
+                        errors,
+                        session_store::Error::Backend("session lock lost before the save".into()),
+                    ))
+                }
             }
             AppStore::Memory(store) => store.save(record).await,
         }
@@ -105,12 +135,16 @@ impl SessionStore for AppStore {
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         match self {
-            AppStore::Redis { store, errors, .. } => match store.load(id).await {
-                Err(session_store::Error::Decode(err)) => {
-                    tracing::warn!(%err, "undecodable session record; starting a fresh session");
-                    Ok(None)
-                }
-                other => other.map_err(|err| backend_failed(errors, err)),
+            AppStore::Redis { store, errors, .. } => match session_lock::take_prefetched(id) {
+                // Fetched together with the session lock: no second round trip.
+                Some(record) => Ok(record),
+                None => match store.load(id).await {
+                    Err(session_store::Error::Decode(err)) => {
+                        tracing::warn!(%err, "undecodable session record; starting a fresh session");
+                        Ok(None)
+                    }
+                    other => other.map_err(|err| backend_failed(errors, err)),
+                },
             },
             AppStore::Memory(store) => store.load(id).await,
         }

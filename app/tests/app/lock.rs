@@ -82,7 +82,7 @@ async fn a_dead_holders_lock_expires_and_others_proceed() {
     let cookie = set_cookie(&first).expect("cookie");
     let value = cookie.split_once('=').expect("name=value").1;
     // A holder that died: its lock stays behind with 800 ms left and is never released.
-    let key = app::session_lock::lock_key(value);
+    let key = app::session_lock::lock_key(value); // plain cookies carry the bare id
     assert_eq!(
         cluster
             .redis
@@ -208,4 +208,62 @@ async fn no_lock_is_taken_without_a_session_or_for_reads() {
         "",
         "released"
     );
+}
+
+#[tokio::test]
+async fn signed_cookies_are_locked_by_their_session_id() {
+    let secret = app::config::Secret::new(&"x".repeat(64)).expect("long enough");
+    let cluster = Cluster::start(3, |c| {
+        c.session_secret = Some(secret.clone());
+        c.save_delay = Some(Duration::from_millis(5));
+    })
+    .await;
+    let (statuses, views) = parallel_increments(&cluster, 20).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(views, 21);
+}
+
+#[tokio::test]
+async fn a_write_whose_lock_was_taken_over_is_refused_not_applied() {
+    // The fenced save writes only while the lock still holds this request's token. Here
+    // someone else's token replaces it mid-request (as after an expired lease).
+    let cluster = Cluster::start(1, |c| c.save_delay = Some(Duration::from_millis(400))).await;
+    let client = reqwest::Client::new();
+    let url = cluster.url(0, "/api/session/views");
+    let cookie = set_cookie(&client.post(&url).send().await.expect("first")).expect("cookie");
+    let key = app::session_lock::lock_key(cookie.split_once('=').expect("kv").1);
+
+    let slow = tokio::spawn({
+        let (client, url, cookie) = (client.clone(), url.clone(), cookie.clone());
+        async move {
+            let res = client
+                .post(&url)
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .expect("slow");
+            (
+                res.status().as_u16(),
+                res.headers().get("retry-after").is_some(),
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    cluster.redis.cli(&["SET", &key, "usurper", "PX", "10000"]);
+    assert_eq!(slow.await.expect("task"), (503, true));
+
+    assert_eq!(
+        cluster.redis.cli(&["GET", &key]),
+        "usurper",
+        "the other holder's lock stays"
+    );
+    cluster.redis.cli(&["DEL", &key]);
+    let res = client
+        .get(cluster.url(0, "/api/session"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("read");
+    let views = res.json::<serde_json::Value>().await.expect("json")["views"].clone();
+    assert_eq!(views, 1, "the refused write did not land");
 }
