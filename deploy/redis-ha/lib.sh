@@ -9,7 +9,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# Binaries: target/debug by default (what `cargo test` already built); BIN_DIR=target/release works too.
+# Binaries: built into target/debug by default; BIN_DIR=/path uses prebuilt ones (e.g. target/release).
+BIN_DIR_GIVEN=${BIN_DIR:-}
 BIN_DIR=${BIN_DIR:-$ROOT/target/debug}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/redis-ha.XXXXXX")
 PIDS=()
@@ -80,13 +81,15 @@ need() {
   ((${#missing[@]} == 0)) || die "missing commands: ${missing[*]} (apt-get install redis-server redis-tools curl jq)"
 }
 
-# Builds the three binaries unless BIN_DIR already has them (CI builds them just before).
+# Builds the three binaries (a no-op when they are fresh), unless BIN_DIR names prebuilt ones.
 binaries() {
-  if [[ ! -x $BIN_DIR/app || ! -x $BIN_DIR/balancer || ! -x $BIN_DIR/loadtest ]]; then
-    log "building app, balancer and loadtest (debug)"
+  if [[ -z ${BIN_DIR_GIVEN:-} ]]; then
+    log "cargo build -p app -p balancer -p loadtest (debug)"
     (cd "$ROOT" && cargo build -q -p app -p balancer -p loadtest --bins) || die "cargo build failed"
-    BIN_DIR=$ROOT/target/debug
   fi
+  for bin in app balancer loadtest; do
+    [[ -x $BIN_DIR/$bin ]] || die "$BIN_DIR/$bin is missing"
+  done
 }
 
 # True when nothing listens on 127.0.0.1:$1.
