@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Session locking: what it costs, and what it saves. Compares SESSION_LOCK=on with the plain
+# last-write-wins mode (SESSION_LOCK=off) in the same run, on one Redis, 3 replicas each.
+#
+#   app/bench/lock.sh [seconds-per-run]      (default 10)
+#
+# Prints:
+#   1. Redis commands per request (INFO commandstats deltas / requests) for a read, a write and
+#      a locked write, and the round trips (client commands seen by MONITOR; the commands a
+#      Lua script runs travel in its EVAL's round trip).
+#   2. Throughput with many distinct sessions (200 users), lock on vs off, and the ratio.
+#   3. One hot session with 16 parallel clients, lock on vs off: req/s and lost updates.
+# Everything runs on loopback; every run is bounded by its duration.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs=${1:-10}
+command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install -y redis-server)" >&2; exit 2; }
+
+cargo build --release -q -p app -p loadtest
+APP=target/release/app
+LT=target/release/loadtest
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+rport=$(free_port)
+redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &
+pids+=($!)
+rcli() { redis-cli -p "$rport" "$@"; }
+for _ in $(seq 50); do rcli ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+start_replicas() { # lock on|off -> comma-separated URLs
+  local lock=$1 urls=()
+  for i in 1 2 3; do
+    local port; port=$(free_port)
+    RUST_LOG=warn SESSION_LOCK=$lock NODE_NAME="lock-$lock-$i" LISTEN_ADDR=127.0.0.1:$port \
+      REDIS_URL=redis://127.0.0.1:$rport "$APP" >"$work/app-$lock-$i.log" 2>&1 &
+    pids+=($!)
+    urls+=("http://127.0.0.1:$port")
+  done
+  for u in "${urls[@]}"; do
+    for _ in $(seq 100); do curl -fs "$u/readyz" >/dev/null && break; sleep 0.05; done
+  done
+  (IFS=,; echo "${urls[*]}")
+}
+ON=$(start_replicas on)
+OFF=$(start_replicas off)
+first() { echo "${1%%,*}"; }
+
+# Fields of a loadtest --json report, space-separated: json FILE key.sub key ...
+json() { python3 - "$@" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+out = []
+for path in sys.argv[2:]:
+    v = d
+    for k in path.split("."):
+        v = v[k]
+    out.append(f"{v:.2f}" if isinstance(v, float) else str(v))
+print(" ".join(out))
+PY
+}
+
+echo "== 1. Redis commands per request (200 sequential requests on one session) =="
+count_commands() { # url method path -> commands executed and round trips, per request
+  local url=$1 method=$2 path=$3 n=200 jar="$work/jar"
+  rm -f "$jar"
+  curl -fs -c "$jar" -X POST "$url/api/session/views" >/dev/null   # open the session
+  sleep 0.2
+  rcli config resetstat >/dev/null
+  # MONITOR shows each client command once; commands run inside a script appear as "lua]"
+  # lines and share their EVAL's round trip.
+  redis-cli -p "$rport" monitor >"$work/monitor" & local mon=$!
+  sleep 0.2
+  for _ in $(seq $n); do curl -fs -b "$jar" -c "$jar" -X "$method" "$url$path" >/dev/null; done
+  sleep 0.3; kill "$mon"; wait "$mon" 2>/dev/null || true
+  local trips
+  trips=$(grep ' 127.0.0.1:' "$work/monitor" | grep -v 'lua]' | grep -cvE '"(PING|CLIENT|INFO|ping|client|info)"' || true)
+  rcli info commandstats | tr -d '\r' | python3 -c '
+import sys
+n, trips = int(sys.argv[1]), int(sys.argv[2])
+calls = {}
+for line in sys.stdin:
+    if line.startswith("cmdstat_"):
+        name, rest = line[8:].split(":", 1)
+        calls[name] = int(rest.split("calls=")[1].split(",")[0])
+for skip in ("info", "config|resetstat", "ping", "client|id", "monitor"):
+    calls.pop(skip, None)
+print(f"{sum(calls.values())/n:.2f} commands, {trips/n:.2f} round trips  {dict(sorted(calls.items()))}")
+' "$n" "$trips"
+}
+printf '%-34s %s\n' "read   (GET /api/session)" "$(count_commands "$(first "$ON")" GET /api/session)"
+printf '%-34s %s\n' "write  (POST views, lock off)" "$(count_commands "$(first "$OFF")" POST /api/session/views)"
+printf '%-34s %s\n' "locked write (POST views, lock on)" "$(count_commands "$(first "$ON")" POST /api/session/views)"
+
+echo
+echo "== 2. Throughput, 200 users with distinct sessions, POST /api/session/views, ${secs}s per run =="
+thr() { "$LT" --target "$1" --throughput --connections 200 --duration "${secs}s" \
+  --path /api/session/views --method POST --json --no-progress >"$work/thr.json" || true
+  json "$work/thr.json" req_per_s latency.p50_ms latency.p99_ms errors; }
+declare -a on_rps off_rps
+for round in 1 2; do
+  read -r r p50 p99 err <<<"$(thr "$OFF")"; off_rps+=("$r"); echo "round $round  lock off: $r req/s  p50 ${p50} ms  p99 ${p99} ms  errors $err"
+  read -r r p50 p99 err <<<"$(thr "$ON")";  on_rps+=("$r");  echo "round $round  lock on:  $r req/s  p50 ${p50} ms  p99 ${p99} ms  errors $err"
+done
+python3 -c "import sys; on=[float(x) for x in sys.argv[1].split()]; off=[float(x) for x in sys.argv[2].split()]; print(f'ratio on/off (mean of rounds): {sum(on)/sum(off):.2f}x  (target >= 0.70x)')" "${on_rps[*]}" "${off_rps[*]}"
+
+echo
+echo "== 3. One hot session, 16 parallel clients, ${secs}s per run =="
+hot() { "$LT" --target "$1" --parallel 16 --duration "${secs}s" --json --no-progress >"$work/hot.json" || true
+  read -r rps acked final lost err p99 <<<"$(json "$work/hot.json" req_per_s acknowledged final_value counter.lost errors latency.p99_ms)"
+  echo "$rps req/s  acknowledged $acked  final $final  lost $lost  errors $err  p99 $p99 ms"; }
+echo "lock off: $(hot "$OFF")"
+echo "lock on:  $(hot "$ON")"
