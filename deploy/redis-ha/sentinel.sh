@@ -24,7 +24,9 @@
 # SENTINEL_GUARD=on (the default, and the setup the README recommends) starts both Redis servers with
 # `min-replicas-to-write 1` and `min-replicas-max-lag 10`: the old master refuses writes as soon as it
 # has no replica, so the window turns into errors (503 + Retry-After, retried by the user) instead of
-# silent loss. SENTINEL_GUARD=off shows the loss.
+# silent loss. SENTINEL_GUARD=off shows the loss. With REPLICAS=2 the guard no longer closes the
+# window completely: the old master keeps the second replica until Sentinel moves it (~0.5 s), so it
+# still accepts (and later loses) the writes of that half second, and that run fails the loss limit.
 #
 # Pass means:
 #   - recovery: the probe's last failed request is at most RECOVERY_LIMIT_S (default 20) seconds after
