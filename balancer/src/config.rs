@@ -147,11 +147,11 @@ pub struct Config {
 
     /// Concurrent requests (= upstream connections) per backend; more wait, within UPSTREAM_TIMEOUT.
     /// Bounds memory and backend load under a connection flood (nginx `max_conns`).
-    #[arg(long, env = "MAX_CONNS_PER_BACKEND", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MAX_CONNS_PER_BACKEND", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_conns_per_backend: u32,
 
     /// Idle upstream connections kept per backend.
-    #[arg(long, env = "POOL_MAX_IDLE", default_value_t = 128)]
+    #[arg(long, env = "POOL_MAX_IDLE", default_value_t = 32)]
     pub pool_max_idle: usize,
 
     /// How long shutdown waits for in-flight requests before exiting anyway.
@@ -184,8 +184,8 @@ impl Config {
             retry_deadline: Duration::from_secs(5),
             eject_cooldown: Duration::from_secs(10),
             pool_idle_timeout: Duration::from_secs(20),
-            max_conns_per_backend: 128,
-            pool_max_idle: 128,
+            max_conns_per_backend: 32,
+            pool_max_idle: 32,
             drain_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
         }
