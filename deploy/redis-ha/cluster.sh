@@ -2,7 +2,7 @@
 # The app, its session lock, the balancer and the loadtest against a real Redis Cluster, through a
 # redis-cluster:// URL.
 #
-#   deploy/redis-ha/cluster.sh            # ~30 s; exit 0 = pass, 1 = fail (with a report), 2 = could not run
+#   deploy/redis-ha/cluster.sh            # ~20 s; exit 0 = pass, 1 = fail (with a report), 2 = could not run
 #
 # Builds a 6-node cluster (3 masters, 3 replicas; `redis-server --cluster-enabled yes` on free loopback
 # ports, `redis-cli --cluster create --cluster-replicas 1`), with a password, then 3 app replicas

@@ -2,10 +2,10 @@
 # The app, the balancer and the loadtest against Redis Sentinel (redis-sentinel:// URL), with a
 # `SENTINEL FAILOVER` in the middle of a loadtest run, and a report of what users saw.
 #
-#   deploy/redis-ha/sentinel.sh        # ~40 s; exit 0 = pass, 1 = fail (with a report)
+#   deploy/redis-ha/sentinel.sh        # ~35 s; exit 0 = pass, 1 = fail (with a report)
 #
-# Setup, all on free loopback ports: 1 master + REPLICAS (default 1) replicas (password on all), 3 sentinels (quorum 2,
-# password too), 3 app replicas with
+# Setup, all on free loopback ports: 1 master + REPLICAS (default 1) replicas (password on all),
+# 3 sentinels (quorum 2, password too), 3 app replicas with
 #   REDIS_URL=redis-sentinel://:PASSWORD@127.0.0.1:S1?sentinelServiceName=mymaster&sentinelPassword=PASSWORD&node=127.0.0.1:S2&node=127.0.0.1:S3
 # and the balancer in front. Then, through the balancer:
 #   1. warm-up: a short sequential loadtest must pass (sessions work through Sentinel discovery);
@@ -21,7 +21,7 @@
 # Sentinel kills them on that reconfiguration. Every write in that window is acknowledged by the old
 # master and then thrown away when it resyncs from the new one: split brain.
 #
-# SENTINEL_GUARD=on (the default, and the setup the README recommends) starts both Redis servers with
+# SENTINEL_GUARD=on (the default, and the setup the README recommends) starts every Redis server with
 # `min-replicas-to-write 1` and `min-replicas-max-lag 10`: the old master refuses writes as soon as it
 # has no replica, so the window turns into errors (503 + Retry-After, retried by the user) instead of
 # silent loss. SENTINEL_GUARD=off shows the loss. With REPLICAS=2 the guard no longer closes the
