@@ -8,6 +8,7 @@ pub mod error;
 pub mod metrics;
 pub mod redis;
 pub mod routes;
+pub mod sentinel;
 pub mod server;
 pub mod session;
 pub mod session_lock;

@@ -16,6 +16,8 @@ use fred::{
     },
 };
 
+use tokio::{sync::watch, task::JoinHandle};
+
 use crate::config::Config;
 
 /// Errors while building the pool. Connection failures are not among them: the pool
@@ -30,9 +32,31 @@ pub enum RedisSetupError {
     Pool(fred::error::Error),
 }
 
+/// The pool and the tasks that serve it, closed together on shutdown.
+#[derive(Debug)]
+pub struct Redis {
+    /// The connection pool every request uses.
+    pub pool: Pool,
+    /// Tells the Sentinel watcher to stop.
+    stop: watch::Sender<bool>,
+    /// The Sentinel watcher, when `REDIS_URL` is a `redis-sentinel://` URL.
+    watcher: Option<JoinHandle<()>>,
+}
+
+impl Redis {
+    /// Stops the background tasks and closes the connections.
+    pub async fn close(self) {
+        let _ = self.stop.send(true);
+        if let Some(watcher) = self.watcher {
+            let _ = tokio::time::timeout(Duration::from_secs(1), watcher).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.pool.quit()).await;
+    }
+}
+
 /// Builds the pool and starts connecting in the background. Returns at once, even when
 /// Redis is down: the app must start and answer `/readyz` 503 until Redis is back.
-pub fn connect(config: &Config) -> Result<Pool, RedisSetupError> {
+pub fn connect(config: &Config) -> Result<Redis, RedisSetupError> {
     let mut fred_config = FredConfig::from_url(&config.redis_url).map_err(RedisSetupError::Url)?;
     // Apply the reconnect policy to the first connection too: a replica that starts
     // before Redis (or before Redis's DNS name exists) must keep trying, not give up.
@@ -57,6 +81,7 @@ pub fn connect(config: &Config) -> Result<Pool, RedisSetupError> {
     // Retry for ever (0 attempts = unlimited), 50 ms doubling to 1 s between tries.
     let policy = ReconnectPolicy::new_exponential(0, 50, 1_000, 2);
     let size = usize::try_from(config.redis_pool_size).unwrap_or(4);
+    let sentinel_config = fred_config.clone();
     let pool = Pool::new(
         fred_config,
         Some(perf),
@@ -67,7 +92,14 @@ pub fn connect(config: &Config) -> Result<Pool, RedisSetupError> {
     .map_err(RedisSetupError::Pool)?;
     // Connection tasks run until `quit`; failures are retried by the policy above.
     let _tasks = pool.connect();
-    Ok(pool)
+    // fred asks the sentinels for the master only when it reconnects; follow failovers.
+    let (stop, stopped) = watch::channel(false);
+    let watcher = crate::sentinel::follow(&pool, &sentinel_config, stopped);
+    Ok(Redis {
+        pool,
+        stop,
+        watcher,
+    })
 }
 
 /// True when Redis answers PING within `deadline`.

@@ -60,8 +60,8 @@ pub enum ServeError {
 pub struct App {
     /// The complete router, ready to serve.
     pub router: Router,
-    /// The Redis pool, closed on shutdown.
-    pub redis: Option<fred::clients::Pool>,
+    /// The Redis client, closed on shutdown.
+    pub redis: Option<redis::Redis>,
 }
 
 /// Builds the application for `config`. Connects to Redis in the background: the app
@@ -72,15 +72,14 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let (store, redis) = match config.session_store {
         SessionStoreKind::Redis => {
-            let pool = redis::connect(config)?;
-            (
-                AppStore::redis(pool.clone(), metrics.redis_errors.clone()),
-                Some(pool),
-            )
+            let redis = redis::connect(config)?;
+            let store = AppStore::redis(redis.pool.clone(), metrics.redis_errors.clone());
+            (store, Some(redis))
         }
         SessionStoreKind::Memory => (AppStore::memory(), None),
     };
-    let lock = match (&redis, config.session_lock) {
+    let pool = redis.as_ref().map(|redis| redis.pool.clone());
+    let lock = match (&pool, config.session_lock) {
         (Some(pool), true) => Some(Arc::new(SessionLock {
             pool: pool.clone(),
             cookie_name: COOKIE_NAME,
@@ -93,7 +92,7 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
     };
     let state = AppState {
         node: node.as_str().into(),
-        redis: redis.clone(),
+        redis: pool,
         metrics: metrics.clone(),
         save_delay: config.save_delay,
     };
@@ -193,9 +192,8 @@ pub async fn serve(
         res = server => res?,
         () = drain_deadline => tracing::warn!(?grace, "drain deadline passed; closing remaining connections"),
     }
-    if let Some(pool) = app.redis {
-        use fred::interfaces::ClientLike;
-        let _ = tokio::time::timeout(Duration::from_secs(1), pool.quit()).await;
+    if let Some(redis) = app.redis {
+        redis.close().await;
     }
     tracing::info!("stopped");
     Ok(())
