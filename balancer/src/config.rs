@@ -154,6 +154,10 @@ pub struct Config {
     #[arg(long, env = "POOL_MAX_IDLE", default_value_t = 32)]
     pub pool_max_idle: usize,
 
+    /// Proxy worker threads, each a single-threaded event loop (0: one per CPU core).
+    #[arg(long, env = "WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: u32,
+
     /// How long shutdown waits for in-flight requests before exiting anyway.
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub drain_timeout: Duration,
@@ -186,6 +190,7 @@ impl Config {
             pool_idle_timeout: Duration::from_secs(20),
             max_conns_per_backend: 32,
             pool_max_idle: 32,
+            worker_threads: 0,
             drain_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
         }

@@ -18,6 +18,7 @@ pub mod round_robin;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -75,8 +76,7 @@ pub async fn run_with_resolver(
         let _ = admin_stopped.await;
     }));
 
-    let proxy = Arc::new(proxy::Proxy::new(&config, Arc::clone(&set)));
-    server::serve(listener, proxy, &config, shutdown).await;
+    let served = workers::serve(listener, Arc::clone(&set), &config, shutdown).await;
 
     maintenance.abort();
     let _ = stop_admin.send(());
@@ -87,5 +87,5 @@ pub async fn run_with_resolver(
         Ok(Ok(Ok(()))) => {}
     }
     tracing::info!("balancer stopped");
-    Ok(())
+    served
 }

@@ -13,7 +13,9 @@ use tokio::net::TcpListener;
 
 use balancer::{Config, shutdown, telemetry};
 
-#[tokio::main]
+// The proxying runs on its own worker threads (see `workers`); this runtime only runs
+// discovery, health checks and the admin endpoints.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     // clap prints its own errors (naming the variable) and exits with code 2.
     let config = Config::parse();

@@ -23,9 +23,11 @@ use crate::proxy::Proxy;
 
 /// Serves clients on `listener` until `shutdown` completes, then stops accepting and waits up
 /// to `DRAIN_TIMEOUT` for open requests to finish.
+/// `limit` is the `MAX_CONNECTIONS` budget, shared by every worker's accept loop.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
+    limit: Arc<Semaphore>,
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -37,12 +39,11 @@ pub async fn serve(
         .max_buf_size(config.max_header_size as usize)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
-    // Waiting for a permit before accepting leaves extra clients in the kernel backlog instead
-    // of opening sockets we would then have to refuse.
-    let limit = Arc::new(Semaphore::new(config.max_connections as usize));
     tokio::pin!(shutdown);
 
     loop {
+        // Waiting for a permit before accepting leaves extra clients in the kernel backlog
+        // instead of opening sockets we would then have to refuse.
         let permit = tokio::select! {
             biased;
             () = &mut shutdown => break,
