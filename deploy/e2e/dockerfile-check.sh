@@ -57,16 +57,22 @@ if ! docker image inspect "$RUST_STANDIN" >/dev/null 2>&1; then
     log "building the rust stand-in $RUST_STANDIN from $toolchain (no docs)"
     mkdir -p "$work/rust/toolchain"
     tar -C "$toolchain" --exclude=./share/doc -cf - . | tar -C "$work/rust/toolchain" -xf -
+    # This machine reaches crates.io through a TLS-inspecting egress whose CA the host trusts; the builder
+    # must trust it too (users' machines need nothing of the kind).
+    mkdir -p "$work/rust/ca"
+    cp /usr/local/share/ca-certificates/*.crt "$work/rust/ca/" 2>/dev/null || true
     cat >"$work/rust/Dockerfile" <<EOF
 FROM $BASE_TAG
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         gcc libc6-dev ca-certificates && rm -rf /var/lib/apt/lists/*
+COPY ca/ /usr/local/share/ca-certificates/
+RUN update-ca-certificates >/dev/null
 COPY toolchain/ /usr/local/rustup/toolchains/$RUST_VERSION/
 ENV RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo \
     PATH=/usr/local/cargo/bin:/usr/local/rustup/toolchains/$RUST_VERSION/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 RUN mkdir -p /usr/local/cargo/bin && cargo --version
 EOF
-    DOCKER_BUILDKIT=0 docker build -q -t "$RUST_STANDIN" "$work/rust" >/dev/null
+    DOCKER_BUILDKIT=0 docker build --force-rm -q -t "$RUST_STANDIN" "$work/rust" >/dev/null
     rm -rf "$work/rust"
 fi
 borrow_tag "$RUST_STANDIN" "$RUST_TAG"
@@ -80,7 +86,7 @@ failed=0
 for target in app balancer loadtest; do
     log "docker build -f deploy/Dockerfile --target $target (from a clean copy)"
     start=$SECONDS
-    if ! DOCKER_BUILDKIT=0 docker build -f "$work/src/deploy/Dockerfile" --target "$target" \
+    if ! DOCKER_BUILDKIT=0 docker build --force-rm -f "$work/src/deploy/Dockerfile" --target "$target" \
         -t "$CHECK_PREFIX/$target" "$work/src" >"$work/build-$target.log" 2>&1; then
         tail -n 40 "$work/build-$target.log" >&2
         log "FAIL: build of $target"
@@ -99,7 +105,7 @@ done
 # Dependency caching: a source-only change must reuse the `cargo chef cook` layer.
 echo "// dockerfile-check: a source-only change" >>"$work/src/app/src/main.rs"
 start=$SECONDS
-DOCKER_BUILDKIT=0 docker build -f "$work/src/deploy/Dockerfile" --target app -t "$CHECK_PREFIX/app:edited" \
+DOCKER_BUILDKIT=0 docker build --force-rm -f "$work/src/deploy/Dockerfile" --target app -t "$CHECK_PREFIX/app:edited" \
     "$work/src" >"$work/build-edited.log" 2>&1
 cook_cached=$(grep -A1 'cargo chef cook' "$work/build-edited.log" | grep -c 'Using cache' || true)
 if ((cook_cached > 0)); then

@@ -117,7 +117,7 @@ build_project_images() {
         [[ -n $image ]] || { log "no image: for service $target in docker-compose.yml"; return 1; }
         log "docker build --target $target -t $image"
         # The classic builder: BuildKit needs the buildx plugin, which Debian's docker.io does not ship.
-        if ! DOCKER_BUILDKIT=0 docker build --target "$target" -t "$image" "$ctx" >"$ctx/build.log" 2>&1; then
+        if ! DOCKER_BUILDKIT=0 docker build --force-rm --target "$target" -t "$image" "$ctx" >"$ctx/build.log" 2>&1; then
             tail -n 30 "$ctx/build.log" >&2
             log "docker build --target $target failed (log above)"
             return 1
