@@ -23,7 +23,7 @@ THREADS=${THREADS:-1}
 ROUNDS=${ROUNDS:-3}
 ROUTES=${ROUTES:-"/ /session /healthz"} # /healthz: almost no app work, isolates the proxy hop
 BASE_PORT=${BASE_PORT:-21000} # below the ephemeral range, so TIME-WAIT sockets cannot hold them
-BALANCER_THREADS=${BALANCER_THREADS:-} # empty: tokio default (one worker per core)
+BALANCER_THREADS=${BALANCER_THREADS:-} # empty: the balancer default (one worker per core); 1 = like nginx here
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -79,7 +79,7 @@ for p in "${APP_PORTS[@]}"; do wait_for "http://127.0.0.1:$p/readyz" "app on $p"
 
 UPSTREAMS=$(printf '127.0.0.1:%s,' "${APP_PORTS[@]}")
 UPSTREAMS=${UPSTREAMS%,}
-env ${BALANCER_THREADS:+TOKIO_WORKER_THREADS=$BALANCER_THREADS} \
+env ${BALANCER_THREADS:+WORKER_THREADS=$BALANCER_THREADS} \
     UPSTREAMS="$UPSTREAMS" LISTEN_ADDR=127.0.0.1:$LB_PORT ADMIN_ADDR=127.0.0.1:$LB_ADMIN \
     RUST_LOG=warn "$TARGET_DIR/release/balancer" >"$WORK/balancer.log" 2>&1 &
 LB_PID=$!

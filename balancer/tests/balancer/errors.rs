@@ -26,7 +26,8 @@ async fn all_backends_down_gives_503_at_once() {
     // Assert
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
-    assert!(elapsed < Duration::from_millis(500), "took {elapsed:?}");
+    // Generous bound for a loaded CI machine; a hang would be the 10 s client timeout.
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
     assert!(
         resp.text()
             .await
@@ -62,7 +63,7 @@ async fn backends_that_die_between_checks_give_503_not_a_hang() {
     assert_eq!(first.status(), 503);
     assert_eq!(second.status(), 503);
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(2),
         "took {:?}",
         started.elapsed()
     );
@@ -95,7 +96,7 @@ async fn slow_backend_gives_504() {
     // Assert: 504 after the timeout; a slow backend is not ejected as dead.
     assert_eq!(resp.status(), 504);
     assert!(
-        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(2500),
         "{elapsed:?}"
     );
     let status = lb.status().await;

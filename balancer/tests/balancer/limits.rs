@@ -56,11 +56,11 @@ async fn slowloris_connection_is_closed() {
     .await;
     trickle.abort();
 
-    // Assert: closed by the balancer around the 500 ms header timeout, not after 5 s.
+    // Assert: closed by the balancer after the 500 ms header timeout, well before 5 s.
     assert!(closed.is_ok(), "slowloris connection was never closed");
     let elapsed = started.elapsed();
     assert!(
-        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(2),
+        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(3),
         "{elapsed:?}"
     );
 }
