@@ -239,6 +239,9 @@ check_load() {
     if [[ -f $out/loadtest.$PHASE.rc ]]; then
         lt_runs=$(wc -l <"$out/loadtest.$PHASE.rc")
         lt_bad=$(grep -cv '^0$' "$out/loadtest.$PHASE.rc")
+        # The loadtest's own words for what went wrong, once each (e.g. "errors seen: HTTP 502 Bad Gateway").
+        ((lt_bad)) && detail+=" loadtest: $(grep -hE '^(errors seen|\* )' "$out/loadtest.$PHASE.log" | sort | uniq -c |
+            awk '{ $1 = $1 "x"; print }' | paste -sd ';')"
     fi
     local nodes codes
     nodes=$(cat "$out"/walk."$PHASE".*.log 2>/dev/null | awk '$2 == 200 { print $3 }' | sort -u | wc -l)
@@ -314,6 +317,28 @@ step_up() {
         pass "1 run loadtest" "'compose run --rm loadtest' (profile) passed inside the network"
     else
         fail "1 run loadtest" "'compose run --rm loadtest' failed (see $out/loadtest.run.txt)"
+    fi
+}
+
+# The Redis service as the compose file promises it: password required, FLUSHALL/FLUSHDB gone, published on
+# loopback only, and the sessions visible with the README's redis-cli command.
+step_redis_config() {
+    local id noauth flush flushdb published keys problems=""
+    id=$(compose ps -q redis)
+    noauth=$(compose exec -T redis env -u REDISCLI_AUTH redis-cli ping 2>&1 | tr -d '\r')
+    flush=$(compose exec -T redis redis-cli FLUSHALL 2>&1 | tr -d '\r')
+    flushdb=$(compose exec -T redis redis-cli FLUSHDB 2>&1 | tr -d '\r')
+    published=$(docker port "$id" 6379/tcp | tr '\n' ' ')
+    keys=$(compose exec -T redis redis-cli --scan 2>/dev/null | wc -l)
+    [[ $noauth == *NOAUTH* ]] || problems+=" ping without password: '$noauth';"
+    [[ $flush == *"unknown command"* ]] || problems+=" FLUSHALL: '$flush';"
+    [[ $flushdb == *"unknown command"* ]] || problems+=" FLUSHDB: '$flushdb';"
+    [[ $published == "127.0.0.1:$REDIS_HOST_PORT " ]] || problems+=" published on '$published';"
+    ((keys > 0)) || problems+=" no session keys seen by redis-cli;"
+    if [[ -z $problems ]]; then
+        pass "1 redis" "password required, FLUSHALL/FLUSHDB disabled, published only on $published, $keys keys via redis-cli"
+    else
+        fail "1 redis" "$problems"
     fi
 }
 
@@ -505,6 +530,7 @@ main() {
     ensure_tools || { REPORT+=("FAIL  tools: missing and not installable"); FAILED=1; print_report; exit 2; }
     step_build || { print_report; exit 2; }
     if step_up; then
+        step_redis_config
         step_browser
         step_scale_up
         step_scale_down
