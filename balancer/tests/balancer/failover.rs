@@ -182,3 +182,45 @@ async fn request_that_reached_a_backend_is_not_retried() {
     assert_eq!(b_hits.load(Ordering::SeqCst), good);
     a_task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_closing_idle_pooled_connections_causes_no_client_errors() {
+    // Arrange: the backend closes keep-alive connections after 150 ms idle, far sooner than
+    // the balancer's pool would (20 s), so pooled connections die under it.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&hits);
+    let backend = TestServer::start_with_idle_close(
+        move |req| {
+            if req.uri().path() != "/readyz" {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+            async { text("ok") }
+        },
+        Some(Duration::from_millis(150)),
+    )
+    .await;
+    let mut config = test_config(&upstreams(&[backend.addr]));
+    config.health_interval = Duration::from_secs(30);
+    let lb = TestBalancer::start(config).await;
+    lb.wait_healthy(1).await;
+    let client = crate::helpers::http_client();
+
+    // Act: requests spaced around and beyond the backend's idle close (bounded: 20 requests).
+    let mut statuses = Vec::new();
+    for i in 0..20u64 {
+        tokio::time::sleep(Duration::from_millis(100 + (i % 5) * 50)).await;
+        let resp = client.get(lb.url("/idle")).send().await.expect("request");
+        statuses.push(resp.status().as_u16());
+    }
+
+    // Assert: no client-visible error, and every request reached the backend exactly once.
+    assert_eq!(statuses, vec![200; 20]);
+    assert_eq!(hits.load(Ordering::SeqCst), 20);
+    // The backend really did close idle connections: the proxy had to open new ones
+    // (one per health check is excluded by the 30 s health interval after start-up).
+    let opened = backend.accepted.load(Ordering::SeqCst);
+    assert!(
+        opened >= 5,
+        "only {opened} upstream connections: idle close not exercised"
+    );
+}

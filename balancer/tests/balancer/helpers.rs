@@ -227,6 +227,8 @@ type Handler = Arc<
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -237,9 +239,25 @@ impl TestServer {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
     {
+        Self::start_with_idle_close(handler, None).await
+    }
+
+    /// Like `start`, but closes keep-alive connections idle for `idle_close` (hyper's header
+    /// read timeout also covers the wait for the next request), as a backend with a short
+    /// keep-alive timeout does.
+    pub async fn start_with_idle_close<F, Fut>(
+        handler: F,
+        idle_close: Option<Duration>,
+    ) -> TestServer
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
         let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
         let task = tokio::spawn(async move {
             // Connections live in this set so that aborting the server kills them too.
             let mut conns = JoinSet::new();
@@ -247,13 +265,20 @@ impl TestServer {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let handler = Arc::clone(&handler);
                 conns.spawn(async move {
                     let svc = service_fn(move |req| {
                         let handler = Arc::clone(&handler);
                         async move { Ok::<_, Infallible>(handler(req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    let mut builder = hyper::server::conn::http1::Builder::new();
+                    if let Some(idle) = idle_close {
+                        builder
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(idle);
+                    }
+                    let _ = builder
                         .serve_connection(TokioIo::new(stream), svc)
                         .with_upgrades()
                         .await;
@@ -261,7 +286,11 @@ impl TestServer {
                 while conns.try_join_next().is_some() {}
             }
         });
-        TestServer { addr, task }
+        TestServer {
+            addr,
+            accepted,
+            task,
+        }
     }
 
     /// Kills the server: listener and connections closed, new connects refused.
