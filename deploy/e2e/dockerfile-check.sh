@@ -26,11 +26,16 @@ log() { printf '[dockerfile-check] %s\n' "$*" >&2; }
 
 work=$(mktemp -d /var/tmp/session-cluster-dfcheck.XXXXXX)
 created_tags=()
+# Unnamed images that existed before: the classic builder leaves every intermediate stage behind unnamed (over
+# 1 GB each for the cargo stages), and only those this run made are removed at the end.
+dangling_before=$(docker images -q -f dangling=true | sort -u)
 cleanup() {
     local tag
     for tag in "${created_tags[@]}"; do docker rmi "$tag" >/dev/null 2>&1 || true; done
     docker rmi "$CHECK_PREFIX/app" "$CHECK_PREFIX/balancer" "$CHECK_PREFIX/loadtest" "$CHECK_PREFIX/app:edited" \
         >/dev/null 2>&1 || true
+    comm -13 <(echo "$dangling_before") <(docker images -q -f dangling=true | sort -u) |
+        xargs -r docker rmi >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT

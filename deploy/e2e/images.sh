@@ -116,11 +116,17 @@ build_project_images() {
         image=$(compose_image "$target")
         [[ -n $image ]] || { log "no image: for service $target in docker-compose.yml"; return 1; }
         log "docker build --target $target -t $image"
+        local previous
+        previous=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
         # The classic builder: BuildKit needs the buildx plugin, which Debian's docker.io does not ship.
         if ! DOCKER_BUILDKIT=0 docker build --force-rm --target "$target" -t "$image" "$ctx" >"$ctx/build.log" 2>&1; then
             tail -n 30 "$ctx/build.log" >&2
             log "docker build --target $target failed (log above)"
             return 1
+        fi
+        # The image this tag pointed at before is now unnamed: drop it so repeated runs do not pile them up.
+        if [[ -n $previous && $previous != "$(docker image inspect -f '{{.Id}}' "$image")" ]]; then
+            docker rmi "$previous" >/dev/null 2>&1 || true
         fi
     done
 }
