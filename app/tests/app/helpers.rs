@@ -93,3 +93,14 @@ pub fn set_cookie(res: &reqwest::Response) -> Option<String> {
         .find(|v| v.starts_with("sid="))
         .map(|v| v.split(';').next().unwrap_or_default().to_owned())
 }
+
+/// The value of the first sample in a metrics exposition whose line starts with `prefix`
+/// (0 when absent, as Prometheus treats a missing counter).
+pub fn metric(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use crate::helpers::{Cluster, increment, read, set_cookie, user};
+use crate::helpers::{Cluster, increment, metric, read, set_cookie, user};
 
 /// Opens a session on replica 0, then sends `k` increments in parallel on its cookie,
 /// spread round robin over every replica. Returns the statuses and the final count.
@@ -32,13 +32,17 @@ async fn parallel_increments(cluster: &Cluster, k: usize) -> (Vec<u16>, u64) {
     (statuses, views)
 }
 
+/// Sends `k` parallel increments and asserts that every one was acknowledged and counted.
+async fn assert_every_increment_counted(cluster: &Cluster, k: usize) {
+    let (statuses, views) = parallel_increments(cluster, k).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(views, 1 + k as u64, "the opening visit plus {k} increments");
+}
+
 #[tokio::test]
 async fn parallel_increments_through_three_replicas_lose_nothing_with_the_lock() {
     let cluster = Cluster::start(3, |c| c.save_delay = Some(Duration::from_millis(5))).await;
-    let k = 30;
-    let (statuses, views) = parallel_increments(&cluster, k).await;
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    assert_eq!(views, 1 + k as u64);
+    assert_every_increment_counted(&cluster, 30).await;
 }
 
 #[tokio::test]
@@ -68,9 +72,7 @@ async fn a_handler_slower_than_the_lease_keeps_the_lock() {
         c.save_delay = Some(Duration::from_millis(700));
     })
     .await;
-    let (statuses, views) = parallel_increments(&cluster, 3).await;
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    assert_eq!(views, 4);
+    assert_every_increment_counted(&cluster, 3).await;
 }
 
 #[tokio::test]
@@ -155,12 +157,7 @@ async fn redis_down_on_a_locked_write_is_503_not_a_hang() {
 }
 
 fn lock_acquisitions(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with("session_lock_wait_seconds_count"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1.0)
+    metric(metrics, "session_lock_wait_seconds_count")
 }
 
 #[tokio::test]
@@ -218,9 +215,7 @@ async fn signed_cookies_are_locked_by_their_session_id() {
         c.save_delay = Some(Duration::from_millis(5));
     })
     .await;
-    let (statuses, views) = parallel_increments(&cluster, 20).await;
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    assert_eq!(views, 21);
+    assert_every_increment_counted(&cluster, 20).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! `X-Served-By` on every response, `/healthz`, and `/metrics` counting requests.
 
-use crate::helpers::{Cluster, served_by, user};
+use crate::helpers::{Cluster, metric, served_by, user};
 
 #[tokio::test]
 async fn every_response_names_the_replica() {
@@ -22,15 +22,6 @@ async fn every_response_names_the_replica() {
             .expect("request");
         assert_eq!(served_by(&res), "node-0", "{path}");
     }
-}
-
-fn sample(metrics: &str, prefix: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|line| line.starts_with(prefix))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]
@@ -62,7 +53,7 @@ async fn metrics_count_requests_by_route_and_status() {
     );
     let text = res.text().await.expect("body");
     assert_eq!(
-        sample(
+        metric(
             &text,
             r#"http_requests_total{route="/session",method="GET",status="200"}"#
         ),
@@ -70,7 +61,7 @@ async fn metrics_count_requests_by_route_and_status() {
         "{text}"
     );
     assert_eq!(
-        sample(
+        metric(
             &text,
             r#"http_requests_total{route="unmatched",method="GET",status="404"}"#
         ),
@@ -78,7 +69,7 @@ async fn metrics_count_requests_by_route_and_status() {
         "{text}"
     );
     assert_eq!(
-        sample(
+        metric(
             &text,
             r#"http_request_duration_seconds_count{route="/session"}"#
         ),
@@ -106,5 +97,5 @@ async fn metrics_count_redis_errors() {
         .text()
         .await
         .expect("body");
-    assert!(sample(&text, "redis_errors_total") >= 1.0, "{text}");
+    assert!(metric(&text, "redis_errors_total") >= 1.0, "{text}");
 }
