@@ -5,6 +5,7 @@
 //! `127.0.0.1:0` and stop it with a channel.
 
 pub mod admin;
+pub mod backend;
 pub mod backends;
 pub mod body;
 pub mod config;
