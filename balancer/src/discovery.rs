@@ -103,6 +103,10 @@ impl Discovery {
         let added = self.set.update_addresses(&addrs);
         if !added.is_empty() {
             self.health.check_all(&added).await;
+            for b in added.iter().filter(|b| !b.is_passing()) {
+                // check_all only logs changes, and a new backend starts out failing.
+                tracing::warn!(upstream = %b.label(), "new backend not ready yet; kept out of rotation");
+            }
             self.set.rebuild();
         }
     }
