@@ -111,24 +111,23 @@ build_project_images() {
         log "deploy/Dockerfile has no 'FROM debian:bookworm-slim AS runtime' line; cannot derive the local build"
         return 1
     }
-    local target image
+    local target image dangling_before
+    dangling_before=$(docker images -q -f dangling=true | sort -u)
     for target in app balancer loadtest; do
         image=$(compose_image "$target")
         [[ -n $image ]] || { log "no image: for service $target in docker-compose.yml"; return 1; }
         log "docker build --target $target -t $image"
-        local previous
-        previous=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
         # The classic builder: BuildKit needs the buildx plugin, which Debian's docker.io does not ship.
         if ! DOCKER_BUILDKIT=0 docker build --force-rm --target "$target" -t "$image" "$ctx" >"$ctx/build.log" 2>&1; then
             tail -n 30 "$ctx/build.log" >&2
             log "docker build --target $target failed (log above)"
             return 1
         fi
-        # The image this tag pointed at before is now unnamed: drop it so repeated runs do not pile them up.
-        if [[ -n $previous && $previous != "$(docker image inspect -f '{{.Id}}' "$image")" ]]; then
-            docker rmi "$previous" >/dev/null 2>&1 || true
-        fi
     done
+    # What this build left unnamed (the images these tags named before, the classic builder's stage images) is
+    # dropped, so repeated runs do not pile them up; unnamed images that were here before are left alone.
+    comm -13 <(echo "$dangling_before") <(docker images -q -f dangling=true | sort -u) |
+        xargs -r docker rmi >/dev/null 2>&1 || true
 }
 
 case "${1:-all}" in
