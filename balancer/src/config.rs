@@ -169,7 +169,8 @@ pub struct Config {
 
 impl Config {
     /// A configuration with every default and the given upstreams, independent of the
-    /// environment; tests start from it and change fields.
+    /// environment; tests start from it and change fields. The listen addresses are set to
+    /// `127.0.0.1:0` and unused by [`crate::run`], which takes already-bound listeners.
     pub fn with_upstreams(upstreams: Vec<Upstream>) -> Config {
         Config {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
