@@ -114,6 +114,12 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout: u64,
 
+    /// Seconds between SIGTERM (or Ctrl-C) and closing the listener, during which `/readyz`
+    /// answers 503 while requests are still served: balancers take the replica out of
+    /// rotation before it closes its connections, so scaling down fails no request.
+    #[arg(long, env = "SHUTDOWN_DELAY", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub shutdown_delay: u64,
+
     /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace: u64,
@@ -162,6 +168,7 @@ impl Config {
             redis_timeout_ms: 500,
             redis_pool_size: 2,
             request_timeout: 10,
+            shutdown_delay: 0,
             shutdown_grace: 5,
             log_format: LogFormat::Text,
             save_delay: None,

@@ -22,4 +22,4 @@ pub mod unavailable;
 pub mod testing;
 
 pub use config::Config;
-pub use server::{App, ServeError, build, run};
+pub use server::{App, ServeError, ShutdownTiming, build, run};

@@ -5,7 +5,14 @@
 //! session layer. The lock must wrap the session layer: the session is loaded inside the
 //! lock and saved before the lock is released.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{
     Router,
@@ -62,6 +69,8 @@ pub struct App {
     pub router: Router,
     /// The Redis client, closed on shutdown.
     pub redis: Option<redis::Redis>,
+    /// Raised when shutdown begins; `/readyz` reads it.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// Builds the application for `config`. Connects to Redis in the background: the app
@@ -90,7 +99,9 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
         })),
         _ => None,
     };
+    let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
+        draining: draining.clone(),
         node: node.as_str().into(),
         redis: pool,
         metrics: metrics.clone(),
@@ -124,7 +135,11 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
         .layer(CatchPanicLayer::new())
         .layer(telemetry::request_trace(&node, COOKIE_NAME))
         .with_state(state);
-    Ok(App { router, redis })
+    Ok(App {
+        router,
+        redis,
+        draining,
+    })
 }
 
 /// The routes that use the session. Writes run under the session lock when it is on;
@@ -163,25 +178,40 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let app = build(&config)?;
-    serve(
-        listener,
-        app,
-        Duration::from_secs(config.shutdown_grace),
-        shutdown,
-    )
-    .await
+    let timing = ShutdownTiming {
+        delay: Duration::from_secs(config.shutdown_delay),
+        grace: Duration::from_secs(config.shutdown_grace),
+    };
+    serve(listener, app, timing, shutdown).await
+}
+
+/// How a stop unfolds: first `delay` with `/readyz` failing while everything is still
+/// served, then the listener closes and in-flight requests get `grace` to finish.
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownTiming {
+    /// Time for balancers to notice the failing `/readyz`.
+    pub delay: Duration,
+    /// Time in-flight requests get once the listener closed.
+    pub grace: Duration,
 }
 
 /// Serves an already built [`App`]; see [`run`].
 pub async fn serve(
     listener: TcpListener,
     app: App,
-    grace: Duration,
+    timing: ShutdownTiming,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let ShutdownTiming { delay, grace } = timing;
     let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+    let draining = app.draining.clone();
     let server = axum::serve(listener, app.router).with_graceful_shutdown(async move {
         shutdown.await;
+        draining.store(true, Ordering::Relaxed);
+        if !delay.is_zero() {
+            tracing::info!(?delay, "failing /readyz before closing the listener");
+            tokio::time::sleep(delay).await;
+        }
         let _ = stopping_tx.send(true);
     });
     let drain_deadline = async move {

@@ -1,6 +1,9 @@
 //! What every handler can reach: the node's name, the Redis pool and the metrics.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use axum::extract::FromRef;
 use fred::clients::Pool;
@@ -16,6 +19,8 @@ pub struct AppState {
     pub redis: Option<Pool>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Set once shutdown began: `/readyz` fails so balancers stop sending new requests.
+    pub draining: Arc<AtomicBool>,
     /// Test hook: pause between loading and saving a session (see `Config::save_delay`).
     pub save_delay: Option<Duration>,
 }

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod bad_input;
+mod cli;
 mod counter;
 mod expiry;
 mod lock;

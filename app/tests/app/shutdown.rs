@@ -27,3 +27,44 @@ async fn an_in_flight_request_completes_after_shutdown() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn readyz_fails_during_the_shutdown_delay_while_requests_are_still_served() {
+    let cluster = Cluster::start(0, |_| {}).await;
+    let mut config = app::Config::for_test(&cluster.redis.url(), "leaving");
+    config.shutdown_delay = 1;
+    let replica = Replica::start(config).await;
+    let base = replica.url();
+    let client = user();
+    assert_eq!(
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("r")
+            .status(),
+        200
+    );
+
+    let stopping = tokio::spawn(replica.stop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("still listening");
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.text().await.expect("body"), "draining\n");
+    let served = client
+        .get(format!("{base}/session"))
+        .send()
+        .await
+        .expect("still serving");
+    assert_eq!(served.status(), 200);
+
+    stopping.await.expect("stopped");
+    assert!(
+        client.get(format!("{base}/healthz")).send().await.is_err(),
+        "closed after the delay"
+    );
+}

@@ -1,0 +1,58 @@
+//! The binary itself: a bad value stops it with the variable's name and exit code 2,
+//! before anything binds.
+
+use std::{
+    io::Read,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Runs the binary with one variable set to `value`; returns its exit code and stderr.
+/// A binary that is still running after 10 s (it accepted the value) is killed and fails.
+fn run_with_env(name: &str, value: &str) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_app"))
+        // Safe defaults first, so that a value that were accepted would fail fast
+        // elsewhere rather than serve; then the variable under test overrides its default.
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .env(name, value)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the app binary runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name}={value} was accepted: the app kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    (status.code(), stderr)
+}
+
+#[test]
+fn bad_environment_values_exit_2_naming_the_variable() {
+    for (name, value) in [
+        ("SESSION_TTL", "an hour"),
+        ("LISTEN_ADDR", "everywhere"),
+        ("REDIS_URL", "mysql://db"),
+        ("SESSION_SECRET", "too-short"),
+        ("SESSION_STORE", "disk"),
+        ("SESSION_LOCK", "sometimes"),
+        ("REDIS_TIMEOUT_MS", "0"),
+        ("SHUTDOWN_DELAY", "-1"),
+    ] {
+        let (code, stderr) = run_with_env(name, value);
+        assert_eq!(code, Some(2), "{name}={value}: {stderr}");
+        assert!(stderr.contains(name), "{name}={value}: {stderr}");
+    }
+}
