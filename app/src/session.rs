@@ -13,6 +13,20 @@ use crate::error::AppError;
 
 const VIEWS: &str = "views";
 const HISTORY: &str = "history";
+const LAST_REQUEST: &str = "last_request";
+/// Request ids longer than this are ignored rather than stored in the session.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The header naming a request; a replay of the request (the balancer retrying a GET whose
+/// replica died mid-request) carries the same value.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The last request id applied to this session and the count it produced.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Applied {
+    id: String,
+    views: u64,
+}
 /// How many recent replicas a session remembers for the page.
 pub const HISTORY_LEN: usize = 10;
 
@@ -55,15 +69,36 @@ pub async fn read(session: &Session) -> Result<Visits, AppError> {
     })
 }
 
+/// The request's id, if it has a usable one.
+pub fn request_id(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN)
+}
+
 /// Counts `by` visits served by `node` and returns the new state. The record is saved by
 /// the session layer after the response is built.
+///
+/// A request whose `request_id` was already applied to this session is not counted again:
+/// the answer repeats the count it produced. Under the session lock this check and the
+/// write are atomic, so a replayed request counts exactly once.
 pub async fn visit(
     session: &Session,
     node: &str,
     by: u64,
+    request_id: Option<&str>,
     save_delay: Option<Duration>,
 ) -> Result<Visits, AppError> {
     let mut visits = read(session).await?;
+    if let Some(id) = request_id
+        && let Some(applied) = get_or_default::<Option<Applied>>(session, LAST_REQUEST).await?
+        && applied.id == id
+    {
+        tracing::info!(request_id = id, "replayed request; not counted again");
+        visits.views = applied.views;
+        return Ok(visits);
+    }
     visits.views = visits.views.saturating_add(by);
     visits.history.push(node.to_owned());
     let excess = visits.history.len().saturating_sub(HISTORY_LEN);
@@ -73,6 +108,13 @@ pub async fn visit(
     }
     session.insert(VIEWS, visits.views).await?;
     session.insert(HISTORY, &visits.history).await?;
+    if let Some(id) = request_id {
+        let applied = Applied {
+            id: id.to_owned(),
+            views: visits.views,
+        };
+        session.insert(LAST_REQUEST, applied).await?;
+    }
     Ok(visits)
 }
 
@@ -99,7 +141,7 @@ mod tests {
     async fn visit_counts_and_keeps_the_last_ten_nodes() {
         let session = Session::new(None, Arc::new(MemoryStore::default()), None);
         for i in 0..12 {
-            visit(&session, &format!("n{i}"), 1, None)
+            visit(&session, &format!("n{i}"), 1, None, None)
                 .await
                 .expect("visit");
         }
@@ -115,7 +157,44 @@ mod tests {
         let session = Session::new(None, Arc::new(MemoryStore::default()), None);
         session.insert(VIEWS, "not a number").await.expect("insert");
         assert_eq!(read(&session).await.expect("read").views, 0);
-        assert_eq!(visit(&session, "a", 1, None).await.expect("visit").views, 1);
+        assert_eq!(
+            visit(&session, "a", 1, None, None)
+                .await
+                .expect("visit")
+                .views,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_id_is_counted_once() {
+        let session = Session::new(None, Arc::new(MemoryStore::default()), None);
+        assert_eq!(
+            visit(&session, "a", 1, Some("r1"), None)
+                .await
+                .expect("v")
+                .views,
+            1
+        );
+        assert_eq!(
+            visit(&session, "b", 1, Some("r1"), None)
+                .await
+                .expect("v")
+                .views,
+            1
+        );
+        assert_eq!(
+            visit(&session, "b", 1, Some("r2"), None)
+                .await
+                .expect("v")
+                .views,
+            2
+        );
+        assert_eq!(
+            visit(&session, "b", 1, None, None).await.expect("v").views,
+            3
+        );
+        assert_eq!(read(&session).await.expect("read").history, ["a", "b", "b"]);
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! Forwarding one client request to a backend: pick, rewrite headers, send, retry only where
 //! safe, and stream the answer back.
 //!
-//! Retry policy (why it is this narrow): this demo's `GET /session` changes state, so a GET
-//! that reached a replica must not be sent twice. A second attempt is made only when nothing
-//! can have been processed:
-//! - the TCP connect failed (refused, timed out): any method, the body is still unread;
+//! Retry policy. A second attempt, on the next backend, is made when:
+//! - the TCP connect failed (refused, timed out): any method, nothing was sent;
 //! - hyper-util's own retry when a pooled connection turned out closed before the request was
-//!   written (`retry_canceled_requests`), which covers a backend closing an idle connection.
+//!   written (`retry_canceled_requests`), which covers a backend closing an idle connection;
+//! - a GET, HEAD or OPTIONS failed after it may have been sent (a reset, "connection closed
+//!   before message completed": the replica died mid-request). HTTP calls these methods safe,
+//!   but this demo's `GET /session` changes state, so a blind replay could count twice. Every
+//!   such request carries an `X-Request-Id` (the client's, or one made here), the replay
+//!   carries the same id, and the app applies a request id at most once per session. So the
+//!   user sees neither the failure nor a double count.
 //!
-//! A failure after bytes were written (reset, "connection closed before message completed")
-//! is answered 502 and not retried: nothing proves the backend did not act on it. That race is
-//! kept rare by closing idle pooled connections (`POOL_IDLE_TIMEOUT`) before backends do.
+//! Any other method that fails after it may have been sent is answered 502 and not retried:
+//! nothing proves the backend did not act on it.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -27,6 +30,22 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::backends::{Backend, BackendSet, InFlight};
+
+/// The request id a replayed request carries unchanged, so the backend can tell a replay
+/// from a new request.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A fresh request id: random per process, then a counter, so ids never repeat.
+fn request_id() -> HeaderValue {
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: LazyLock<u64> = LazyLock::new(rand::random);
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    // Hex digits are always a valid header value.
+    HeaderValue::try_from(format!("{:016x}{n:016x}", *PREFIX))
+        .unwrap_or(HeaderValue::from_static("0"))
+}
 use crate::body::{BodySlot, RequestBody, ResponseBody};
 use crate::config::Config;
 use crate::error::ProxyError;
@@ -94,6 +113,10 @@ impl Proxy {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let body = BodySlot::new(body);
+        let replayable = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if replayable && !parts.headers.contains_key(&X_REQUEST_ID) {
+            parts.headers.insert(&X_REQUEST_ID, request_id());
+        }
 
         let mut tried = [SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)); MAX_TRIES];
         let mut client_upgrade = client_upgrade;
@@ -146,6 +169,10 @@ impl Proxy {
                     }
                     if connect && body.is_intact() {
                         tracing::warn!(upstream = %backend.label(), error = %error, "connect failed; trying next backend");
+                        continue;
+                    }
+                    if replayable && body.is_intact() && attempt + 1 < self.tries {
+                        tracing::warn!(upstream = %backend.label(), error = %error, "safe request failed after it may have been sent; replaying on the next backend with the same X-Request-Id");
                         continue;
                     }
                     let err = ProxyError::Upstream {

@@ -10,7 +10,7 @@
 use axum::{
     Json,
     extract::State,
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
@@ -62,9 +62,11 @@ fn one() -> u64 {
 /// `GET /session`: counts a view and answers the original demo's exact text.
 pub async fn seed_counter(
     State(state): State<AppState>,
+    headers: HeaderMap,
     session: Session,
 ) -> Result<String, AppError> {
-    let visits = session::visit(&session, &state.node, 1, state.save_delay).await?;
+    let id = session::request_id(&headers);
+    let visits = session::visit(&session, &state.node, 1, id, state.save_delay).await?;
     Ok(format!("Session View Cnt  {}", visits.views))
 }
 
@@ -80,6 +82,7 @@ pub async fn show(
 /// `POST /api/session/views`: counts views and returns the new state.
 pub async fn increment(
     State(state): State<AppState>,
+    headers: HeaderMap,
     session: Session,
     // Malformed JSON is rejected by the extractor with a 400/415/422 and its reason.
     body: Option<Json<Increment>>,
@@ -88,7 +91,8 @@ pub async fn increment(
     if !(1..=1000).contains(&by) {
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, "`by` must be 1 to 1000\n").into_response());
     }
-    let visits = session::visit(&session, &state.node, by, state.save_delay).await?;
+    let id = session::request_id(&headers);
+    let visits = session::visit(&session, &state.node, by, id, state.save_delay).await?;
     Ok(Json(SessionView::new(&state, &session, visits)).into_response())
 }
 

@@ -100,3 +100,33 @@ async fn the_page_shows_node_counter_and_history() {
     assert!(page.contains("node-0") && page.contains("node-1"));
     assert!(page.contains("Visit again") && page.contains("End session"));
 }
+
+#[tokio::test]
+async fn a_replayed_request_id_counts_once_on_any_replica() {
+    // What the balancer does when a replica dies mid-request: the same GET, same
+    // X-Request-Id, on another replica.
+    let cluster = Cluster::start(2, |_| {}).await;
+    let client = user();
+    let visit = |replica: usize, id: &'static str| {
+        let client = client.clone();
+        let url = cluster.url(replica, "/session");
+        async move {
+            let res = client
+                .get(url)
+                .header("x-request-id", id)
+                .send()
+                .await
+                .expect("request");
+            res.text().await.expect("body")
+        }
+    };
+    assert_eq!(visit(0, "req-1").await, "Session View Cnt  1");
+    assert_eq!(
+        visit(1, "req-1").await,
+        "Session View Cnt  1",
+        "a replay is not counted"
+    );
+    assert_eq!(visit(1, "req-2").await, "Session View Cnt  2");
+    assert_eq!(visit(0, "req-2").await, "Session View Cnt  2");
+    assert_eq!(seed_visit(&client, &cluster.url(0, "/session")).await.0, 3);
+}

@@ -119,7 +119,7 @@ async fn post_body_is_retried_on_next_backend_after_connect_failure() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_that_reached_a_backend_is_not_retried() {
+async fn a_post_that_reached_a_backend_is_not_retried() {
     // Arrange: backend `a` passes health checks but drops every other request after reading
     // it, as a crashing replica would; backend `b` answers normally.
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -166,14 +166,14 @@ async fn request_that_reached_a_backend_is_not_retried() {
     let mut statuses = Vec::new();
     for _ in 0..4 {
         let resp = client
-            .get(lb.url("/session"))
+            .post(lb.url("/api/session/views"))
             .send()
             .await
             .expect("request");
         statuses.push(resp.status().as_u16());
     }
 
-    // Assert: the request that reached `a` got 502 and was not replayed on `b`.
+    // Assert: the POST that reached `a` got 502 and was not replayed on `b`.
     let bad = statuses.iter().filter(|s| **s == 502).count();
     let good = statuses.iter().filter(|s| **s == 200).count();
     assert_eq!(bad + good, 4, "{statuses:?}");
@@ -223,4 +223,84 @@ async fn backend_closing_idle_pooled_connections_causes_no_client_errors() {
         opened >= 5,
         "only {opened} upstream connections: idle close not exercised"
     );
+}
+
+#[tokio::test]
+async fn a_get_that_reached_a_dying_backend_is_replayed_with_the_same_request_id() {
+    // Arrange: backend `a` passes health checks but drops every request after reading it, as
+    // a replica killed mid-request would; backend `b` answers and records the request ids.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let a_addr = listener.local_addr().expect("addr");
+    let a_ids = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&a_ids);
+    let _a_task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+                if head.starts_with("get /readyz") {
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                } else if let Some(id) = head.lines().find_map(|l| l.strip_prefix("x-request-id: "))
+                {
+                    seen.lock().expect("lock").push(id.trim().to_owned());
+                }
+            });
+        }
+    });
+    let b_ids = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen_b = Arc::clone(&b_ids);
+    let b = TestServer::start(move |req| {
+        if req.uri().path() != "/readyz" {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            seen_b.lock().expect("lock").push(id);
+        }
+        async { text("b") }
+    })
+    .await;
+    let mut config = test_config(&upstreams(&[a_addr, b.addr]));
+    config.health_interval = Duration::from_secs(30);
+    let lb = TestBalancer::start(config).await;
+    lb.wait_healthy(2).await;
+    let client = crate::helpers::http_client();
+
+    // Act
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let resp = client
+            .get(lb.url("/session"))
+            .send()
+            .await
+            .expect("request");
+        statuses.push(resp.status().as_u16());
+    }
+
+    // Assert: no failure reached the client, and the replay carried the id `a` saw.
+    assert_eq!(statuses, vec![200; 4]);
+    let a_ids = a_ids.lock().expect("lock").clone();
+    let b_ids = b_ids.lock().expect("lock").clone();
+    assert_eq!(a_ids.len(), 1, "a was tried once, then ejected: {a_ids:?}");
+    assert!(!a_ids[0].is_empty());
+    assert_eq!(b_ids.len(), 4, "{b_ids:?}");
+    assert!(
+        b_ids.contains(&a_ids[0]),
+        "the replay kept the request id: {a_ids:?} {b_ids:?}"
+    );
+    let mut distinct = b_ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "every request has its own id");
 }
