@@ -95,7 +95,7 @@ pub struct Config {
     pub session_lock: bool,
 
     /// Milliseconds a session lock is leased for; renewed while the request runs.
-    #[arg(long, env = "SESSION_LOCK_LEASE_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
+    #[arg(long, env = "SESSION_LOCK_LEASE_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
     pub session_lock_lease_ms: u64,
 
     /// Milliseconds a request waits for its session's lock before answering 503.
