@@ -1,6 +1,6 @@
 //! Routing around dead backends without client-visible errors, and the retry boundary:
-//! connect failures are retried on another backend, requests that may have been processed
-//! are not.
+//! connect failures are retried on another backend; a safe request that may have been
+//! processed is replayed with the same request id, any other is not.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -118,35 +118,48 @@ async fn post_body_is_retried_on_next_backend_after_connect_failure() {
     drop(b);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_post_that_reached_a_backend_is_not_retried() {
-    // Arrange: backend `a` passes health checks but drops every other request after reading
-    // it, as a crashing replica would; backend `b` answers normally.
+/// A backend that passes health checks but drops every other request after reading it, as a
+/// replica killed mid-request would. Returns its address and the (lower-cased) heads of the
+/// requests it dropped.
+async fn dying_backend() -> (
+    std::net::SocketAddr,
+    Arc<std::sync::Mutex<Vec<String>>>,
+    tokio::task::JoinHandle<()>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let a_addr = listener.local_addr().expect("addr");
-    let a_hits = Arc::new(AtomicUsize::new(0));
-    let hits = Arc::clone(&a_hits);
-    let a_task = tokio::spawn(async move {
+    let addr = listener.local_addr().expect("addr");
+    let heads = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&heads);
+    let task = tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
                 continue;
             };
-            let hits = Arc::clone(&hits);
+            let seen = Arc::clone(&seen);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let n = s.read(&mut buf).await.unwrap_or(0);
-                if buf[..n].starts_with(b"GET /readyz") {
+                let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+                if head.starts_with("get /readyz") {
                     let _ = s
                         .write_all(
                             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
                         )
                         .await;
                 } else if n > 0 {
-                    hits.fetch_add(1, Ordering::SeqCst);
+                    seen.lock().expect("lock").push(head);
                 }
             });
         }
     });
+    (addr, heads, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_that_reached_a_backend_is_not_retried() {
+    // Arrange: backend `a` passes health checks but drops every request after reading it, as
+    // a crashing replica would; backend `b` answers normally.
+    let (a_addr, a_heads, a_task) = dying_backend().await;
     let b_hits = Arc::new(AtomicUsize::new(0));
     let bh = Arc::clone(&b_hits);
     let b = TestServer::start(move |req| {
@@ -178,7 +191,7 @@ async fn a_post_that_reached_a_backend_is_not_retried() {
     let good = statuses.iter().filter(|s| **s == 200).count();
     assert_eq!(bad + good, 4, "{statuses:?}");
     assert_eq!(bad, 1, "{statuses:?}");
-    assert_eq!(a_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(a_heads.lock().expect("lock").len(), 1);
     assert_eq!(b_hits.load(Ordering::SeqCst), good);
     a_task.abort();
 }
@@ -227,35 +240,8 @@ async fn backend_closing_idle_pooled_connections_causes_no_client_errors() {
 
 #[tokio::test]
 async fn a_get_that_reached_a_dying_backend_is_replayed_with_the_same_request_id() {
-    // Arrange: backend `a` passes health checks but drops every request after reading it, as
-    // a replica killed mid-request would; backend `b` answers and records the request ids.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let a_addr = listener.local_addr().expect("addr");
-    let a_ids = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen = Arc::clone(&a_ids);
-    let _a_task = tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
-                if head.starts_with("get /readyz") {
-                    let _ = s
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                        )
-                        .await;
-                } else if let Some(id) = head.lines().find_map(|l| l.strip_prefix("x-request-id: "))
-                {
-                    seen.lock().expect("lock").push(id.trim().to_owned());
-                }
-            });
-        }
-    });
+    // Arrange: a dying backend `a`; backend `b` answers and records the request ids.
+    let (a_addr, a_heads, _a_task) = dying_backend().await;
     let b_ids = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let seen_b = Arc::clone(&b_ids);
     let b = TestServer::start(move |req| {
@@ -290,7 +276,16 @@ async fn a_get_that_reached_a_dying_backend_is_replayed_with_the_same_request_id
 
     // Assert: no failure reached the client, and the replay carried the id `a` saw.
     assert_eq!(statuses, vec![200; 4]);
-    let a_ids = a_ids.lock().expect("lock").clone();
+    let a_ids: Vec<String> = a_heads
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|head| {
+            head.lines()
+                .find_map(|l| l.strip_prefix("x-request-id: "))
+                .map(|id| id.trim().to_owned())
+        })
+        .collect();
     let b_ids = b_ids.lock().expect("lock").clone();
     assert_eq!(a_ids.len(), 1, "a was tried once, then ejected: {a_ids:?}");
     assert!(!a_ids[0].is_empty());
