@@ -39,6 +39,18 @@ pub struct Visits {
     pub history: Vec<String>,
 }
 
+/// The value of the first cookie called `name` in the request's `Cookie` headers.
+pub fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value)
+}
+
 /// The session's id cut to a few characters: enough to follow one user in the logs,
 /// never enough to replay the cookie.
 pub fn abbreviate(id: &str) -> String {

@@ -42,7 +42,7 @@ use rand::Rng;
 use tokio::time::Instant;
 use tower_sessions::session::{Id, Record};
 
-use crate::{error::AppError, metrics::Metrics};
+use crate::{error::AppError, metrics::Metrics, session::cookie_value};
 
 /// Takes the lock if free and returns `{1, record}`; `{0}` when someone holds it.
 const ACQUIRE: &str = "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
@@ -150,15 +150,7 @@ pub(crate) fn mark_released() {
 
 /// The session id named by the request's cookie, if it is well formed.
 fn session_id(req: &Request, name: &str, signed: bool) -> Option<Id> {
-    let value = req
-        .headers()
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| value)?;
+    let value = cookie_value(req.headers(), name)?;
     // The signature is checked by the session layer; a forged one only ever locks (and
     // prefetches) a session that the session layer then refuses to load.
     let id = if signed {

@@ -13,7 +13,10 @@ use tower_http::{
 use tracing::Span;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::{config::LogFormat, session::abbreviate};
+use crate::{
+    config::LogFormat,
+    session::{abbreviate, cookie_value},
+};
 
 /// Installs the global subscriber. `RUST_LOG` filters (default `info`).
 pub fn init(format: LogFormat) {
@@ -30,15 +33,7 @@ pub fn init(format: LogFormat) {
 
 /// The session cookie's value cut short, read straight from the `Cookie` header.
 fn session_hint<B>(req: &Request<B>, cookie_name: &str) -> String {
-    req.headers()
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == cookie_name)
-        .map(|(_, value)| abbreviate(value))
-        .unwrap_or_else(|| "-".to_owned())
+    cookie_value(req.headers(), cookie_name).map_or_else(|| "-".to_owned(), abbreviate)
 }
 
 /// Opens one span per request with the fields every log line of it should carry.

@@ -156,6 +156,11 @@ async fn redis_down_on_a_locked_write_is_503_not_a_hang() {
     assert!(start.elapsed() < Duration::from_secs(1));
 }
 
+async fn metrics_text(client: &reqwest::Client, url: &str) -> String {
+    let res = client.get(url).send().await.expect("metrics");
+    res.text().await.expect("body")
+}
+
 fn lock_acquisitions(metrics: &str) -> f64 {
     metric(metrics, "session_lock_wait_seconds_count")
 }
@@ -180,25 +185,11 @@ async fn no_lock_is_taken_without_a_session_or_for_reads() {
         .send()
         .await
         .expect("r");
-    let text = anonymous
-        .get(&metrics_url)
-        .send()
-        .await
-        .expect("m")
-        .text()
-        .await
-        .expect("b");
+    let text = metrics_text(&anonymous, &metrics_url).await;
     assert_eq!(lock_acquisitions(&text), 0.0, "{text}");
 
     increment(&client, &cluster.replicas[0].url()).await; // a write with a session: locked
-    let text = anonymous
-        .get(&metrics_url)
-        .send()
-        .await
-        .expect("m")
-        .text()
-        .await
-        .expect("b");
+    let text = metrics_text(&anonymous, &metrics_url).await;
     assert_eq!(lock_acquisitions(&text), 1.0);
     assert_eq!(
         cluster.redis.cli(&["KEYS", "session-lock:*"]),
