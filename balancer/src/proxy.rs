@@ -8,9 +8,10 @@
 //! - a GET, HEAD or OPTIONS failed after it may have been sent (a reset, "connection closed
 //!   before message completed": the replica died mid-request). HTTP calls these methods safe,
 //!   but this demo's `GET /session` changes state, so a blind replay could count twice. Every
-//!   such request carries an `X-Request-Id` (the client's, or one made here), the replay
-//!   carries the same id, and the app applies a request id at most once per session. So the
-//!   user sees neither the failure nor a double count.
+//!   such request carries an `X-Request-Id` (the client's when the shared `request-id` rule
+//!   accepts it, else one made here), the replay carries the same id, and the app applies a
+//!   request id at most once per session. So the user sees neither the failure nor a double
+//!   count.
 //!
 //! Any other method that fails after it may have been sent is answered 502 and not retried:
 //! nothing proves the backend did not act on it.
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -31,21 +32,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::backends::{Backend, BackendSet, InFlight};
 
-/// The request id a replayed request carries unchanged, so the backend can tell a replay
-/// from a new request.
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// A fresh request id: random per process, then a counter, so ids never repeat.
-fn request_id() -> HeaderValue {
-    use std::sync::LazyLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PREFIX: LazyLock<u64> = LazyLock::new(rand::random);
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    // Hex digits are always a valid header value.
-    HeaderValue::try_from(format!("{:016x}{n:016x}", *PREFIX))
-        .unwrap_or(HeaderValue::from_static("0"))
-}
 use crate::body::{BodySlot, RequestBody, ResponseBody};
 use crate::config::Config;
 use crate::error::ProxyError;
@@ -114,9 +100,10 @@ impl Proxy {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let body = BodySlot::new(body);
         let replayable = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        if replayable && !parts.headers.contains_key(&X_REQUEST_ID) {
-            parts.headers.insert(&X_REQUEST_ID, request_id());
-        }
+        // A replayable request always carries one id the app accepts: the client's when
+        // valid, else one made here. An id the app would refuse (empty, too long, UTF-8,
+        // repeated) is replaced on every method, so no replay is ever counted twice.
+        request_id::ensure(&mut parts.headers, replayable);
 
         let mut tried = [SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)); MAX_TRIES];
         let mut client_upgrade = client_upgrade;
