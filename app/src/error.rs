@@ -1,12 +1,12 @@
 //! The handlers' error type: each kind maps to the status a client can act on.
 
 use axum::{
-    http::{HeaderValue, StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use tower_sessions::session;
 
-use crate::unavailable;
+use crate::outcome::{self, Failure};
 
 /// Why a request could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -14,36 +14,18 @@ pub enum AppError {
     /// Reading or writing the session failed.
     #[error("session: {0}")]
     Session(#[from] session::Error),
-    /// The session's lock stayed taken for longer than `SESSION_LOCK_WAIT_MS`.
-    #[error("session is busy with another request")]
-    LockTimeout,
-    /// Redis failed while taking the session's lock.
-    #[error("session lock: {0}")]
-    Lock(fred::error::Error),
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         match self {
-            // The store is the only thing a session operation talks to; when it fails the
-            // user can retry, and nothing was written.
-            AppError::Session(session::Error::Store(err)) => {
-                tracing::warn!(%err, "session store unavailable");
-                unavailable::response()
-            }
-            AppError::Lock(err) => {
-                tracing::warn!(%err, "session lock unavailable");
-                unavailable::response()
-            }
-            AppError::LockTimeout => {
-                let mut res = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "This session is busy with another request; retry shortly.\n",
-                )
-                    .into_response();
-                res.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                res
+            // The store recorded what it knows about Redis (unavailable, busy, gone,
+            // unknown). A store error it did not flag is a bug (an unfenced write refused,
+            // a record that cannot be encoded): a 500.
+            AppError::Session(session::Error::Store(err)) if outcome::flagged().is_some() => {
+                let failure = outcome::flagged().unwrap_or(Failure::Unavailable);
+                tracing::warn!(%err, ?failure, "session store failed");
+                outcome::response(failure)
             }
             AppError::Session(err) => {
                 tracing::error!(%err, "session error");

@@ -5,8 +5,11 @@
 
 pub mod config;
 pub mod error;
+pub mod lock_scope;
 pub mod metrics;
+pub mod outcome;
 pub mod redis;
+pub mod replay;
 pub mod routes;
 pub mod sentinel;
 pub mod server;
@@ -16,7 +19,6 @@ pub mod shutdown;
 pub mod state;
 pub mod store;
 pub mod telemetry;
-pub mod unavailable;
 
 #[cfg(feature = "test-support")]
 pub mod testing;

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub lock_wait: Histogram,
     /// Requests answered 503 because their session's lock stayed taken.
     pub lock_timeouts: Counter,
+    /// Writes whose outcome Redis never confirmed (answered 504).
+    pub unknown_outcomes: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -71,6 +73,7 @@ impl Metrics {
         let redis_errors = Counter::default();
         let lock_wait = latency_histogram();
         let lock_timeouts = Counter::default();
+        let unknown_outcomes = Counter::default();
         registry.register("http_requests", "HTTP requests served", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -92,6 +95,11 @@ impl Metrics {
             "Requests refused because their session's lock stayed taken",
             lock_timeouts.clone(),
         );
+        registry.register(
+            "session_unknown_outcomes",
+            "Session writes whose outcome Redis never confirmed",
+            unknown_outcomes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -99,6 +107,7 @@ impl Metrics {
             redis_errors,
             lock_wait,
             lock_timeouts,
+            unknown_outcomes,
         }
     }
 

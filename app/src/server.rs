@@ -1,9 +1,10 @@
 //! Builds the router from a [`Config`] and serves it until shutdown.
 //!
-//! Layers, outermost first: request log, panic catcher, `X-Served-By`, metrics, request
-//! timeout, store-failure mapping; then per route the session lock (writes only) and the
-//! session layer. The lock must wrap the session layer: the session is loaded inside the
-//! lock and saved before the lock is released.
+//! Layers, outermost first: request log, panic catcher, `X-Served-By`, metrics, then the
+//! request timeout with the answer that matches what the store did ([`crate::outcome`]);
+//! then per route the lock scope (writes only, see [`crate::lock_scope`]) and the session
+//! layer. The lock scope must wrap the session layer: the store takes the lock when the
+//! session is loaded, and the save inside the session layer gives it back.
 
 use std::{
     future::Future,
@@ -16,14 +17,12 @@ use std::{
 
 use axum::{
     Router,
-    http::{HeaderName, HeaderValue, StatusCode},
+    http::{HeaderName, HeaderValue},
     middleware,
     routing::{MethodRouter, get, post},
 };
 use tokio::net::TcpListener;
-use tower_http::{
-    catch_panic::CatchPanicLayer, set_header::SetResponseHeaderLayer, timeout::TimeoutLayer,
-};
+use tower_http::{catch_panic::CatchPanicLayer, set_header::SetResponseHeaderLayer};
 use tower_sessions::{
     Expiry, SessionManagerLayer,
     cookie::{Key, SameSite, time::Duration as CookieDuration},
@@ -32,13 +31,15 @@ use tower_sessions::{
 
 use crate::{
     config::{Config, SessionStoreKind},
+    lock_scope,
     metrics::{self, Metrics},
+    outcome,
     redis::{self, RedisSetupError},
     routes::{api, health, page},
-    session_lock::{self, SessionLock},
+    session_lock::SessionLock,
     state::AppState,
     store::AppStore,
-    telemetry, unavailable,
+    telemetry,
 };
 
 /// The session cookie's name.
@@ -82,7 +83,11 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
     let (store, redis) = match config.session_store {
         SessionStoreKind::Redis => {
             let redis = redis::connect(config)?;
-            let store = AppStore::redis(redis.pool.clone(), metrics.redis_errors.clone());
+            let store = AppStore::redis(
+                redis.pool.clone(),
+                config.session_lock,
+                metrics.redis_errors.clone(),
+            );
             (store, Some(redis))
         }
         SessionStoreKind::Memory => (AppStore::memory(), None),
@@ -91,10 +96,10 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
     let lock = match (&pool, config.session_lock) {
         (Some(pool), true) => Some(Arc::new(SessionLock {
             pool: pool.clone(),
-            cookie_name: COOKIE_NAME,
-            signed: config.session_secret.is_some(),
             lease: Duration::from_millis(config.session_lock_lease_ms),
             wait: Duration::from_millis(config.session_lock_wait_ms),
+            // A save Redis did not confirm gets two more command timeouts to be resolved.
+            resolve: config.redis_timeout() * 2,
             metrics: metrics.clone(),
         })),
         _ => None,
@@ -125,15 +130,14 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::serve))
-        .layer(middleware::from_fn(unavailable::map_store_failures))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+        .layer(middleware::from_fn_with_state(
             Duration::from_secs(config.request_timeout),
+            outcome::guard,
         ))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .layer(SetResponseHeaderLayer::overriding(SERVED_BY, served_by))
         .layer(CatchPanicLayer::new())
-        .layer(telemetry::request_trace(&node, COOKIE_NAME))
+        .layer(telemetry::request_trace(&node))
         .with_state(state);
     Ok(App {
         router,
@@ -142,19 +146,23 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
     })
 }
 
-/// The routes that use the session. Writes run under the session lock when it is on;
-/// reads never take it.
+/// The routes that use the session. Writes run in a lock scope when locking is on; reads
+/// never lock.
 fn session_routes<C: CookieController + Send + Sync + 'static>(
     sessions: SessionManagerLayer<AppStore, C>,
     lock: Option<Arc<SessionLock>>,
 ) -> Router<AppState> {
-    let read = |route: MethodRouter<AppState>| route.layer(sessions.clone());
+    let read = |route: MethodRouter<AppState>| -> MethodRouter<AppState> {
+        route
+            .layer::<_, std::convert::Infallible>(middleware::from_fn(telemetry::note_session))
+            .layer(sessions.clone())
+    };
     let write = |route: MethodRouter<AppState>| {
-        let route = route.layer(sessions.clone());
+        let route = read(route);
         match &lock {
             Some(lock) => route.layer(middleware::from_fn_with_state(
                 lock.clone(),
-                session_lock::lock_session,
+                lock_scope::lock_session,
             )),
             None => route,
         }

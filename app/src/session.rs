@@ -9,24 +9,16 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
-use crate::error::AppError;
+use crate::{
+    error::AppError,
+    replay::{self, Applied, RequestKey},
+};
 
 const VIEWS: &str = "views";
 const HISTORY: &str = "history";
-const LAST_REQUEST: &str = "last_request";
-/// Request ids longer than this are ignored rather than stored in the session.
-const MAX_REQUEST_ID_LEN: usize = 128;
+/// The requests applied most recently, for [`crate::replay`].
+const APPLIED: &str = "applied";
 
-/// The header naming a request; a replay of the request (the balancer retrying a GET whose
-/// replica died mid-request) carries the same value.
-pub const REQUEST_ID: &str = "x-request-id";
-
-/// The last request id applied to this session and the count it produced.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-struct Applied {
-    id: String,
-    views: u64,
-}
 /// How many recent replicas a session remembers for the page.
 pub const HISTORY_LEN: usize = 10;
 
@@ -37,18 +29,6 @@ pub struct Visits {
     pub views: u64,
     /// The replicas that served the last visits, oldest first.
     pub history: Vec<String>,
-}
-
-/// The value of the first cookie called `name` in the request's `Cookie` headers.
-pub fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| value)
 }
 
 /// The session's id cut to a few characters: enough to follow one user in the logs,
@@ -81,34 +61,27 @@ pub async fn read(session: &Session) -> Result<Visits, AppError> {
     })
 }
 
-/// The request's id, if it has a usable one.
-pub fn request_id(headers: &http::HeaderMap) -> Option<&str> {
-    headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN)
-}
-
 /// Counts `by` visits served by `node` and returns the new state. The record is saved by
 /// the session layer after the response is built.
 ///
-/// A request whose `request_id` was already applied to this session is not counted again:
-/// the answer repeats the count it produced. Under the session lock this check and the
-/// write are atomic, so a replayed request counts exactly once.
+/// A request already applied to this session (same method, path and `X-Request-Id`; see
+/// [`crate::replay`]) is not counted again: the answer repeats the count it produced. Under
+/// the session lock this check and the write are atomic, so a replayed request counts once.
 pub async fn visit(
     session: &Session,
     node: &str,
     by: u64,
-    request_id: Option<&str>,
+    request: &RequestKey,
     save_delay: Option<Duration>,
 ) -> Result<Visits, AppError> {
     let mut visits = read(session).await?;
-    if let Some(id) = request_id
-        && let Some(applied) = get_or_default::<Option<Applied>>(session, LAST_REQUEST).await?
-        && applied.id == id
-    {
-        tracing::info!(request_id = id, "replayed request; not counted again");
-        visits.views = applied.views;
+    let mut applied: Vec<Applied> = get_or_default(session, APPLIED).await?;
+    if let Some(views) = replay::find(&applied, request) {
+        tracing::info!(
+            request = request.as_str(),
+            "replayed request; not counted again"
+        );
+        visits.views = views;
         return Ok(visits);
     }
     visits.views = visits.views.saturating_add(by);
@@ -120,12 +93,9 @@ pub async fn visit(
     }
     session.insert(VIEWS, visits.views).await?;
     session.insert(HISTORY, &visits.history).await?;
-    if let Some(id) = request_id {
-        let applied = Applied {
-            id: id.to_owned(),
-            views: visits.views,
-        };
-        session.insert(LAST_REQUEST, applied).await?;
+    if request.as_str().is_some() {
+        replay::remember(&mut applied, request, visits.views);
+        session.insert(APPLIED, &applied).await?;
     }
     Ok(visits)
 }
@@ -153,7 +123,7 @@ mod tests {
     async fn visit_counts_and_keeps_the_last_ten_nodes() {
         let session = Session::new(None, Arc::new(MemoryStore::default()), None);
         for i in 0..12 {
-            visit(&session, &format!("n{i}"), 1, None, None)
+            visit(&session, &format!("n{i}"), 1, &RequestKey::default(), None)
                 .await
                 .expect("visit");
         }
@@ -170,7 +140,7 @@ mod tests {
         session.insert(VIEWS, "not a number").await.expect("insert");
         assert_eq!(read(&session).await.expect("read").views, 0);
         assert_eq!(
-            visit(&session, "a", 1, None, None)
+            visit(&session, "a", 1, &RequestKey::default(), None)
                 .await
                 .expect("visit")
                 .views,
@@ -178,35 +148,32 @@ mod tests {
         );
     }
 
+    async fn views_after(session: &Session, node: &str, id: Option<&str>) -> u64 {
+        let key = RequestKey::new("GET", "/session", id);
+        visit(session, node, 1, &key, None)
+            .await
+            .expect("visit")
+            .views
+    }
+
     #[tokio::test]
-    async fn a_request_id_is_counted_once() {
+    async fn a_request_id_is_counted_once_even_after_newer_requests() {
         let session = Session::new(None, Arc::new(MemoryStore::default()), None);
+        // r1 r2 r1 r3 r2 r1: four distinct requests, each answered with its own count.
+        let answers = [
+            views_after(&session, "a", Some("r1")).await,
+            views_after(&session, "b", Some("r2")).await,
+            views_after(&session, "b", Some("r1")).await,
+            views_after(&session, "a", Some("r3")).await,
+            views_after(&session, "b", Some("r2")).await,
+            views_after(&session, "b", Some("r1")).await,
+        ];
+        assert_eq!(answers, [1, 2, 1, 3, 2, 1]);
+        assert_eq!(views_after(&session, "b", None).await, 4);
         assert_eq!(
-            visit(&session, "a", 1, Some("r1"), None)
-                .await
-                .expect("v")
-                .views,
-            1
+            read(&session).await.expect("read").history,
+            ["a", "b", "a", "b"]
         );
-        assert_eq!(
-            visit(&session, "b", 1, Some("r1"), None)
-                .await
-                .expect("v")
-                .views,
-            1
-        );
-        assert_eq!(
-            visit(&session, "b", 1, Some("r2"), None)
-                .await
-                .expect("v")
-                .views,
-            2
-        );
-        assert_eq!(
-            visit(&session, "b", 1, None, None).await.expect("v").views,
-            3
-        );
-        assert_eq!(read(&session).await.expect("read").history, ["a", "b", "b"]);
     }
 
     #[test]

@@ -1,84 +1,128 @@
-//! Per-session locking in Redis: no lost updates when one session's requests run in
+//! The session lock's protocol in Redis: no lost updates when one session's requests run in
 //! parallel on different replicas.
 //!
-//! Every session store in the field (express-session, tower-sessions, Spring Session)
-//! loads the whole record, changes it and writes it back, so when two requests of one
-//! session overlap, the last writer wins and the other's change is lost. This middleware
-//! sits *outside* the session layer on the routes that write: it takes a lock for the
-//! session before the session is loaded and releases it once the session is saved, so one
-//! session's writes run one at a time across every replica.
+//! Every session store in the field (express-session, tower-sessions, Spring Session) loads
+//! the whole record, changes it and writes it back, so when two requests of one session
+//! overlap, the last writer wins and the other's change is lost. Here a request that will
+//! write takes the session's lock when it first loads the session, and gives it back with
+//! its save, so one session's writes run one at a time across every replica.
 //!
-//! - Acquire: `SET session-lock:{id} <random token> NX PX <lease>` and, in the same Lua
-//!   script, `GET id`: the record the session layer is about to load comes back with the
-//!   lock, so locking adds no round trip to the load. Retried with jittered backoff until
-//!   `SESSION_LOCK_WAIT_MS`; then 503 with `Retry-After`, never an unlocked write.
-//! - Save: the store writes the record *and* releases the lock in one script, and only if
-//!   the lock still holds our token (a fenced write). A write whose lock was lost fails
-//!   with a 503 instead of overwriting someone else's update.
-//! - Renew: while the request runs, the lease is extended every third of it, only while
-//!   the key still holds our token.
-//! - Release: a request that did not save (a read-only outcome, an error, a deleted
-//!   session) releases with a Lua compare-and-delete. A drop guard releases the lock when
-//!   the client disconnects or the handler panics; if the process dies, the lease expires.
-//! - Requests without a well-formed session cookie take no lock: a new session cannot race.
+//! Each step is one Lua script, so each is atomic at Redis and costs one round trip:
+//! - **Acquire**: `SET lock <random token> NX PX <lease>` and, in the same script, `GET` the
+//!   record: the lock adds no round trip to the load. Retried with jittered backoff until
+//!   `SESSION_LOCK_WAIT_MS`, then 503 (busy), never an unlocked write.
+//! - **Save**: write the record (`PX`, relative expiry) and free the lock, only while the lock
+//!   still holds our token (a fenced write) and only while the record still exists (`XX`
+//!   semantics: a session deleted meanwhile stays deleted). The token goes on a short list of
+//!   recent saves, so that a save whose answer was lost can be resolved.
+//! - **Resolve** (after a save that Redis did not confirm): if the lock still holds our token,
+//!   the save has not run; delete the lock, and it never will (it is fenced). Otherwise the
+//!   token on the list of recent saves says it ran. Only when neither tells is the outcome
+//!   unknown.
+//! - **Delete** (logout): under our lock, delete the record and the lock; without it, delete
+//!   the record only while nobody holds the lock, waiting like an acquire.
+//! - **Renew**: extend the lease, only while the lock holds our token.
+//! - **Abandon** (an acquire whose answer was lost: a timeout, a client gone): free the lock
+//!   if it holds our token, else leave a short tombstone that makes the acquire, should it
+//!   still arrive, refuse. Retried until Redis answers, so no lock outlives its requester by
+//!   more than Redis's own silence.
 //!
-//! The lock key carries the session id as a hash tag (`{id}`), so the lock and the record
-//! live in the same Redis Cluster slot and one script can touch both. A locked write costs
-//! two round trips, the same as an unlocked one.
+//! Keys carry the session id as a hash tag (`session-lock:{id}`), so the lock, its lists and
+//! the record live in one Redis Cluster slot and one script can touch them all. Leases and
+//! expiries are relative (`PX`), measured by Redis's clock: replicas' clocks do not matter.
+//!
+//! What this does **not** guarantee: Redis replication is asynchronous, so a failover can
+//! lose the last writes acknowledged by the old master (a lock included). The Sentinel setup
+//! in `deploy/redis-ha` bounds that with `min-replicas-to-write`.
 
-use std::{
-    cell::{Cell, RefCell},
-    sync::Arc,
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use axum::{
-    extract::{Request, State},
-    middleware::Next,
-    response::{IntoResponse, Response},
-};
 use fred::{clients::Pool, interfaces::LuaInterface, types::Value};
 use rand::Rng;
 use tokio::time::Instant;
 use tower_sessions::session::{Id, Record};
 
-use crate::{error::AppError, metrics::Metrics, session::cookie_value};
+use crate::{metrics::Metrics, outcome::Failure};
 
-/// Takes the lock if free and returns `{1, record}`; `{0}` when someone holds it.
-const ACQUIRE: &str = "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
+/// KEYS: lock, record, tombstone. ARGV: token, lease ms.
+/// `{1, record}` when taken, `{0}` when someone holds it, `{-1}` when we gave up already.
+const ACQUIRE: &str = "if redis.call('exists', KEYS[3]) == 1 then return {-1} end \
+     if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
      return {1, redis.call('get', KEYS[2])} end return {0}";
-/// Writes the record and releases the lock, only while the lock is ours.
-/// KEYS: record, lock. ARGV: bytes, expiry (unix seconds), token.
-pub(crate) const SAVE_AND_RELEASE: &str = "if redis.call('get', KEYS[2]) == ARGV[3] then \
-     redis.call('set', KEYS[1], ARGV[1], 'EXAT', ARGV[2]) redis.call('del', KEYS[2]) \
-     return 1 end return 0";
-/// Deletes the lock only if it still holds our token, so a request whose lease ran out
-/// never frees a lock that another request holds by now.
+/// KEYS: record, lock, saves. ARGV: bytes, expiry ms, token, saves kept, saves ttl ms.
+/// 1 written, 0 the lock is not ours (nothing written), 2 the record is gone (not revived).
+const SAVE: &str = "if redis.call('get', KEYS[2]) ~= ARGV[3] then return 0 end \
+     redis.call('del', KEYS[2]) \
+     if redis.call('exists', KEYS[1]) == 0 then return 2 end \
+     redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+     redis.call('lpush', KEYS[3], ARGV[3]) \
+     redis.call('ltrim', KEYS[3], 0, tonumber(ARGV[4]) - 1) \
+     redis.call('pexpire', KEYS[3], ARGV[5]) return 1";
+/// KEYS: lock, saves. ARGV: token, saves kept.
+/// 0 not applied (and now never will be), 1 applied, 2 cannot tell.
+const RESOLVE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
+     redis.call('del', KEYS[1]) return 0 end \
+     local saves = redis.call('lrange', KEYS[2], 0, -1) \
+     for i = 1, #saves do if saves[i] == ARGV[1] then return 1 end end \
+     if #saves < tonumber(ARGV[2]) then return 0 end return 2";
+/// KEYS: record, lock. ARGV: token. 1 deleted, 0 the lock is not ours.
+const DELETE_HELD: &str = "if redis.call('get', KEYS[2]) == ARGV[1] then \
+     redis.call('del', KEYS[1]) redis.call('del', KEYS[2]) return 1 end return 0";
+/// KEYS: record, lock. 1 deleted, 0 someone holds the lock.
+const DELETE_FREE: &str = "if redis.call('exists', KEYS[2]) == 0 then \
+     redis.call('del', KEYS[1]) return 1 end return 0";
+/// KEYS: lock. ARGV: token. Deletes the lock only if it still holds our token.
 const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
      return redis.call('del', KEYS[1]) else return 0 end";
-/// Extends the lease only if the lock is still ours.
+/// KEYS: lock, tombstone. ARGV: token, tombstone ms.
+const ABANDON: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
+     return redis.call('del', KEYS[1]) end \
+     redis.call('set', KEYS[2], '1', 'PX', ARGV[2]) return 0";
+/// KEYS: lock. ARGV: token, lease ms. Extends the lease only if the lock is still ours.
 const RENEW: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
      return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
-/// Length of the base64 HMAC that a signed cookie's value starts with (cookie crate).
-const SIGNATURE_LEN: usize = 44;
+
+/// How many recent save tokens a session keeps for resolving lost answers.
+const SAVES_KEPT: u32 = 16;
+/// How long the list of recent saves outlives the last save.
+const SAVES_TTL: Duration = Duration::from_secs(10);
 /// Backoff bounds between attempts while the lock is taken.
 const MIN_BACKOFF: Duration = Duration::from_millis(1);
 const MAX_BACKOFF: Duration = Duration::from_millis(8);
+/// How long an abandoned acquire keeps trying to undo itself while Redis is silent.
+const ABANDON_FOR: Duration = Duration::from_secs(60);
+
+/// The Redis key of the lock of session `id`. The `{id}` hash tag puts it in the record's
+/// Redis Cluster slot.
+pub fn lock_key(id: &str) -> String {
+    format!("session-lock:{{{id}}}")
+}
+
+fn saves_key(id: &str) -> String {
+    format!("session-lock:{{{id}}}:saves")
+}
+
+fn tombstone_key(id: &str, token: &str) -> String {
+    format!("session-lock:{{{id}}}:abandoned:{token}")
+}
+
+/// A fresh lock token: 128 random bits in hex.
+pub(crate) fn new_token() -> String {
+    format!("{:032x}", rand::rng().random::<u128>())
+}
 
 /// The lock's settings and the Redis pool it lives in.
 #[derive(Debug, Clone)]
 pub struct SessionLock {
     /// Where lock keys live: the same Redis as the sessions.
     pub pool: Pool,
-    /// The session cookie's name, whose value names the session.
-    pub cookie_name: &'static str,
-    /// Whether cookie values carry a signature before the session id.
-    pub signed: bool,
     /// How long a lock lives unless renewed: the backstop when a holder dies.
     pub lease: Duration,
     /// How long a request waits for the lock before answering 503.
     pub wait: Duration,
-    /// Wait times and timeouts are exported here.
+    /// How long a save that Redis did not confirm is given to be resolved.
+    pub resolve: Duration,
+    /// Wait times, timeouts and unknown outcomes are exported here.
     pub metrics: Arc<Metrics>,
 }
 
@@ -93,72 +137,14 @@ pub enum LockError {
     Redis(#[from] fred::error::Error),
 }
 
-impl From<LockError> for AppError {
-    fn from(err: LockError) -> Self {
-        match err {
-            LockError::Timeout => AppError::LockTimeout,
-            LockError::Redis(err) => AppError::Lock(err),
+impl LockError {
+    /// What the answer may claim: nothing was written either way.
+    pub fn failure(&self) -> Failure {
+        match self {
+            LockError::Timeout => Failure::Busy,
+            LockError::Redis(_) => Failure::Unavailable,
         }
     }
-}
-
-/// The Redis key of the lock of session `id`. The `{id}` hash tag puts it in the record's
-/// Redis Cluster slot.
-pub fn lock_key(id: &str) -> String {
-    format!("session-lock:{{{id}}}")
-}
-
-/// The lock held by the request being served, visible to the store inside it.
-struct Held {
-    id: Id,
-    key: String,
-    token: String,
-    /// The record fetched with the lock, until the session layer asks for it.
-    prefetched: RefCell<Option<Option<Record>>>,
-    /// Set once the store's save released the lock.
-    released: Cell<bool>,
-}
-
-tokio::task_local! {
-    static HELD: Held;
-}
-
-/// The record fetched together with the lock of session `id`, once.
-pub(crate) fn take_prefetched(id: &Id) -> Option<Option<Record>> {
-    HELD.try_with(|held| {
-        if held.id == *id {
-            held.prefetched.borrow_mut().take()
-        } else {
-            None
-        }
-    })
-    .ok()
-    .flatten()
-}
-
-/// The lock key and token if this request holds the lock of session `id`.
-pub(crate) fn held_for(id: &Id) -> Option<(String, String)> {
-    HELD.try_with(|held| (held.id == *id).then(|| (held.key.clone(), held.token.clone())))
-        .ok()
-        .flatten()
-}
-
-/// Records that the store released the lock along with its save.
-pub(crate) fn mark_released() {
-    let _ = HELD.try_with(|held| held.released.set(true));
-}
-
-/// The session id named by the request's cookie, if it is well formed.
-fn session_id(req: &Request, name: &str, signed: bool) -> Option<Id> {
-    let value = cookie_value(req.headers(), name)?;
-    // The signature is checked by the session layer; a forged one only ever locks (and
-    // prefetches) a session that the session layer then refuses to load.
-    let id = if signed {
-        value.get(SIGNATURE_LEN..)?
-    } else {
-        value
-    };
-    id.parse().ok()
 }
 
 fn decode(value: &Value) -> Option<Record> {
@@ -172,36 +158,22 @@ fn decode(value: &Value) -> Option<Record> {
     }
 }
 
-/// A lock just taken, with the session record read in the same round trip.
-struct Acquired {
-    token: String,
-    record: Option<Record>,
-}
-
 impl SessionLock {
-    /// Takes the lock of session `id`, waiting up to `self.wait`.
-    async fn acquire(&self, id: &Id, key: &str) -> Result<Acquired, LockError> {
-        let token = format!("{:032x}", rand::rng().random::<u128>());
-        let lease_ms = self.lease.as_millis().to_string();
+    /// Retries `attempt` with jittered backoff until it returns `Some` or the wait is over.
+    async fn wait_for<T, F, Fut>(&self, mut attempt: F) -> Result<T, LockError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<T>, fred::error::Error>>,
+    {
         let start = Instant::now();
         let deadline = start + self.wait;
         let mut backoff = MIN_BACKOFF;
         loop {
-            let answer: Value = self
-                .pool
-                .eval(
-                    ACQUIRE,
-                    vec![key.to_owned(), id.to_string()],
-                    vec![token.as_str(), lease_ms.as_str()],
-                )
-                .await?;
-            let mut answer = answer.into_array().into_iter();
-            if answer.next().and_then(|taken| taken.as_i64()) == Some(1) {
+            if let Some(done) = attempt().await? {
                 self.metrics
                     .lock_wait
                     .observe(start.elapsed().as_secs_f64());
-                let record = answer.next().as_ref().and_then(decode);
-                return Ok(Acquired { token, record });
+                return Ok(done);
             }
             let now = Instant::now();
             if now >= deadline {
@@ -217,116 +189,194 @@ impl SessionLock {
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
-}
 
-/// Keeps extending the lease while the request runs, so a slow request keeps its lock.
-/// Returns only if the lock was lost.
-async fn renew(pool: Pool, key: String, token: String, lease: Duration) {
-    let lease_ms = lease.as_millis().to_string();
-    let mut tick = tokio::time::interval(lease / 3);
-    tick.tick().await; // the first tick is immediate; the lock is fresh
-    loop {
-        tick.tick().await;
-        let renewed: Result<i64, _> = pool
+    /// Takes the lock of session `id` with `token`, waiting up to `self.wait`, and returns
+    /// the record read in the same script. On a Redis error the caller must
+    /// [`abandon`](Self::abandon) the token: the acquire may still run.
+    pub async fn acquire(&self, id: &Id, token: &str) -> Result<Option<Record>, LockError> {
+        let id = id.to_string();
+        let keys = vec![lock_key(&id), id.clone(), tombstone_key(&id, token)];
+        let lease_ms = self.lease.as_millis().to_string();
+        self.wait_for(|| async {
+            let answer: Value = self
+                .pool
+                .eval(ACQUIRE, keys.clone(), vec![token, lease_ms.as_str()])
+                .await?;
+            let mut answer = answer.into_array().into_iter();
+            Ok(match answer.next().and_then(|taken| taken.as_i64()) {
+                Some(1) => Some(answer.next().as_ref().and_then(decode)),
+                _ => None,
+            })
+        })
+        .await
+    }
+
+    /// Writes `bytes` as session `id`'s record, expiring `ttl` from now, and frees the lock,
+    /// if `token` still holds it. Resolves a save that Redis did not confirm.
+    pub async fn save(
+        &self,
+        id: &Id,
+        token: &str,
+        bytes: &[u8],
+        ttl: Duration,
+    ) -> Result<(), Failure> {
+        let id = id.to_string();
+        let sent: Result<i64, _> = self
+            .pool
             .eval(
-                RENEW,
-                vec![key.as_str()],
-                vec![token.as_str(), lease_ms.as_str()],
+                SAVE,
+                vec![id.clone(), lock_key(&id), saves_key(&id)],
+                vec![
+                    Value::from(bytes),
+                    Value::from(millis(ttl)),
+                    Value::from(token),
+                    Value::from(i64::from(SAVES_KEPT)),
+                    Value::from(millis(SAVES_TTL)),
+                ],
             )
             .await;
-        match renewed {
-            Ok(1) => {}
+        match sent {
+            Ok(1) => Ok(()),
+            Ok(2) => Err(Failure::Gone),
+            // The lease ran out and another request may have written since: refuse rather
+            // than overwrite its update.
             Ok(_) => {
-                tracing::warn!(lock = %key, "session lock lost before the request finished");
-                return;
+                tracing::warn!(session = %abbrev(&id), "session lock lost before the save; nothing written");
+                Err(Failure::Unavailable)
             }
-            Err(err) => tracing::warn!(%err, lock = %key, "session lock renewal failed; retrying"),
-        }
-    }
-}
-
-async fn release(pool: &Pool, key: &str, token: &str) {
-    let released: Result<i64, _> = pool.eval(RELEASE, vec![key], vec![token]).await;
-    if let Err(err) = released {
-        // The lease expires on its own; others wait at most that long.
-        tracing::warn!(%err, lock = %key, "session lock release failed");
-    }
-}
-
-/// Releases the lock when dropped unless it was released already: covers a client that
-/// disconnects (the request future is dropped) and a handler that panics.
-struct Guard {
-    pool: Pool,
-    key: String,
-    token: String,
-    armed: bool,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if self.armed
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            let pool = self.pool.clone();
-            let key = std::mem::take(&mut self.key);
-            let token = std::mem::take(&mut self.token);
-            handle.spawn(async move { release(&pool, &key, &token).await });
-        }
-    }
-}
-
-/// Middleware: serialises the requests of one session around the session layer inside it.
-pub async fn lock_session(
-    State(lock): State<Arc<SessionLock>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let Some(id) = session_id(&req, lock.cookie_name, lock.signed) else {
-        return next.run(req).await;
-    };
-    let key = lock_key(&id.to_string());
-    let acquired = match lock.acquire(&id, &key).await {
-        Ok(acquired) => acquired,
-        Err(err) => {
-            if matches!(err, LockError::Redis(_)) {
-                lock.metrics.redis_errors.inc();
+            Err(err) => {
+                tracing::warn!(%err, session = %abbrev(&id), "save not confirmed; resolving");
+                self.resolve(&id, token).await
             }
-            return AppError::from(err).into_response();
         }
-    };
-    let mut guard = Guard {
-        pool: lock.pool.clone(),
-        key: key.clone(),
-        token: acquired.token.clone(),
-        armed: true,
-    };
-    let held = Held {
-        id,
-        key: key.clone(),
-        token: acquired.token.clone(),
-        prefetched: RefCell::new(Some(acquired.record)),
-        released: Cell::new(false),
-    };
-    let renewal = renew(lock.pool.clone(), key, acquired.token, lock.lease);
-    let (res, released) = HELD
-        .scope(held, async move {
-            let run = next.run(req);
-            tokio::pin!(run);
-            let res = tokio::select! {
-                res = &mut run => res,
-                // Lock lost (Redis unreachable for a whole lease): let the request finish;
-                // its fenced save will refuse to write.
-                () = renewal => run.await,
-            };
-            (
-                res,
-                HELD.try_with(|held| held.released.get()).unwrap_or(false),
+    }
+
+    /// Finds out whether the save made with `token` ran, making sure it never runs later if
+    /// it has not yet.
+    async fn resolve(&self, id: &str, token: &str) -> Result<(), Failure> {
+        let deadline = Instant::now() + self.resolve;
+        let keys = vec![lock_key(id), saves_key(id)];
+        let kept = SAVES_KEPT.to_string();
+        while Instant::now() < deadline {
+            let answer: Result<i64, _> = self
+                .pool
+                .eval(RESOLVE, keys.clone(), vec![token, kept.as_str()])
+                .await;
+            match answer {
+                Ok(0) => return Err(Failure::Unavailable),
+                Ok(1) => return Ok(()),
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::debug!(%err, "resolving a save: Redis still silent");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        self.metrics.unknown_outcomes.inc();
+        tracing::warn!(session = %abbrev(id), "save outcome unknown");
+        // Should the save still be queued somewhere, freeing the lock fences it out.
+        self.clone().abandon(id.to_owned(), token.to_owned());
+        Err(Failure::Unknown)
+    }
+
+    /// Deletes session `id`'s record: under the lock when `token` holds it, otherwise as soon
+    /// as nobody holds it.
+    pub async fn delete(&self, id: &Id, token: Option<&str>) -> Result<(), Failure> {
+        let id = id.to_string();
+        let keys = vec![id.clone(), lock_key(&id)];
+        let deleted = match token {
+            Some(token) => match self
+                .pool
+                .eval::<i64, _, _, _>(DELETE_HELD, keys, vec![token])
+                .await
+            {
+                Ok(1) => Ok(()),
+                Ok(_) => Err(Failure::Unavailable),
+                Err(err) => Err(LockError::Redis(err).into_unknown()),
+            },
+            None => self
+                .wait_for(|| async {
+                    let done: i64 = self
+                        .pool
+                        .eval(DELETE_FREE, keys.clone(), Vec::<String>::new())
+                        .await?;
+                    Ok((done == 1).then_some(()))
+                })
+                .await
+                .map_err(LockError::into_unknown),
+        };
+        if deleted == Err(Failure::Unknown) {
+            self.metrics.unknown_outcomes.inc();
+        }
+        deleted
+    }
+
+    /// Extends the lease. `Ok(false)` when the lock is no longer ours.
+    pub async fn renew(&self, id: &Id, token: &str) -> Result<bool, fred::error::Error> {
+        let lease_ms = self.lease.as_millis().to_string();
+        let renewed: i64 = self
+            .pool
+            .eval(
+                RENEW,
+                vec![lock_key(&id.to_string())],
+                vec![token, lease_ms.as_str()],
             )
-        })
-        .await;
-    if !released {
-        release(&guard.pool, &guard.key, &guard.token).await;
+            .await?;
+        Ok(renewed == 1)
     }
-    guard.armed = false;
-    res
+
+    /// Frees the lock if `token` still holds it.
+    pub async fn release(&self, id: &Id, token: &str) -> Result<(), fred::error::Error> {
+        let _: i64 = self
+            .pool
+            .eval(RELEASE, vec![lock_key(&id.to_string())], vec![token])
+            .await?;
+        Ok(())
+    }
+
+    /// In the background, undoes an acquire or a save whose answer never came: frees the lock
+    /// if `token` holds it, or leaves a tombstone so the acquire refuses should it still
+    /// arrive. Retried until Redis answers (at most a minute).
+    pub fn abandon(self, id: String, token: String) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let keys = vec![lock_key(&id), tombstone_key(&id, &token)];
+            let tombstone_ms = millis(self.lease.max(Duration::from_secs(1))).to_string();
+            let give_up = Instant::now() + ABANDON_FOR;
+            let mut pause = Duration::from_millis(10);
+            while Instant::now() < give_up {
+                let undone: Result<i64, _> = self
+                    .pool
+                    .eval(ABANDON, keys.clone(), vec![token.as_str(), tombstone_ms.as_str()])
+                    .await;
+                match undone {
+                    Ok(_) => return,
+                    Err(err) => tracing::debug!(%err, "abandoning a session lock: retrying"),
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            tracing::warn!(session = %abbrev(&id), "gave up abandoning a session lock; its lease ends it");
+        });
+    }
+}
+
+impl LockError {
+    /// For deletes: a Redis error after sending means the delete may have run.
+    fn into_unknown(self) -> Failure {
+        match self {
+            LockError::Timeout => Failure::Busy,
+            LockError::Redis(_) => Failure::Unknown,
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
+fn abbrev(id: &str) -> String {
+    crate::session::abbreviate(id)
 }

@@ -1,59 +1,80 @@
-//! The session store every replica uses: tower-sessions-redis-store on the shared pool,
-//! or a per-replica memory store for the "what goes wrong without sharing" demo.
+//! The session store every replica uses: sessions in the shared Redis, or a per-replica
+//! memory store for the "what goes wrong without sharing" demo.
 //!
-//! Two things are changed on the way through:
-//! - `save` writes with a plain `SET … EXAT` instead of the crate's `SET … XX`. In 0.16 an
-//!   `XX` that finds no key (the session expired or was ended by a concurrent request)
-//!   answers nil, fred fails to parse nil as a bool, and the user gets a 500
-//!   (tower-sessions-stores#19). An unconditional write is the same one round trip, never
-//!   fails that way, and is what last-writer-wins means; with session locking on, no
-//!   concurrent request can delete the record between our load and save anyway.
-//! - Under the session lock, the record was already fetched with the lock and the save
-//!   also releases it (see [`crate::session_lock`]): a locked write costs no extra trip.
-//! - A record that cannot be decoded is treated as absent, so the user gets a fresh
-//!   session instead of a 500; backend failures are flagged for [`crate::unavailable`] so
-//!   the middleware's bare 500 becomes a 503.
+//! The Redis store keeps tower-sessions-redis-store's format (the record as MessagePack
+//! under the bare session id) but writes differently:
+//! - **Relative expiry.** Every write sets `PX` (milliseconds from now, on Redis's clock),
+//!   never an absolute `EXAT` from this replica's clock: clock skew between replicas and
+//!   Redis cannot shorten or end a session, and a 1 s session lives its full second.
+//! - **Create** is `SET … NX PX`: a new random id, never an overwrite.
+//! - **With locking on** (`SESSION_LOCK=on`), loading a session on a route that writes takes
+//!   its lock (see [`crate::lock_scope`]), and every save or delete of an existing session is
+//!   fenced by the lock's token. A save or delete without the lock is refused with an error,
+//!   never sent as a plain `SET` or `DEL`.
+//! - **With locking off**, the last writer wins, as in every session library, but a save is
+//!   `SET … XX PX`: a session deleted while a request ran (a logout in another tab) stays
+//!   deleted instead of coming back. tower-sessions-redis-store 0.16 turns the nil answer of
+//!   a missed `XX` into a 500 (tower-sessions-stores#19); here it is a 409.
+//! - A record that cannot be decoded is treated as absent, so the user gets a fresh session
+//!   instead of a 500.
+//!
+//! Every Redis failure is recorded for [`crate::outcome`], so the answer says whether
+//! something was written.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::{
     clients::Pool,
-    interfaces::{KeysInterface, LuaInterface},
-    types::{Expiration, Value},
+    interfaces::KeysInterface,
+    types::{Expiration, SetOptions, Value},
 };
 use prometheus_client::metrics::counter::Counter;
+use time::OffsetDateTime;
 use tower_sessions::{
     MemoryStore, SessionStore,
     session::{Id, Record},
     session_store,
 };
-use tower_sessions_redis_store::RedisStore;
 
-use crate::{session_lock, unavailable};
+use crate::{
+    lock_scope::{self, WriteError},
+    outcome::{self, Failure},
+    session_lock::LockError,
+};
+
+/// How many fresh ids `create` tries before giving up (a collision of 128-bit random ids
+/// means the random source is broken).
+const CREATE_TRIES: usize = 3;
 
 /// The store behind `SessionManagerLayer`, whichever kind the config chose.
 #[derive(Debug, Clone)]
 pub enum AppStore {
     /// Shared by every replica.
-    Redis {
-        /// The crate's store, used for create, load and delete.
-        store: RedisStore<Pool>,
-        /// The same pool, for the upserting save.
-        pool: Pool,
-        /// Counts backend failures for `/metrics`.
-        errors: Counter,
-    },
+    Redis(RedisSessions),
     /// Private to this replica.
     Memory(MemoryStore),
 }
 
+/// Sessions in the shared Redis.
+#[derive(Debug, Clone)]
+pub struct RedisSessions {
+    /// The Redis pool.
+    pool: Pool,
+    /// Whether writes of existing sessions must hold the session lock.
+    locking: bool,
+    /// Counts backend failures for `/metrics`.
+    errors: Counter,
+}
+
 impl AppStore {
-    /// A Redis-backed store on `pool`.
-    pub fn redis(pool: Pool, errors: Counter) -> Self {
-        AppStore::Redis {
-            store: RedisStore::new(pool.clone()),
+    /// A Redis-backed store on `pool`; `locking` refuses unfenced writes.
+    pub fn redis(pool: Pool, locking: bool, errors: Counter) -> Self {
+        AppStore::Redis(RedisSessions {
             pool,
+            locking,
             errors,
-        }
+        })
     }
 
     /// A store private to this process.
@@ -62,101 +83,182 @@ impl AppStore {
     }
 }
 
-fn backend_failed(errors: &Counter, err: session_store::Error) -> session_store::Error {
-    if matches!(err, session_store::Error::Backend(_)) {
-        errors.inc();
-        unavailable::flag();
+/// The time from now until `expiry`, rounded up to whole milliseconds, at least 1 ms.
+fn ttl(expiry: OffsetDateTime) -> Duration {
+    let micros = (expiry - OffsetDateTime::now_utc()).whole_microseconds();
+    let millis = u64::try_from((micros + 999) / 1000).unwrap_or(0);
+    Duration::from_millis(millis.max(1))
+}
+
+fn px(ttl: Duration) -> Expiration {
+    Expiration::PX(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
+    rmp_serde::to_vec(record).map_err(|err| session_store::Error::Encode(err.to_string()))
+}
+
+fn decode(bytes: Option<Vec<u8>>) -> Option<Record> {
+    let bytes = bytes?;
+    match rmp_serde::from_slice(&bytes) {
+        Ok(record) => Some(record),
+        Err(err) => {
+            tracing::warn!(%err, "undecodable session record; starting a fresh session");
+            None
+        }
     }
-    err
+}
+
+impl RedisSessions {
+    /// Records `failure` for the answer and counts it.
+    fn failed(&self, failure: Failure, what: impl std::fmt::Display) -> session_store::Error {
+        self.errors.inc();
+        outcome::flag(failure);
+        session_store::Error::Backend(what.to_string())
+    }
+
+    fn write_failed(&self, err: WriteError) -> session_store::Error {
+        match err {
+            WriteError::Store(failure) => self.failed(failure, &err),
+            // Not flagged: a bug, answered 500.
+            WriteError::Unlocked => {
+                tracing::error!(%err);
+                session_store::Error::Backend(err.to_string())
+            }
+        }
+    }
+
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        let bytes = encode(record)?;
+        let ttl = ttl(record.expiry_date);
+        for _ in 0..CREATE_TRIES {
+            let set: Value = self
+                .pool
+                .set(
+                    record.id.to_string(),
+                    bytes.as_slice(),
+                    Some(px(ttl)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await
+                // Nobody knows the new id yet: whether or not it landed, nothing the user
+                // can see was written.
+                .map_err(|err| self.failed(Failure::Unavailable, err))?;
+            if !set.is_null() {
+                return Ok(());
+            }
+            record.id = Id::default();
+        }
+        Err(session_store::Error::Backend(
+            "no free session id after several tries".into(),
+        ))
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let bytes = encode(record)?;
+        let ttl = ttl(record.expiry_date);
+        outcome::write_sent();
+        if self.locking {
+            return lock_scope::save(&record.id, &bytes, ttl)
+                .await
+                .map_err(|err| self.write_failed(err));
+        }
+        let set: Value = self
+            .pool
+            .set(
+                record.id.to_string(),
+                bytes.as_slice(),
+                Some(px(ttl)),
+                Some(SetOptions::XX),
+                false,
+            )
+            .await
+            .map_err(|err| self.failed(Failure::Unknown, err))?;
+        if set.is_null() {
+            return Err(self.failed(Failure::Gone, "session deleted meanwhile"));
+        }
+        Ok(())
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        match lock_scope::load(id).await {
+            Some(Ok(record)) => Ok(record),
+            Some(Err(err)) => {
+                if matches!(err, LockError::Redis(_)) {
+                    self.errors.inc();
+                }
+                outcome::flag(err.failure());
+                Err(session_store::Error::Backend(err.to_string()))
+            }
+            None => self
+                .pool
+                .get::<Option<Vec<u8>>, _>(id.to_string())
+                .await
+                .map(decode)
+                .map_err(|err| self.failed(Failure::Unavailable, err)),
+        }
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        outcome::write_sent();
+        if self.locking {
+            return lock_scope::delete(id)
+                .await
+                .map_err(|err| self.write_failed(err));
+        }
+        self.pool
+            .del::<i64, _>(id.to_string())
+            .await
+            .map(|_| ())
+            .map_err(|err| self.failed(Failure::Unknown, err))
+    }
 }
 
 #[async_trait]
 impl SessionStore for AppStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         match self {
-            AppStore::Redis { store, errors, .. } => store
-                .create(record)
-                .await
-                .map_err(|err| backend_failed(errors, err)),
+            AppStore::Redis(store) => store.create(record).await,
             AppStore::Memory(store) => store.create(record).await,
         }
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         match self {
-            AppStore::Redis { pool, errors, .. } => {
-                let bytes = rmp_serde::to_vec(record)
-                    .map_err(|err| session_store::Error::Encode(err.to_string()))?;
-                let expiry = record.expiry_date.unix_timestamp();
-                let failed = |err: fred::error::Error| {
-                    backend_failed(errors, session_store::Error::Backend(err.to_string()))
-                };
-                let Some((lock, token)) = session_lock::held_for(&record.id) else {
-                    return pool
-                        .set::<Value, _, _>(
-                            record.id.to_string(),
-                            bytes.as_slice(),
-                            Some(Expiration::EXAT(expiry)),
-                            None,
-                            false,
-                        )
-                        .await
-                        .map(|_| ())
-                        .map_err(failed);
-                };
-                // Under the session lock: write and release in one fenced round trip.
-                let written: i64 = pool
-                    .eval(
-                        session_lock::SAVE_AND_RELEASE,
-                        vec![record.id.to_string(), lock],
-                        vec![
-                            Value::from(bytes.as_slice()),
-                            Value::from(expiry),
-                            Value::from(token),
-                        ],
-                    )
-                    .await
-                    .map_err(failed)?;
-                session_lock::mark_released();
-                if written == 1 {
-                    Ok(())
-                } else {
-                    // The lease ran out and another request may have written since: refuse
-                    // rather than overwrite its update.
-                    Err(backend_failed(
-                        errors,
-                        session_store::Error::Backend("session lock lost before the save".into()),
-                    ))
-                }
-            }
+            AppStore::Redis(store) => store.save(record).await,
             AppStore::Memory(store) => store.save(record).await,
         }
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         match self {
-            AppStore::Redis { store, errors, .. } => match session_lock::take_prefetched(id) {
-                // Fetched together with the session lock: no second round trip.
-                Some(record) => Ok(record),
-                None => match store.load(id).await {
-                    Err(session_store::Error::Decode(err)) => {
-                        tracing::warn!(%err, "undecodable session record; starting a fresh session");
-                        Ok(None)
-                    }
-                    other => other.map_err(|err| backend_failed(errors, err)),
-                },
-            },
+            AppStore::Redis(store) => store.load(id).await,
             AppStore::Memory(store) => store.load(id).await,
         }
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         match self {
-            AppStore::Redis { store, errors, .. } => store
-                .delete(id)
-                .await
-                .map_err(|err| backend_failed(errors, err)),
+            AppStore::Redis(store) => store.delete(id).await,
             AppStore::Memory(store) => store.delete(id).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_is_relative_and_rounds_up() {
+        let now = OffsetDateTime::now_utc();
+        let one_second = ttl(now + time::Duration::seconds(1));
+        assert!(one_second <= Duration::from_secs(1), "{one_second:?}");
+        assert!(one_second >= Duration::from_millis(990), "{one_second:?}");
+        assert_eq!(
+            ttl(now - time::Duration::seconds(5)),
+            Duration::from_millis(1)
+        );
     }
 }

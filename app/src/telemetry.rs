@@ -2,10 +2,17 @@
 //!
 //! The per-request line carries method, path, status, latency, node and the session id
 //! *abbreviated*: enough to follow one user across replicas, never a replayable cookie.
+//! The id is the one the session layer parsed (and, when signed, verified) from the cookie,
+//! handed over by [`note_session`]: the `Cookie` header is parsed in one place only.
 
 use std::{sync::Arc, time::Duration};
 
-use axum::http::{Request, Response};
+use axum::{
+    extract::Request as AxumRequest,
+    http::{Request, Response},
+    middleware::Next,
+    response::Response as AxumResponse,
+};
 use tower_http::{
     classify::{ServerErrorsAsFailures, SharedClassifier},
     trace::{MakeSpan, OnResponse, TraceLayer},
@@ -13,10 +20,9 @@ use tower_http::{
 use tracing::Span;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::{
-    config::LogFormat,
-    session::{abbreviate, cookie_value},
-};
+use tower_sessions::Session;
+
+use crate::{config::LogFormat, session::abbreviate};
 
 /// Installs the global subscriber. `RUST_LOG` filters (default `info`).
 pub fn init(format: LogFormat) {
@@ -31,16 +37,26 @@ pub fn init(format: LogFormat) {
     }
 }
 
-/// The session cookie's value cut short, read straight from the `Cookie` header.
-fn session_hint<B>(req: &Request<B>, cookie_name: &str) -> String {
-    cookie_value(req.headers(), cookie_name).map_or_else(|| "-".to_owned(), abbreviate)
+/// The abbreviated session id a response was served for, for the request log.
+#[derive(Debug, Clone)]
+pub struct SessionHint(String);
+
+/// Middleware inside the session layer: notes the id the session layer parsed from the
+/// cookie on the response, where the request log picks it up.
+pub async fn note_session(req: AxumRequest, next: Next) -> AxumResponse {
+    let id = req.extensions().get::<Session>().and_then(Session::id);
+    let mut res = next.run(req).await;
+    if let Some(id) = id {
+        res.extensions_mut()
+            .insert(SessionHint(abbreviate(&id.to_string())));
+    }
+    res
 }
 
 /// Opens one span per request with the fields every log line of it should carry.
 #[derive(Debug, Clone)]
 pub struct RequestSpan {
     node: Arc<str>,
-    cookie_name: &'static str,
 }
 
 impl<B> MakeSpan<B> for RequestSpan {
@@ -50,7 +66,6 @@ impl<B> MakeSpan<B> for RequestSpan {
             method = %req.method(),
             path = %req.uri().path(),
             node = %self.node,
-            session = %session_hint(req, self.cookie_name),
         )
     }
 }
@@ -61,8 +76,10 @@ pub struct ResponseLine;
 
 impl<B> OnResponse<B> for ResponseLine {
     fn on_response(self, res: &Response<B>, latency: Duration, _span: &Span) {
+        let session = res.extensions().get::<SessionHint>();
         tracing::info!(
             status = res.status().as_u16(),
+            session = session.map_or("-", |hint| hint.0.as_str()),
             latency_ms = latency.as_secs_f64() * 1000.0,
             "response"
         );
@@ -74,12 +91,9 @@ pub type RequestTrace =
     TraceLayer<SharedClassifier<ServerErrorsAsFailures>, RequestSpan, (), ResponseLine>;
 
 /// Builds the request-logging layer for `node`.
-pub fn request_trace(node: &str, cookie_name: &'static str) -> RequestTrace {
+pub fn request_trace(node: &str) -> RequestTrace {
     TraceLayer::new_for_http()
-        .make_span_with(RequestSpan {
-            node: node.into(),
-            cookie_name,
-        })
+        .make_span_with(RequestSpan { node: node.into() })
         .on_request(())
         .on_response(ResponseLine)
 }

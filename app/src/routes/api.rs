@@ -10,7 +10,7 @@
 use axum::{
     Json,
     extract::State,
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,7 @@ use tower_sessions::Session;
 
 use crate::{
     error::AppError,
+    replay::RequestKey,
     session::{self, Visits},
     state::AppState,
 };
@@ -62,11 +63,10 @@ fn one() -> u64 {
 /// `GET /session`: counts a view and answers the original demo's exact text.
 pub async fn seed_counter(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    request: RequestKey,
     session: Session,
 ) -> Result<String, AppError> {
-    let id = session::request_id(&headers);
-    let visits = session::visit(&session, &state.node, 1, id, state.save_delay).await?;
+    let visits = session::visit(&session, &state.node, 1, &request, state.save_delay).await?;
     Ok(format!("Session View Cnt  {}", visits.views))
 }
 
@@ -82,7 +82,7 @@ pub async fn show(
 /// `POST /api/session/views`: counts views and returns the new state.
 pub async fn increment(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    request: RequestKey,
     session: Session,
     // Malformed JSON is rejected by the extractor with a 400/415/422 and its reason.
     body: Option<Json<Increment>>,
@@ -91,8 +91,7 @@ pub async fn increment(
     if !(1..=1000).contains(&by) {
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, "`by` must be 1 to 1000\n").into_response());
     }
-    let id = session::request_id(&headers);
-    let visits = session::visit(&session, &state.node, by, id, state.save_delay).await?;
+    let visits = session::visit(&session, &state.node, by, &request, state.save_delay).await?;
     Ok(Json(SessionView::new(&state, &session, visits)).into_response())
 }
 

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use axum::{
     extract::State,
-    http::{HeaderMap, header},
+    http::header,
     response::{Html, IntoResponse, Redirect},
 };
 use html_escape::encode_text as esc;
@@ -16,6 +16,7 @@ use tower_sessions::Session;
 
 use crate::{
     error::AppError,
+    replay::RequestKey,
     session::{self, Visits},
     state::AppState,
 };
@@ -122,11 +123,10 @@ pub fn render(node: &str, visits: &Visits, session_id: Option<&str>) -> String {
 /// `GET /`: counts a visit and shows the page.
 pub async fn index(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    request: RequestKey,
     session: Session,
 ) -> Result<impl IntoResponse, AppError> {
-    let request = session::request_id(&headers);
-    let visits = session::visit(&session, &state.node, 1, request, state.save_delay).await?;
+    let visits = session::visit(&session, &state.node, 1, &request, state.save_delay).await?;
     // The cookie for a new session is only known once the layer saved it; the page shows
     // the id when it existed already, which is every visit after the first.
     let id = session::short_id(&session);

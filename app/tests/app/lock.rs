@@ -192,7 +192,7 @@ async fn no_lock_is_taken_without_a_session_or_for_reads() {
     let text = metrics_text(&anonymous, &metrics_url).await;
     assert_eq!(lock_acquisitions(&text), 1.0);
     assert_eq!(
-        cluster.redis.cli(&["KEYS", "session-lock:*"]),
+        cluster.redis.cli(&["KEYS", "session-lock:{*}"]),
         "",
         "released"
     );

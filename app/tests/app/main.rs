@@ -6,10 +6,14 @@ mod helpers;
 
 mod bad_input;
 mod cli;
+mod cookies;
 mod counter;
 mod expiry;
 mod lock;
+mod logout;
 mod observability;
 mod redis_outage;
+mod replay;
 mod round_trips;
 mod shutdown;
+mod stalls;

@@ -1,0 +1,113 @@
+//! Logout racing a write: the session stays deleted, with the lock on (the delete waits for
+//! the write, whatever the cookie's spelling) and with it off (`SET … XX` never revives it).
+
+use std::time::Duration;
+
+use reqwest::header::HeaderValue;
+
+use crate::helpers::{Cluster, set_cookie};
+
+fn plain() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client")
+}
+
+/// Starts a slow write on `cookie`, ends the session with `DELETE /api/session` sent with
+/// `delete_cookie` 100 ms later; returns the two statuses.
+async fn race(cluster: &Cluster, cookie: &str, delete_cookie: &[u8]) -> (u16, u16) {
+    let write = tokio::spawn({
+        let req = plain()
+            .post(cluster.url(0, "/api/session/views"))
+            .header("cookie", cookie);
+        async move { req.send().await.expect("write").status().as_u16() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deleted = plain()
+        .delete(cluster.url(0, "/api/session"))
+        .header(
+            "cookie",
+            HeaderValue::from_bytes(delete_cookie).expect("legal header value"),
+        )
+        .send()
+        .await
+        .expect("delete")
+        .status()
+        .as_u16();
+    (write.await.expect("task"), deleted)
+}
+
+async fn open(cluster: &Cluster) -> (String, String) {
+    let res = plain()
+        .post(cluster.url(0, "/api/session/views"))
+        .send()
+        .await
+        .expect("open");
+    let cookie = set_cookie(&res).expect("a session");
+    let id = cookie.split_once('=').expect("name=value").1.to_owned();
+    (cookie, id)
+}
+
+#[tokio::test]
+async fn logout_racing_a_locked_write_stays_deleted_whatever_the_spelling() {
+    let cluster = Cluster::start(1, |c| c.save_delay = Some(Duration::from_millis(300))).await;
+    for spelling in [
+        "{c}",
+        "other=1; {c}",
+        "city=Zürich; {c}",
+        "sid=AAAAAAAAAAAAAAAAAAAAAA; {c}",
+    ] {
+        // Arrange
+        let (cookie, id) = open(&cluster).await;
+        let delete_cookie = spelling.replace("{c}", &cookie);
+
+        // Act
+        let (write, delete) = race(&cluster, &cookie, delete_cookie.as_bytes()).await;
+
+        // Assert: the delete waited for the write, then ended the session for good.
+        assert_eq!((write, delete), (200, 204), "{spelling}");
+        assert_eq!(
+            cluster.redis.cli(&["EXISTS", &id]),
+            "0",
+            "{spelling}: not revived"
+        );
+    }
+}
+
+#[tokio::test]
+async fn logout_racing_an_unlocked_write_stays_deleted() {
+    let cluster = Cluster::start(1, |c| {
+        c.session_lock = false;
+        c.save_delay = Some(Duration::from_millis(300));
+    })
+    .await;
+    let (cookie, id) = open(&cluster).await;
+
+    let (write, delete) = race(&cluster, &cookie, cookie.as_bytes()).await;
+
+    // Last writer wins, but a deleted session is never written back.
+    assert_eq!((write, delete), (409, 204));
+    assert_eq!(cluster.redis.cli(&["EXISTS", &id]), "0");
+}
+
+#[tokio::test]
+async fn a_logout_waits_for_the_lock_and_is_refused_while_it_stays_taken() {
+    let cluster = Cluster::start(1, |c| c.session_lock_wait_ms = 200).await;
+    let (cookie, id) = open(&cluster).await;
+    let lock = app::session_lock::lock_key(&id);
+    cluster
+        .redis
+        .cli(&["SET", &lock, "someone-else", "PX", "10000"]);
+
+    let res = plain()
+        .delete(cluster.url(0, "/api/session"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("delete");
+
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_eq!(cluster.redis.cli(&["EXISTS", &id]), "1", "nothing deleted");
+}
