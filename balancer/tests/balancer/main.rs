@@ -8,6 +8,7 @@ mod helpers;
 mod admin;
 mod discovery;
 mod errors;
+mod exactly_once;
 mod failover;
 mod headers;
 mod limits;
