@@ -90,10 +90,6 @@ fn ttl(expiry: OffsetDateTime) -> Duration {
     Duration::from_millis(millis.max(1))
 }
 
-fn px(ttl: Duration) -> Expiration {
-    Expiration::PX(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
     rmp_serde::to_vec(record).map_err(|err| session_store::Error::Encode(err.to_string()))
 }
@@ -128,24 +124,33 @@ impl RedisSessions {
         }
     }
 
+    /// `SET id bytes PX ttl NX|XX`: true when written, false when the condition failed.
+    async fn set(
+        &self,
+        id: &Id,
+        bytes: &[u8],
+        ttl: Duration,
+        only: SetOptions,
+    ) -> Result<bool, fred::error::Error> {
+        let ttl = Expiration::PX(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let set: Value = self
+            .pool
+            .set(id.to_string(), bytes, Some(ttl), Some(only), false)
+            .await?;
+        Ok(!set.is_null())
+    }
+
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         let bytes = encode(record)?;
         let ttl = ttl(record.expiry_date);
         for _ in 0..CREATE_TRIES {
-            let set: Value = self
-                .pool
-                .set(
-                    record.id.to_string(),
-                    bytes.as_slice(),
-                    Some(px(ttl)),
-                    Some(SetOptions::NX),
-                    false,
-                )
+            let created = self
+                .set(&record.id, &bytes, ttl, SetOptions::NX)
                 .await
                 // Nobody knows the new id yet: whether or not it landed, nothing the user
                 // can see was written.
                 .map_err(|err| self.failed(Failure::Unavailable, err))?;
-            if !set.is_null() {
+            if created {
                 return Ok(());
             }
             record.id = Id::default();
@@ -164,18 +169,11 @@ impl RedisSessions {
                 .await
                 .map_err(|err| self.write_failed(err));
         }
-        let set: Value = self
-            .pool
-            .set(
-                record.id.to_string(),
-                bytes.as_slice(),
-                Some(px(ttl)),
-                Some(SetOptions::XX),
-                false,
-            )
+        let updated = self
+            .set(&record.id, &bytes, ttl, SetOptions::XX)
             .await
             .map_err(|err| self.failed(Failure::Unknown, err))?;
-        if set.is_null() {
+        if !updated {
             return Err(self.failed(Failure::Gone, "session deleted meanwhile"));
         }
         Ok(())

@@ -3,14 +3,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Cluster, set_cookie, user};
-
-fn plain() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
-}
+use crate::helpers::{Cluster, plain, set_cookie, user};
 
 async fn count_with_cookie(url: &str, cookie: &str) -> (u16, String) {
     let res = plain()

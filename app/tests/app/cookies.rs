@@ -8,14 +8,7 @@ use futures_util::future::join_all;
 use reqwest::header::HeaderValue;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
-use crate::helpers::{Cluster, set_cookie};
-
-fn plain() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .expect("client")
-}
+use crate::helpers::{Cluster, plain, set_cookie};
 
 /// Every way a legal client may send `sid=value`, as raw `Cookie` header lists.
 fn spellings(value: &str) -> Vec<Vec<Vec<u8>>> {

@@ -17,6 +17,40 @@ pub fn user() -> reqwest::Client {
         .expect("client")
 }
 
+/// A client without a cookie jar: the test sets the `Cookie` header itself.
+pub fn plain() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client")
+}
+
+/// Opens a session with a request to `path` on replica 0; its `sid=…` cookie and its id.
+pub async fn open_session(cluster: &Cluster, path: &str) -> (String, String) {
+    let url = cluster.url(0, path);
+    let res = if path == "/api/session/views" {
+        plain().post(url).send().await
+    } else {
+        plain().get(url).send().await
+    };
+    let cookie = set_cookie(&res.expect("open")).expect("a session cookie");
+    let id = cookie.split_once('=').expect("name=value").1.to_owned();
+    (cookie, id)
+}
+
+/// The session's counter, read on replica 0 with `cookie`.
+pub async fn views_of(cluster: &Cluster, cookie: &str) -> u64 {
+    let res = plain()
+        .get(cluster.url(0, "/api/session"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("read");
+    res.json::<Value>().await.expect("json")["views"]
+        .as_u64()
+        .expect("views")
+}
+
 /// Redis plus `n` replicas named `node-0`, `node-1`, …, each configured by `configure`.
 pub struct Cluster {
     pub redis: RedisServer,

@@ -5,14 +5,7 @@ use std::time::Duration;
 
 use reqwest::header::HeaderValue;
 
-use crate::helpers::{Cluster, set_cookie};
-
-fn plain() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .expect("client")
-}
+use crate::helpers::{Cluster, open_session, plain};
 
 /// Starts a slow write on `cookie`, ends the session with `DELETE /api/session` sent with
 /// `delete_cookie` 100 ms later; returns the two statuses.
@@ -38,17 +31,6 @@ async fn race(cluster: &Cluster, cookie: &str, delete_cookie: &[u8]) -> (u16, u1
     (write.await.expect("task"), deleted)
 }
 
-async fn open(cluster: &Cluster) -> (String, String) {
-    let res = plain()
-        .post(cluster.url(0, "/api/session/views"))
-        .send()
-        .await
-        .expect("open");
-    let cookie = set_cookie(&res).expect("a session");
-    let id = cookie.split_once('=').expect("name=value").1.to_owned();
-    (cookie, id)
-}
-
 #[tokio::test]
 async fn logout_racing_a_locked_write_stays_deleted_whatever_the_spelling() {
     let cluster = Cluster::start(1, |c| c.save_delay = Some(Duration::from_millis(300))).await;
@@ -59,7 +41,7 @@ async fn logout_racing_a_locked_write_stays_deleted_whatever_the_spelling() {
         "sid=AAAAAAAAAAAAAAAAAAAAAA; {c}",
     ] {
         // Arrange
-        let (cookie, id) = open(&cluster).await;
+        let (cookie, id) = open_session(&cluster, "/api/session/views").await;
         let delete_cookie = spelling.replace("{c}", &cookie);
 
         // Act
@@ -82,7 +64,7 @@ async fn logout_racing_an_unlocked_write_stays_deleted() {
         c.save_delay = Some(Duration::from_millis(300));
     })
     .await;
-    let (cookie, id) = open(&cluster).await;
+    let (cookie, id) = open_session(&cluster, "/api/session/views").await;
 
     let (write, delete) = race(&cluster, &cookie, cookie.as_bytes()).await;
 
@@ -94,7 +76,7 @@ async fn logout_racing_an_unlocked_write_stays_deleted() {
 #[tokio::test]
 async fn a_logout_waits_for_the_lock_and_is_refused_while_it_stays_taken() {
     let cluster = Cluster::start(1, |c| c.session_lock_wait_ms = 200).await;
-    let (cookie, id) = open(&cluster).await;
+    let (cookie, id) = open_session(&cluster, "/api/session/views").await;
     let lock = app::session_lock::lock_key(&id);
     cluster
         .redis

@@ -6,14 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Cluster, set_cookie};
-
-fn plain() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .expect("client")
-}
+use crate::helpers::{Cluster, open_session, plain, views_of};
 
 /// A replica whose handlers wait `save_delay` between loading and saving the session.
 async fn stalling_cluster(save_delay: Duration) -> Cluster {
@@ -22,28 +15,6 @@ async fn stalling_cluster(save_delay: Duration) -> Cluster {
         c.save_delay = Some(save_delay);
     })
     .await
-}
-
-/// Opens a session; returns its cookie.
-async fn open(cluster: &Cluster) -> String {
-    let res = plain()
-        .get(cluster.url(0, "/session"))
-        .send()
-        .await
-        .expect("open");
-    set_cookie(&res).expect("a session")
-}
-
-async fn views(cluster: &Cluster, cookie: &str) -> u64 {
-    let res = plain()
-        .get(cluster.url(0, "/api/session"))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .expect("read");
-    res.json::<serde_json::Value>().await.expect("json")["views"]
-        .as_u64()
-        .expect("views")
 }
 
 /// `GET /session` with the cookie and a request id; status, `Retry-After`, body.
@@ -65,7 +36,7 @@ async fn a_save_confirmed_late_is_answered_as_applied() {
     // Arrange: the save is sent at ~300 ms, into a write pause from 100 ms to 1000 ms; it
     // times out at ~600 ms, and the resolution that follows gets through once the pause ends.
     let cluster = stalling_cluster(Duration::from_millis(300)).await;
-    let cookie = open(&cluster).await;
+    let (cookie, _) = open_session(&cluster, "/session").await;
     let request = tokio::spawn({
         let url = cluster.url(0, "/session");
         let cookie = cookie.clone();
@@ -89,7 +60,7 @@ async fn a_save_confirmed_late_is_answered_as_applied() {
     let (status, body) = request.await.expect("task");
 
     // Assert: the answer matches the counter.
-    let after = views(&cluster, &cookie).await;
+    let after = views_of(&cluster, &cookie).await;
     assert_eq!((status, body.as_str()), (200, "Session View Cnt  2"));
     assert_eq!(after, 2);
 }
@@ -99,7 +70,7 @@ async fn a_save_never_confirmed_is_answered_unknown_and_a_retry_with_its_id_coun
     // Arrange: a write pause from 100 ms to 1900 ms outlasts the save (sent at ~300 ms) and
     // its resolution (until ~1200 ms).
     let cluster = stalling_cluster(Duration::from_millis(300)).await;
-    let cookie = open(&cluster).await;
+    let (cookie, _) = open_session(&cluster, "/session").await;
     let request = tokio::spawn({
         let cluster_url = cluster.url(0, "/session");
         let cookie = cookie.clone();
@@ -143,11 +114,11 @@ async fn a_save_never_confirmed_is_answered_unknown_and_a_retry_with_its_id_coun
     // Once Redis is back, the write either landed or did not; the retry with the same id
     // settles it at exactly one count.
     tokio::time::sleep(Duration::from_millis(2_000).saturating_sub(took)).await;
-    let landed = views(&cluster, &cookie).await;
+    let landed = views_of(&cluster, &cookie).await;
     assert!((1..=2).contains(&landed), "{landed}");
     let (status, _, body) = visit(&cluster, &cookie, "stalled-1").await;
     assert_eq!((status, body.as_str()), (200, "Session View Cnt  2"));
-    assert_eq!(views(&cluster, &cookie).await, 2);
+    assert_eq!(views_of(&cluster, &cookie).await, 2);
 }
 
 #[tokio::test]
@@ -155,8 +126,7 @@ async fn a_stalled_acquire_leaves_no_lock_behind_once_redis_answers() {
     // Arrange: the lease is 5 s, so a lock left behind by the stalled acquire would make the
     // next write wait for seconds.
     let cluster = stalling_cluster(Duration::ZERO).await;
-    let cookie = open(&cluster).await;
-    let id = cookie.split_once('=').expect("name=value").1.to_owned();
+    let (cookie, id) = open_session(&cluster, "/session").await;
 
     // Act: everything pauses for 1.2 s while a write tries to take the lock.
     assert_eq!(cluster.redis.cli(&["CLIENT", "PAUSE", "1200", "ALL"]), "OK");
@@ -185,7 +155,7 @@ async fn a_client_that_goes_away_mid_request_frees_the_lock_at_once() {
     // Arrange: a handler that takes 2 s between load and save; its client gives up after
     // 200 ms.
     let cluster = stalling_cluster(Duration::from_millis(2_000)).await;
-    let cookie = open(&cluster).await;
+    let (cookie, _) = open_session(&cluster, "/session").await;
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(200))
         .build()
@@ -211,5 +181,5 @@ async fn a_client_that_goes_away_mid_request_frees_the_lock_at_once() {
 
     // Assert: the abandoned request's lock went with it, and it wrote nothing.
     assert!(freed, "the lock outlived its requester");
-    assert_eq!(views(&cluster, &cookie).await, 1);
+    assert_eq!(views_of(&cluster, &cookie).await, 1);
 }
