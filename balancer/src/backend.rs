@@ -67,8 +67,13 @@ pub struct Backend {
     header: HeaderValue,
     /// `addr` as text, for logs, metrics and /status.
     label: String,
-    /// Result of the last active health check. New backends start out of rotation.
+    /// Whether active checks put it in rotation. New backends start out of rotation.
     passing: AtomicBool,
+    /// Consecutive passing (positive) or failing (negative) checks, for rise and fall.
+    streak: AtomicI64,
+    /// Whether it was ever in rotation: a new backend needs one passing check, one that fell
+    /// needs `HEALTH_RISE`.
+    ever_passed: AtomicBool,
     /// Ejected until this many milliseconds after `epoch`; 0 when never ejected.
     pub(crate) ejected_until_ms: AtomicU64,
     /// Time origin shared with the set, so ejection deadlines fit in an atomic.
@@ -91,6 +96,8 @@ impl Backend {
                 .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
             label,
             passing: AtomicBool::new(false),
+            streak: AtomicI64::new(0),
+            ever_passed: AtomicBool::new(false),
             ejected_until_ms: AtomicU64::new(0),
             epoch,
             slots: Arc::new(Semaphore::new(max_conns)),
@@ -118,9 +125,48 @@ impl Backend {
     pub fn is_passing(&self) -> bool {
         self.passing.load(Ordering::Relaxed)
     }
-    /// Records an active check result; returns the previous one.
+    /// Puts the backend in or out of rotation at once; returns the previous state.
     pub fn set_passing(&self, ok: bool) -> bool {
+        if ok {
+            self.ever_passed.store(true, Ordering::Relaxed);
+        }
+        self.streak.store(0, Ordering::Relaxed);
         self.passing.swap(ok, Ordering::Relaxed)
+    }
+    /// Records one active check: in rotation after `rise` passes in a row (one for a backend
+    /// never in rotation yet), out after `fall` failures in a row. Returns the state before
+    /// and after.
+    pub fn record_check(&self, ok: bool, rise: u32, fall: u32) -> (bool, bool) {
+        let streak = self.streak.load(Ordering::Relaxed);
+        let streak = match (ok, streak) {
+            (true, s) if s > 0 => s + 1,
+            (true, _) => 1,
+            (false, s) if s < 0 => s - 1,
+            (false, _) => -1,
+        };
+        self.streak.store(streak, Ordering::Relaxed);
+        let was = self.is_passing();
+        let now = if was {
+            streak > -i64::from(fall)
+        } else {
+            let needed = if self.ever_passed.load(Ordering::Relaxed) {
+                i64::from(rise)
+            } else {
+                1
+            };
+            streak >= needed
+        };
+        if now != was {
+            self.passing.store(now, Ordering::Relaxed);
+            if now {
+                self.ever_passed.store(true, Ordering::Relaxed);
+            }
+        }
+        (was, now)
+    }
+    /// True when a request could start now without waiting for a slot.
+    pub fn has_free_slot(&self) -> bool {
+        self.slots.available_permits() > 0
     }
     pub(crate) fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -175,5 +221,24 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.backend.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rise_and_fall_need_streaks_but_a_new_backend_enters_on_its_first_pass() {
+        let b = Backend::new(SocketAddr::from(([127, 0, 0, 1], 1)), Instant::now(), 1);
+        assert_eq!(b.record_check(true, 2, 2), (false, true), "new: one pass");
+        assert_eq!(b.record_check(false, 2, 2), (true, true), "one failure is not a fall");
+        assert_eq!(b.record_check(true, 2, 2), (true, true));
+        assert_eq!(b.record_check(false, 2, 2), (true, true));
+        assert_eq!(b.record_check(false, 2, 2), (true, false), "two in a row: out");
+        assert_eq!(b.record_check(true, 2, 2), (false, false), "one pass is not a rise");
+        assert_eq!(b.record_check(false, 2, 2), (false, false));
+        assert_eq!(b.record_check(true, 2, 2), (false, false));
+        assert_eq!(b.record_check(true, 2, 2), (false, true), "two in a row: back");
     }
 }

@@ -66,18 +66,42 @@ impl BackendSet {
 
     /// Next healthy backend in round-robin order, skipping those already `tried` by this
     /// request and any ejected since the snapshot was taken.
+    ///
+    /// A backend with no free request slot is passed over while another has one. When every
+    /// backend in rotation is ejected, they are tried anyway (nginx resets its failure state
+    /// the same way): ejection is a hint that one backend is worse than the others, and a
+    /// 503 for a whole cooldown helps nobody.
     pub fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<Backend>> {
         let list = self.healthy.load();
         let n = list.len();
         let start = self.rr.pick(n)?;
-        (0..n)
-            .map(|i| &list[(start + i) % n])
-            .find(|b| !tried.contains(&b.addr()) && b.ejected_for().is_none())
+        let order = || (0..n).map(|i| &list[(start + i) % n]);
+        let untried = |b: &&Arc<Backend>| !tried.contains(&b.addr());
+        let panic = order().all(|b| b.ejected_for().is_some());
+        if panic {
+            return order().find(untried).cloned();
+        }
+        let usable = |b: &&Arc<Backend>| untried(b) && b.ejected_for().is_none();
+        order()
+            .filter(usable)
+            .find(|b| b.has_free_slot())
+            .or_else(|| order().find(usable))
             .cloned()
     }
 
     /// Takes `backend` out of rotation for the cool-down (nginx `max_fails=1 fail_timeout`).
+    ///
+    /// Budget: at most half of the backends in rotation (at least one) are ejected at a time,
+    /// so one bad request or a burst of errors cannot empty the rotation.
     pub fn eject(&self, backend: &Backend) {
+        if backend.ejected_for().is_none() {
+            let list = self.healthy.load();
+            let ejected = list.iter().filter(|b| b.ejected_for().is_some()).count();
+            if ejected + 1 > (list.len() / 2).max(1) {
+                tracing::warn!(upstream = %backend.label(), ejected, in_rotation = list.len(), "ejection budget spent; backend stays in rotation");
+                return;
+            }
+        }
         let until = backend
             .now_ms()
             .saturating_add(u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX));
@@ -131,7 +155,9 @@ impl BackendSet {
             .all
             .load()
             .iter()
-            .filter(|b| b.is_available())
+            // Ejected backends stay listed: `pick` skips them until their cooldown ends,
+            // and they are routable again the moment it does.
+            .filter(|b| b.is_passing())
             .cloned()
             .collect();
         let changed = {
@@ -169,6 +195,60 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(set.pick(&[]).expect("one healthy").addr(), addr(1));
         }
+    }
+
+    #[test]
+    fn every_backend_ejected_means_try_them_anyway_and_the_budget_keeps_half() {
+        let set = BackendSet::new(Duration::from_secs(10), 8);
+        for b in set.update_addresses(&[addr(1), addr(2)]) {
+            b.set_passing(true);
+        }
+        set.rebuild();
+        let all = set.all();
+        set.eject(&all[0]);
+        set.eject(&all[1]);
+        assert!(all[0].ejected_for().is_some());
+        assert!(
+            all[1].ejected_for().is_none(),
+            "the budget keeps one of two"
+        );
+        // Force both out, as after a burst: requests still find a backend.
+        all[1].ejected_until_ms.store(u64::MAX, Ordering::Relaxed);
+        assert!(set.pick(&[]).is_some());
+        assert!(set.pick(&[addr(1), addr(2)]).is_none());
+    }
+
+    #[test]
+    fn a_backend_whose_cooldown_ended_is_routable_at_once() {
+        let set = BackendSet::new(Duration::from_millis(1), 8);
+        for b in set.update_addresses(&[addr(1), addr(2)]) {
+            b.set_passing(true);
+        }
+        set.rebuild();
+        let all = set.all();
+        set.eject(&all[0]);
+        std::thread::sleep(Duration::from_millis(5));
+        let picked: Vec<_> = (0..4).map(|_| set.pick(&[]).expect("one").addr()).collect();
+        assert!(
+            picked.contains(&addr(1)),
+            "no health round needed: {picked:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_backend_with_no_free_slot_is_passed_over() {
+        let set = BackendSet::new(Duration::from_secs(10), 1);
+        for b in set.update_addresses(&[addr(1), addr(2)]) {
+            b.set_passing(true);
+        }
+        set.rebuild();
+        let all = set.all();
+        let _busy = all[0].start_request().await;
+        for _ in 0..4 {
+            assert_eq!(set.pick(&[]).expect("one").addr(), addr(2));
+        }
+        let _also_busy = all[1].start_request().await;
+        assert!(set.pick(&[]).is_some(), "all full: wait on one");
     }
 
     #[test]

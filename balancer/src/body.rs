@@ -2,19 +2,99 @@
 //!
 //! [`RequestBody`] lets a request body be handed to a second backend when the first attempt
 //! failed to connect: the client `Incoming` stays in a shared slot until the connection first
-//! polls it, so "was anything sent?" is answered by whether the slot is still full.
+//! polls it, so "was anything sent?" is answered by whether the slot is still full. It also
+//! records whose fault a failed upload was: a client that stalls for `BODY_IDLE_TIMEOUT`,
+//! resets, or sends a malformed body is the client's fault, never the backend's, and the
+//! proxy must know that before it blames (and ejects) a backend. And it tells when the body
+//! was sent completely, which is when `UPSTREAM_TIMEOUT` starts.
+//!
 //! [`ResponseBody`] carries the in-flight guard, so a backend counts as busy until its
-//! response body has been fully streamed (or the client went away).
+//! response body has been fully streamed (or the client went away), and cuts off a backend
+//! that stalls mid-body for `BODY_IDLE_TIMEOUT`.
+//!
+//! Both idle deadlines run only while the proxy is waiting for the *other* side's bytes (the
+//! body returned `Pending`); while the proxy is blocked writing to a slow peer the body is not
+//! polled and its deadline is not armed.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
 
 use crate::backends::InFlight;
+
+/// The error type of both bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a client's upload failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFault {
+    /// No body bytes for `BODY_IDLE_TIMEOUT`: 408.
+    Stalled,
+    /// The client reset, closed early, or sent a malformed body: 400.
+    Broken,
+}
+
+/// A body chunk did not come within `BODY_IDLE_TIMEOUT`.
+#[derive(Debug, thiserror::Error)]
+#[error("no body bytes for {0:?} (BODY_IDLE_TIMEOUT)")]
+pub struct BodyIdle(pub Duration);
+
+/// What the attempts of one request learn about its body.
+#[derive(Debug, Default)]
+struct Upload {
+    /// 0: no fault, 1: stalled, 2: broken.
+    fault: AtomicU8,
+    /// Set once the body was sent completely.
+    done: AtomicBool,
+    /// Wakes whoever waits for `done`.
+    done_notify: Notify,
+}
+
+impl Upload {
+    fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+        self.done_notify.notify_waiters();
+    }
+}
+
+/// A deadline armed while waiting for the next chunk.
+#[derive(Debug)]
+struct IdleTimer {
+    timeout: Duration,
+    // Boxed: armed only while a body waits, so `Pending` paths pay for it, not every frame.
+    armed: Option<Pin<Box<Sleep>>>,
+}
+
+impl IdleTimer {
+    fn new(timeout: Duration) -> IdleTimer {
+        IdleTimer {
+            timeout,
+            armed: None,
+        }
+    }
+
+    /// Passes a ready poll through (disarming); on `Pending`, arms the deadline and reports
+    /// whether it has passed.
+    fn expired<T>(&mut self, poll: &Poll<T>, cx: &mut Context<'_>) -> bool {
+        if poll.is_ready() {
+            self.armed = None;
+            return false;
+        }
+        let timeout = self.timeout;
+        let sleep = self
+            .armed
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
+        sleep.as_mut().poll(cx).is_ready()
+    }
+}
 
 /// Holds the client's request body between attempts.
 #[derive(Debug)]
@@ -23,34 +103,51 @@ pub struct BodySlot {
     shared: Option<Arc<Mutex<Option<Incoming>>>>,
     /// Size hint of the original body, reported by every attempt so framing stays the same.
     hint: SizeHint,
+    /// Fault and completion, shared with the attempts.
+    upload: Arc<Upload>,
+    /// `BODY_IDLE_TIMEOUT`.
+    idle: Duration,
 }
 
 impl BodySlot {
-    /// Wraps the client body. A body that is already complete needs no slot (no allocation).
-    pub fn new(body: Incoming) -> BodySlot {
+    /// Wraps the client body. A body that is already complete needs no slot.
+    pub fn new(body: Incoming, idle: Duration) -> BodySlot {
+        let upload = Arc::new(Upload::default());
         if body.is_end_stream() {
+            upload.finish();
             BodySlot {
                 shared: None,
                 hint: SizeHint::with_exact(0),
+                upload,
+                idle,
             }
         } else {
             let hint = body.size_hint();
             BodySlot {
                 shared: Some(Arc::new(Mutex::new(Some(body)))),
                 hint,
+                upload,
+                idle,
             }
         }
     }
 
+    /// True when the request has a body (empty ones excepted).
+    pub fn has_body(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// A body for one attempt.
     pub fn attempt(&self) -> RequestBody {
-        match &self.shared {
-            None => RequestBody::Empty,
-            Some(slot) => RequestBody::Pending {
+        RequestBody(match &self.shared {
+            None => Attempt::Empty,
+            Some(slot) => Attempt::Pending {
                 slot: Arc::clone(slot),
                 hint: self.hint,
+                upload: Arc::clone(&self.upload),
+                idle: self.idle,
             },
-        }
+        })
     }
 
     /// True while no attempt has started sending the body, so another attempt may carry it.
@@ -60,11 +157,34 @@ impl BodySlot {
             Some(slot) => slot.lock().map(|s| s.is_some()).unwrap_or(false),
         }
     }
+
+    /// The client's fault, if its upload failed.
+    pub fn client_fault(&self) -> Option<ClientFault> {
+        match self.upload.fault.load(Ordering::Acquire) {
+            1 => Some(ClientFault::Stalled),
+            2 => Some(ClientFault::Broken),
+            _ => None,
+        }
+    }
+
+    /// Resolves once the whole body was sent to a backend (at once without a body).
+    pub async fn sent(&self) {
+        loop {
+            let notified = self.upload.done_notify.notified();
+            if self.upload.done.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// The body of one upstream attempt.
 #[derive(Debug)]
-pub enum RequestBody {
+pub struct RequestBody(Attempt);
+
+#[derive(Debug)]
+enum Attempt {
     /// The request had no body.
     Empty,
     /// Not yet polled: the client body is still in the shared slot.
@@ -73,78 +193,140 @@ pub enum RequestBody {
         slot: Arc<Mutex<Option<Incoming>>>,
         /// Size hint of the original body.
         hint: SizeHint,
+        /// Fault and completion, shared with [`BodySlot`].
+        upload: Arc<Upload>,
+        /// `BODY_IDLE_TIMEOUT`.
+        idle: Duration,
     },
     /// Taken from the slot and streaming.
-    Streaming(Incoming),
+    Streaming {
+        /// The client's body.
+        body: Incoming,
+        /// Fault and completion, shared with [`BodySlot`].
+        upload: Arc<Upload>,
+        /// Deadline for the next chunk.
+        timer: IdleTimer,
+    },
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        if let RequestBody::Pending { slot, .. } = this {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut self.get_mut().0;
+        if let Attempt::Pending {
+            slot, upload, idle, ..
+        } = this
+        {
             let taken = slot.lock().ok().and_then(|mut s| s.take());
             *this = match taken {
-                Some(body) => RequestBody::Streaming(body),
+                Some(body) => Attempt::Streaming {
+                    body,
+                    upload: Arc::clone(upload),
+                    timer: IdleTimer::new(*idle),
+                },
                 // Only reachable if two attempts polled one body, which the proxy never does;
                 // ending the stream is safer than blocking.
-                None => RequestBody::Empty,
+                None => Attempt::Empty,
             };
         }
-        match this {
-            RequestBody::Streaming(body) => Pin::new(body).poll_frame(cx),
-            _ => Poll::Ready(None),
+        let Attempt::Streaming {
+            body,
+            upload,
+            timer,
+        } = this
+        else {
+            return Poll::Ready(None);
+        };
+        let poll = Pin::new(&mut *body).poll_frame(cx);
+        if timer.expired(&poll, cx) {
+            upload.fault.store(1, Ordering::Release);
+            return Poll::Ready(Some(Err(Box::new(BodyIdle(timer.timeout)))));
+        }
+        match poll {
+            Poll::Ready(None) => {
+                upload.finish();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // Reset, early close, malformed chunked framing: the client's doing.
+                upload.fault.store(2, Ordering::Release);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if body.is_end_stream() {
+                    upload.finish();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Empty => true,
-            RequestBody::Pending { .. } => false,
-            RequestBody::Streaming(body) => body.is_end_stream(),
+        match &self.0 {
+            Attempt::Empty => true,
+            Attempt::Pending { .. } => false,
+            Attempt::Streaming { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Pending { hint, .. } => *hint,
-            RequestBody::Streaming(body) => body.size_hint(),
+        match &self.0 {
+            Attempt::Empty => SizeHint::with_exact(0),
+            Attempt::Pending { hint, .. } => *hint,
+            Attempt::Streaming { body, .. } => body.size_hint(),
         }
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A backend's response body, streamed to the client while holding the in-flight guard.
-    #[derive(Debug)]
-    pub struct ResponseBody {
-        #[pin]
-        inner: Incoming,
-        guard: InFlight,
-    }
+/// A backend's response body, streamed to the client while holding the in-flight guard.
+#[derive(Debug)]
+pub struct ResponseBody {
+    inner: Incoming,
+    guard: InFlight,
+    timer: IdleTimer,
+    /// Set when the backend stalled, so it is blamed once.
+    stalled: bool,
 }
 
 impl ResponseBody {
-    /// Streams `inner`, keeping `guard` until the body is done or dropped.
-    pub fn new(inner: Incoming, guard: InFlight) -> ResponseBody {
-        ResponseBody { inner, guard }
+    /// Streams `inner`, keeping `guard` until the body is done or dropped; a backend silent
+    /// for `idle` mid-body is cut off.
+    pub fn new(inner: Incoming, guard: InFlight, idle: Duration) -> ResponseBody {
+        ResponseBody {
+            inner,
+            guard,
+            timer: IdleTimer::new(idle),
+            stalled: false,
+        }
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        self.project().inner.poll_frame(cx)
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_frame(cx);
+        if this.timer.expired(&poll, cx) {
+            if !this.stalled {
+                this.stalled = true;
+                let backend = this.guard.backend();
+                backend.stats.record_failure();
+                tracing::warn!(upstream = %backend.label(), timeout = ?this.timer.timeout, "backend stalled mid-body; cut off");
+            }
+            return Poll::Ready(Some(Err(Box::new(BodyIdle(this.timer.timeout)))));
+        }
+        poll.map(|frame| frame.map(|f| f.map_err(BoxError::from)))
     }
 
     fn is_end_stream(&self) -> bool {

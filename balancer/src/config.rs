@@ -77,6 +77,24 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is not a CIDR like 10.0.0.0/8 or an IP address"))
+}
+
+fn parse_via_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("`{s}` must be letters, digits, '-', '.' or '_'"))
+    }
+}
+
 /// Balancer configuration. Each flag can also be given by the environment variable in its name.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "balancer", version, about)]
@@ -117,9 +135,49 @@ pub struct Config {
     #[arg(long, env = "UPSTREAM_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub upstream_timeout: Duration,
 
-    /// Time a client has to send complete request headers; cuts slowloris connections.
+    /// Time a client has to send complete request headers, counted from accept (and, on a
+    /// kept-alive connection, from the end of the previous response): closes silent sockets,
+    /// idle keep-alive connections and slowloris clients.
     #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub header_read_timeout: Duration,
+
+    /// Longest pause between two chunks of a body, either way: a client upload that stalls
+    /// gets 408, a backend response that stalls mid-body is cut off (and counts against it).
+    #[arg(long, env = "BODY_IDLE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub body_idle_timeout: Duration,
+
+    /// Longest a write to a client may stay blocked (the client stopped reading), as nginx's
+    /// `send_timeout`; then the connection is closed and the backend slot freed.
+    #[arg(long, env = "SEND_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+    pub send_timeout: Duration,
+
+    /// An upgraded connection (WebSocket) with no byte either way for this long is closed.
+    #[arg(long, env = "TUNNEL_IDLE_TIMEOUT", default_value = "300s", value_parser = positive_duration)]
+    pub tunnel_idle_timeout: Duration,
+
+    /// Comma-separated CIDRs of proxies in front of this one whose `X-Forwarded-*` and
+    /// `Forwarded` headers are believed and appended to. Empty (the default): those headers
+    /// from clients are replaced, so a client cannot forge its address.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// This proxy's name in `Via` (`1.1 <name>`); a request that already passed through a
+    /// proxy of this name is a loop and gets 508.
+    #[arg(long, env = "VIA_NAME", default_value = "session-cluster-balancer", value_parser = parse_via_name)]
+    pub via_name: String,
+
+    /// Add `X-Upstream: <backend address>` to responses (debugging; it tells clients the
+    /// internal addresses).
+    #[arg(long, env = "EXPOSE_UPSTREAM", default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub expose_upstream: bool,
+
+    /// Consecutive passing health checks that put a backend in rotation.
+    #[arg(long, env = "HEALTH_RISE", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub health_rise: u32,
+
+    /// Consecutive failing health checks that take a backend out of rotation.
+    #[arg(long, env = "HEALTH_FALL", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub health_fall: u32,
 
     /// Maximum open client connections; further clients wait in the listen backlog.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -183,6 +241,14 @@ impl Config {
             connect_timeout: Duration::from_secs(1),
             upstream_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(300),
+            trusted_proxies: Vec::new(),
+            via_name: "session-cluster-balancer".to_owned(),
+            expose_upstream: false,
+            health_rise: 2,
+            health_fall: 2,
             max_connections: 10_000,
             max_header_size: 65_536,
             retry_tries: 3,

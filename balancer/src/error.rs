@@ -7,9 +7,28 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
-/// A proxying failure; the variant decides the status code.
+/// A proxying failure; the variant decides the status code. The first group are the
+/// client's own faults: they never count against a backend.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// A request this proxy refuses to forward as it is (duplicate `Host`, ...): 400.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The client's upload failed: reset, closed early, or malformed framing: 400.
+    #[error("the client's request body failed")]
+    ClientBody,
+    /// The client's upload stalled for `BODY_IDLE_TIMEOUT`: 408.
+    #[error("the client's request body stalled")]
+    ClientStalled,
+    /// CONNECT: this is a reverse proxy, not a tunnel to anywhere: 405.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A transfer coding other than `chunked` (RFC 9112 §6.1): 501.
+    #[error("transfer coding not implemented")]
+    NotImplemented,
+    /// The request already passed through this proxy (`Via`): 508.
+    #[error("request loop: already passed through this proxy")]
+    Loop,
     /// No backend is in rotation (or every one failed to connect): 503 at once, not a hang.
     #[error("no healthy backend available")]
     NoBackend,
@@ -40,9 +59,27 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// True for the client's own faults, which never count against a backend.
+    pub fn is_client_fault(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadRequest(_)
+                | ProxyError::ClientBody
+                | ProxyError::ClientStalled
+                | ProxyError::MethodNotAllowed
+                | ProxyError::NotImplemented
+                | ProxyError::Loop
+        )
+    }
+
     /// The status code the client sees.
     pub fn status(&self) -> StatusCode {
         match self {
+            ProxyError::BadRequest(_) | ProxyError::ClientBody => StatusCode::BAD_REQUEST,
+            ProxyError::ClientStalled => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::Loop => StatusCode::LOOP_DETECTED,
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream { .. } | ProxyError::UnexpectedUpgrade { .. } => {
@@ -54,6 +91,18 @@ impl ProxyError {
     /// A short plain-text response; internal details stay in the log, not in the body.
     pub fn to_response(&self) -> Response<Full<Bytes>> {
         let body: &'static str = match self {
+            ProxyError::BadRequest(why) => why,
+            ProxyError::ClientBody => {
+                "400 Bad Request: the request body ended early or was malformed\n"
+            }
+            ProxyError::ClientStalled => "408 Request Timeout: the request body stalled\n",
+            ProxyError::MethodNotAllowed => "405 Method Not Allowed\n",
+            ProxyError::NotImplemented => {
+                "501 Not Implemented: only the chunked transfer coding is supported\n"
+            }
+            ProxyError::Loop => {
+                "508 Loop Detected: the request already passed through this proxy\n"
+            }
             ProxyError::NoBackend => "503 Service Unavailable: no healthy backend\n",
             ProxyError::Timeout { .. } => {
                 "504 Gateway Timeout: the backend did not answer in time\n"
@@ -69,6 +118,16 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if matches!(self, ProxyError::MethodNotAllowed) {
+            h.insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        if matches!(self, ProxyError::ClientBody | ProxyError::ClientStalled) {
+            // The rest of a broken body cannot be skipped reliably.
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if matches!(self, ProxyError::NoBackend) {
             // Health checks run every second or so; tell clients when trying again makes sense.
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

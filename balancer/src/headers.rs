@@ -1,4 +1,6 @@
-//! Header rewriting at the proxy hop: hop-by-hop removal (RFC 9110 §7.6.1) and `X-Forwarded-*`.
+//! Header rewriting at the proxy hop: hop-by-hop removal (RFC 9110 §7.6.1), and the
+//! forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`), believed only from
+//! `TRUSTED_PROXIES`.
 //!
 //! Everything works in place on the `HeaderMap` hyper parsed, with `remove`/`insert` only for
 //! single-valued hop-by-hop or forwarding headers, so repeated end-to-end headers such as several
@@ -104,17 +106,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Appends the client address to `X-Forwarded-For` and sets `X-Forwarded-Proto`/`-Host`.
-///
-/// `client_ip` is built once per connection, so the common case (no incoming XFF) only clones
-/// a reference-counted value. `authority` is the request-target authority, used when an
-/// HTTP/1.0 client sent no `Host`.
+/// `Forwarded` (RFC 7239).
+pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+/// `X-Real-IP`: a single client address some proxies set; believed only from trusted ones.
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Who sent the request to us, as the forwarding headers need it.
+#[derive(Debug, Clone, Copy)]
+pub struct Hop<'a> {
+    /// The peer's address, rendered.
+    pub client_ip: &'a HeaderValue,
+    /// True when the peer is one of `TRUSTED_PROXIES`: its forwarding headers are kept and
+    /// appended to. Otherwise they are replaced, so a client cannot forge its address.
+    pub trusted: bool,
+    /// The scheme the peer used to reach us (`http` until TLS is terminated here).
+    pub scheme: &'static str,
+}
+
+/// Sets the forwarding headers for `hop`. `authority` is the request-target authority, used
+/// when an HTTP/1.0 client sent no `Host`.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    client_ip: &HeaderValue,
+    hop: Hop<'_>,
     authority: Option<&http::uri::Authority>,
 ) {
-    if headers.contains_key(&X_FORWARDED_FOR) {
+    let client_ip = hop.client_ip;
+    if hop.trusted && headers.contains_key(&X_FORWARDED_FOR) {
         let mut joined: Vec<u8> = Vec::with_capacity(64);
         for v in headers.get_all(&X_FORWARDED_FOR) {
             if !joined.is_empty() {
@@ -131,20 +148,54 @@ pub fn set_forwarded(
     } else {
         headers.insert(&X_FORWARDED_FOR, client_ip.clone());
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if !hop.trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(hop.scheme));
+    }
     let host = headers
         .get(HOST)
         .cloned()
         .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-    match host {
-        Some(h) => {
-            headers.insert(&X_FORWARDED_HOST, h);
-        }
-        None => {
-            // A client-supplied value we could not confirm must not reach the backend.
-            headers.remove(&X_FORWARDED_HOST);
+    if !hop.trusted || !headers.contains_key(&X_FORWARDED_HOST) {
+        match &host {
+            Some(h) => {
+                headers.insert(&X_FORWARDED_HOST, h.clone());
+            }
+            None => {
+                // A client-supplied value we could not confirm must not reach the backend.
+                headers.remove(&X_FORWARDED_HOST);
+            }
         }
     }
+    if !hop.trusted {
+        headers.remove(&FORWARDED);
+        headers.remove(&X_REAL_IP);
+    }
+    if let Some(element) = forwarded_element(client_ip, host.as_ref(), hop.scheme) {
+        headers.append(&FORWARDED, element);
+    }
+}
+
+/// `for=…;host="…";proto=…` for this hop (IPv6 addresses quoted and bracketed).
+fn forwarded_element(
+    client_ip: &HeaderValue,
+    host: Option<&HeaderValue>,
+    scheme: &str,
+) -> Option<HeaderValue> {
+    let ip = client_ip.to_str().ok()?;
+    let mut element = if ip.contains(':') {
+        format!("for=\"[{ip}]\"")
+    } else {
+        format!("for={ip}")
+    };
+    if let Some(host) = host.and_then(|h| h.to_str().ok())
+        && !host.contains('"')
+        && !host.contains('\\')
+    {
+        element.push_str(&format!(";host=\"{host}\""));
+    }
+    element.push_str(";proto=");
+    element.push_str(scheme);
+    HeaderValue::from_str(&element).ok()
 }
 
 #[cfg(test)]
@@ -204,20 +255,56 @@ mod tests {
         assert!(h.is_empty());
     }
 
-    #[test]
-    fn forwarded_for_is_appended_and_host_copied() {
-        let ip = HeaderValue::from_static("10.1.2.3");
-        let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("host", "example.test")]);
-        set_forwarded(&mut h, &ip, None);
-        assert_eq!(
-            h.get(&X_FORWARDED_FOR).expect("xff"),
-            "203.0.113.9, 10.1.2.3"
-        );
-        assert_eq!(h.get(&X_FORWARDED_PROTO).expect("proto"), "http");
-        assert_eq!(h.get(&X_FORWARDED_HOST).expect("host"), "example.test");
+    fn hop(ip: &HeaderValue, trusted: bool) -> Hop<'_> {
+        Hop {
+            client_ip: ip,
+            trusted,
+            scheme: "http",
+        }
+    }
 
-        let mut h = HeaderMap::new();
-        set_forwarded(&mut h, &ip, None);
-        assert_eq!(h.get(&X_FORWARDED_FOR).expect("xff"), "10.1.2.3");
+    #[test]
+    fn a_trusted_proxys_chain_is_appended_to() {
+        let ip = HeaderValue::from_static("10.1.2.3");
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=203.0.113.9;proto=https"),
+            ("host", "example.test"),
+        ]);
+        set_forwarded(&mut h, hop(&ip, true), None);
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.1.2.3");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_HOST], "example.test");
+        let forwarded: Vec<_> = h.get_all(&FORWARDED).iter().collect();
+        assert_eq!(
+            forwarded,
+            [
+                "for=203.0.113.9;proto=https",
+                "for=10.1.2.3;host=\"example.test\";proto=http"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_untrusted_clients_forwarding_headers_are_replaced() {
+        let ip = HeaderValue::from_static("::1");
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.test"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("host", "example.test"),
+        ]);
+        set_forwarded(&mut h, hop(&ip, false), None);
+        assert_eq!(h[&X_FORWARDED_FOR], "::1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "example.test");
+        assert_eq!(
+            h[&FORWARDED],
+            "for=\"[::1]\";host=\"example.test\";proto=http"
+        );
+        assert!(!h.contains_key(&X_REAL_IP));
     }
 }

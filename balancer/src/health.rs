@@ -2,6 +2,11 @@
 //!
 //! Checks use their own client with no idle pool, so each one proves that the backend still
 //! accepts connections, not just that an old pooled connection is open.
+//!
+//! Rise and fall (as in HAProxy): a backend leaves the rotation after `HEALTH_FALL` failed
+//! checks in a row and comes back after `HEALTH_RISE` passing ones, so one lost probe does
+//! not take a backend out and one lucky probe does not bring a flapping one back. A backend
+//! never in rotation yet (just discovered) enters on its first passing check.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,11 +29,20 @@ pub struct HealthChecker {
     path: http::uri::PathAndQuery,
     /// A check slower than this fails.
     timeout: Duration,
+    /// Passing checks in a row that bring a fallen backend back.
+    rise: u32,
+    /// Failing checks in a row that take a backend out.
+    fall: u32,
 }
 
 impl HealthChecker {
     /// A checker probing `path` with `timeout`; `path` was validated by the config.
-    pub fn new(path: &str, timeout: Duration, connect_timeout: Duration) -> HealthChecker {
+    pub fn new(
+        path: &str,
+        timeout: Duration,
+        connect_timeout: Duration,
+        (rise, fall): (u32, u32),
+    ) -> HealthChecker {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout.min(timeout)));
         connector.set_nodelay(true);
@@ -41,6 +55,8 @@ impl HealthChecker {
                 .parse()
                 .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/readyz")),
             timeout,
+            rise: rise.max(1),
+            fall: fall.max(1),
         }
     }
 
@@ -72,9 +88,9 @@ impl HealthChecker {
     pub async fn check_all(&self, backends: &[Arc<Backend>]) {
         let results = futures_util::future::join_all(backends.iter().map(|b| self.check(b))).await;
         for (b, ok) in backends.iter().zip(results) {
-            let was = b.set_passing(ok);
-            if was != ok {
-                if ok {
+            let (was, now) = b.record_check(ok, self.rise, self.fall);
+            if was != now {
+                if now {
                     tracing::info!(upstream = %b.label(), "health check passing");
                 } else {
                     tracing::warn!(upstream = %b.label(), "health check failing");

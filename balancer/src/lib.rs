@@ -11,6 +11,7 @@ pub mod body;
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod framing;
 pub mod headers;
 pub mod health;
 pub mod metrics;
@@ -19,6 +20,8 @@ pub mod round_robin;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod timed_io;
+pub mod tunnel;
 pub mod workers;
 
 use std::future::Future;
@@ -60,6 +63,7 @@ pub async fn run_with_resolver(
         &config.health_path,
         config.health_timeout,
         config.connect_timeout,
+        (config.health_rise, config.health_fall),
     );
     let mut discovery = discovery::Discovery::new(
         config.upstreams.clone(),

@@ -142,6 +142,9 @@ pub struct Metrics {
     pub latency: Arc<LatencyHistogram>,
     /// Requests that found no healthy backend.
     pub unrouted: Arc<AtomicU64>,
+    /// Requests refused or cut short for the client's own fault (bad framing, a broken or
+    /// stalled upload); never counted against a backend.
+    pub client_errors: Counter,
     /// Holds all of the above for encoding.
     registry: Registry,
 }
@@ -155,9 +158,15 @@ impl Metrics {
         let healthy_backends = Gauge::default();
         let latency = Arc::new(LatencyHistogram::default());
         let unrouted = Arc::new(AtomicU64::new(0));
+        let client_errors = Counter::default();
+        registry.register(
+            "balancer_client_errors",
+            "Requests refused or cut short for the client's own fault (never a backend's)",
+            client_errors.clone(),
+        );
         registry.register(
             "balancer_retries",
-            "Attempts retried on another backend after a connect failure",
+            "Attempts retried on another backend (after a connect failure, or a replayed GET)",
             retries.clone(),
         );
         registry.register(
@@ -181,6 +190,7 @@ impl Metrics {
             healthy_backends,
             latency,
             unrouted,
+            client_errors,
             registry,
         }
     }

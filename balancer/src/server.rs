@@ -1,9 +1,18 @@
-//! The client-facing accept loop: connection limit, header-read timeout, header size limit,
-//! upgrades, and graceful drain on shutdown.
+//! The client-facing accept loop: connection limit, timeouts on every client wait, header size
+//! limit, upgrades, and graceful drain on shutdown.
 //!
-//! The server is hyper-util's auto builder restricted to HTTP/1.1: its HTTP/2 sniffing step
-//! (reading the connection preface) has no timeout, which would let a silent client sit on a
-//! connection forever; HTTP/1.1 is what browsers and the backends speak here anyway.
+//! Connections are served by hyper's HTTP/1.1 server directly. (hyper-util's auto builder
+//! starts every connection with an HTTP/2 sniffing read that has no timeout and ignores
+//! `http1_only()`, so silent sockets could hold `MAX_CONNECTIONS` permits for ever.) Each
+//! wait on the client is bounded:
+//! - `HEADER_READ_TIMEOUT`: from accept, and from the end of each response on a kept-alive
+//!   connection, to the end of the next request's headers: silent and idle sockets close;
+//! - `BODY_IDLE_TIMEOUT`: between request body chunks (see [`crate::body`]);
+//! - `SEND_TIMEOUT`: a client that stops reading the response ([`crate::timed_io`]);
+//! - `TUNNEL_IDLE_TIMEOUT`: an upgraded connection with no traffic ([`crate::tunnel`]).
+//!
+//! A client that speaks HTTP/2 without negotiating it (`PRI * HTTP/2.0`) is refused by
+//! hyper's HTTP/1 parser at once.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,15 +20,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::config::Config;
 use crate::proxy::Proxy;
+use crate::timed_io::SendTimeout;
+
+/// What the proxy knows about the client connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ClientConn {
+    /// The peer address, rendered once for `X-Forwarded-For`.
+    pub ip: HeaderValue,
+    /// The peer address, for the trusted-proxy check.
+    pub addr: std::net::IpAddr,
+    /// The connection's `MAX_CONNECTIONS` permit; an upgraded tunnel keeps a clone.
+    pub permit: Arc<OwnedSemaphorePermit>,
+}
 
 /// Serves clients on `listener` until `shutdown` completes, then stops accepting and waits up
 /// to `DRAIN_TIMEOUT` for open requests to finish.
@@ -31,14 +51,15 @@ pub async fn serve(
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(config.max_header_size as usize)
+        .max_header_size(config.max_header_size as usize)
         .keep_alive(true);
-    let graceful = GracefulShutdown::new();
+    // Each connection holds a sender; all of them gone means every connection closed.
+    let (open_tx, mut all_closed) = mpsc::channel::<()>(1);
+    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
 
     loop {
@@ -68,31 +89,47 @@ pub async fn serve(
         // Small request/response exchanges: do not let Nagle hold back the last segment.
         let _ = stream.set_nodelay(true);
         // Built once per connection; each request only clones it.
-        let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let ip = peer.ip().to_canonical();
+        let client = ClientConn {
+            ip: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            addr: ip,
+            permit: Arc::new(permit),
+        };
         let proxy = Arc::clone(&proxy);
         let service = service_fn(move |req| {
             let proxy = Arc::clone(&proxy);
-            let client_ip = client_ip.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, &client_ip).await) }
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, &client).await) }
         });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let io = TokioIo::new(SendTimeout::new(stream, config.send_timeout));
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        let open = open_tx.clone();
+        let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    // Finish the request in flight, then close instead of keeping alive.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 // Client-side problems (timeouts, resets, parse errors) are routine at a proxy.
                 tracing::debug!(error = %e, client = %peer, "client connection ended with error");
             }
-            drop(permit);
+            drop(open);
         });
     }
 
     drop(listener);
+    drop(open_tx);
+    let _ = stop_tx.send(true);
     tracing::info!("shutdown: stopped accepting, draining open requests");
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained"),
+        _ = all_closed.recv() => tracing::info!("drained"),
         () = tokio::time::sleep(config.drain_timeout) => {
             tracing::warn!(timeout = ?config.drain_timeout, "drain timeout; dropping remaining connections");
         }

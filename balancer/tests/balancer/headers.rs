@@ -85,7 +85,7 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_set_cookie_survives_and_forwarded_for_is_appended() {
+async fn repeated_set_cookie_survives_and_a_trusted_proxys_forwarded_for_is_appended() {
     // Arrange
     let backend = TestServer::start(|req| {
         let seen = header_lines(&req);
@@ -99,7 +99,9 @@ async fn repeated_set_cookie_survives_and_forwarded_for_is_appended() {
         }
     })
     .await;
-    let lb = TestBalancer::start(test_config(&upstreams(&[backend.addr]))).await;
+    let mut config = test_config(&upstreams(&[backend.addr]));
+    config.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    let lb = TestBalancer::start(config).await;
     lb.wait_healthy(1).await;
 
     // Act

@@ -52,6 +52,8 @@ pub fn test_config(upstreams: &[String]) -> Config {
     config.health_timeout = Duration::from_millis(500);
     config.connect_timeout = Duration::from_millis(500);
     config.drain_timeout = Duration::from_secs(5);
+    // Tests read which backend answered; off by default (it reveals internal addresses).
+    config.expose_upstream = true;
     config
 }
 
@@ -435,4 +437,130 @@ impl Drop for StreamingServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// What a [`RawBackend`] does with a request that is not a health check.
+#[derive(Debug, Clone)]
+pub enum RawReply {
+    /// Close the connection without a byte.
+    Close,
+    /// Write these bytes, then close.
+    Write(Vec<u8>),
+    /// Write these bytes, then keep the connection open and silent.
+    WriteThenStall(Vec<u8>),
+}
+
+/// A backend written on raw sockets, for responses no HTTP library would send. Health checks
+/// (`GET /readyz`) get a proper 200; every other request gets `reply(request head)`.
+pub struct RawBackend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Non-health requests seen (heads, lower-cased).
+    pub seen: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+/// Reads one request: the head, then a `content-length` or chunked body (as far as it comes
+/// within 2 s). Returns the whole text.
+async fn read_request(stream: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let chunked = head.contains("transfer-encoding: chunked");
+            let body = &buf[end + 4..];
+            let complete = if chunked {
+                body.ends_with(b"0\r\n\r\n")
+            } else {
+                body.len() >= length
+            };
+            if complete {
+                return String::from_utf8_lossy(&buf).into_owned();
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return String::from_utf8_lossy(&buf).into_owned(),
+        }
+    }
+}
+
+impl RawBackend {
+    /// Serves `reply` on 127.0.0.1:0.
+    pub async fn start(reply: impl Fn(&str) -> RawReply + Send + Sync + 'static) -> RawBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let reply = Arc::new(reply);
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (reply, log) = (Arc::clone(&reply), Arc::clone(&log));
+                conns.spawn(async move {
+                    let request = read_request(&mut stream).await;
+                    if request.is_empty() {
+                        return;
+                    }
+                    if request.to_lowercase().starts_with("get /readyz") {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                            .await;
+                        return;
+                    }
+                    log.lock().expect("lock").push(request.to_lowercase());
+                    match reply(&request) {
+                        RawReply::Close => {}
+                        RawReply::Write(bytes) => {
+                            let _ = stream.write_all(&bytes).await;
+                            let _ = stream.shutdown().await;
+                        }
+                        RawReply::WriteThenStall(bytes) => {
+                            let _ = stream.write_all(&bytes).await;
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                        }
+                    }
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        RawBackend { addr, seen, task }
+    }
+}
+
+impl Drop for RawBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The number of ejections `/status` reports in all.
+pub async fn ejections(lb: &TestBalancer) -> u64 {
+    lb.status().await["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .filter_map(|b| b["ejections"].as_u64())
+        .sum()
+}
+
+/// The 5xx responses `/status` counts against backends, in all.
+pub async fn backend_5xx(lb: &TestBalancer) -> u64 {
+    lb.status().await["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .filter_map(|b| b["responses"]["5xx"].as_u64())
+        .sum()
 }

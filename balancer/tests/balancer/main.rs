@@ -6,11 +6,13 @@
 mod helpers;
 
 mod admin;
+mod broken_backends;
 mod discovery;
 mod errors;
 mod exactly_once;
 mod failover;
 mod headers;
+mod hostile_clients;
 mod limits;
 mod round_robin;
 mod shutdown;
