@@ -77,7 +77,8 @@ pub fn classify(observations: &[Observation]) -> Vec<Anomaly> {
     let mut anomalies = Vec::new();
     // The last acknowledged value; 0 before the session exists.
     let mut last: u64 = 0;
-    // Unknown outcomes since `last`: each may or may not have incremented the counter.
+    // Unknown outcomes not yet accounted for: each may take effect at any later time, so it
+    // widens the window of every later answer until a jump uses it up.
     let mut unknown: u64 = 0;
     for (index, observation) in observations.iter().enumerate() {
         let expected_min = last.saturating_add(1);
@@ -127,9 +128,13 @@ pub fn classify(observations: &[Observation]) -> Vec<Anomaly> {
                     });
                 }
                 // Judge the next request against what the server now says, so one fault is
-                // reported once instead of cascading through the rest of the session.
+                // reported once instead of cascading through the rest of the session. A jump
+                // within the window used up that many unknown outcomes; one beyond it, all.
+                unknown = match kind {
+                    None => unknown - (value - expected_min),
+                    Some(_) => 0,
+                };
                 last = value;
-                unknown = 0;
             }
         }
     }
@@ -148,48 +153,59 @@ pub fn count_hops<S: AsRef<str>>(nodes: &[Option<S>]) -> u64 {
         .count() as u64
 }
 
+/// Hops that prove sharing: a replica answered a correct count right after another replica
+/// answered the previous one (a hop into a reset or a wrong value proves nothing).
+pub fn shared_hops<S: AsRef<str>>(
+    observations: &[Observation],
+    nodes: &[Option<S>],
+    anomalies: &[Anomaly],
+) -> u64 {
+    (1..observations.len().min(nodes.len()))
+        .filter(|&i| {
+            let hopped = match (&nodes[i - 1], &nodes[i]) {
+                (Some(a), Some(b)) => a.as_ref() != b.as_ref(),
+                _ => false,
+            };
+            let counted = matches!(observations[i - 1], Observation::Value(_))
+                && matches!(observations[i], Observation::Value(_));
+            let wrong = anomalies
+                .iter()
+                .any(|a| a.seq == i + 1 && a.kind != AnomalyKind::Unknown);
+            hopped && counted && !wrong
+        })
+        .count() as u64
+}
+
+/// Where a session's id changed while its count went on (no reset at that request): a
+/// rotation. Returns `(request, old id, new id)`; requests without an id are skipped.
+pub fn id_changes<'a>(
+    ids: &[Option<&'a str>],
+    anomalies: &[Anomaly],
+) -> Vec<(usize, &'a str, &'a str)> {
+    let mut changes = Vec::new();
+    let mut last: Option<&str> = None;
+    for (index, id) in ids.iter().enumerate() {
+        let Some(id) = *id else { continue };
+        let seq = index + 1;
+        if let Some(previous) = last
+            && previous != id
+            && !anomalies
+                .iter()
+                .any(|a| a.seq == seq && a.kind == AnomalyKind::Reset)
+        {
+            changes.push((seq, previous, id));
+        }
+        last = Some(id);
+    }
+    changes
+}
+
 /// How many different replicas served a session.
 pub fn distinct_replicas<S: AsRef<str>>(nodes: &[Option<S>]) -> usize {
     let mut seen: Vec<&str> = nodes.iter().flatten().map(AsRef::as_ref).collect();
     seen.sort_unstable();
     seen.dedup();
     seen.len()
-}
-
-/// Jepsen's counter check for increments on one session: the final value must lie between
-/// "every acknowledged increment applied" and "every unknown one applied too".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct CounterCheck {
-    /// Lowest correct final value: the base plus every acknowledged increment.
-    pub expected_min: u64,
-    /// Highest correct final value: the minimum plus every increment with an unknown outcome.
-    pub expected_max: u64,
-    /// Increments that made it into the final value (final − base).
-    pub applied: u64,
-    /// Acknowledged increments missing from the final value (acknowledged − applied, at least 0).
-    pub lost: u64,
-    /// Increments beyond anything attempted: double-applied or invented.
-    pub phantom: u64,
-}
-
-/// Checks `final_value` against the bounds. `base` is the value after the opening request.
-pub fn check_counter(base: u64, acknowledged: u64, unknown: u64, final_value: u64) -> CounterCheck {
-    let expected_min = base.saturating_add(acknowledged);
-    let expected_max = expected_min.saturating_add(unknown);
-    CounterCheck {
-        expected_min,
-        expected_max,
-        applied: final_value.saturating_sub(base),
-        lost: expected_min.saturating_sub(final_value),
-        phantom: final_value.saturating_sub(expected_max),
-    }
-}
-
-/// Extra occurrences of the same acknowledged value: two increments that both answered N
-/// started from the same N − 1, so one overwrote the other.
-pub fn duplicate_values(values: &mut [u64]) -> u64 {
-    values.sort_unstable();
-    values.windows(2).filter(|pair| pair[0] == pair[1]).count() as u64
 }
 
 #[cfg(test)]
@@ -298,6 +314,20 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_outcome_that_takes_effect_later_is_not_a_gap() {
+        // The timed-out 2nd increment lands after the 3rd was answered.
+        assert_eq!(
+            kinds(&[Value(1), Unknown, Value(2), Value(4), Value(5)]),
+            vec![(2, AnomalyKind::Unknown)]
+        );
+        // …but it can explain one jump only.
+        assert_eq!(
+            kinds(&[Value(1), Unknown, Value(3), Value(5)]),
+            vec![(2, AnomalyKind::Unknown), (4, AnomalyKind::Gap)]
+        );
+    }
+
+    #[test]
     fn unknown_outcomes_widen_the_window_but_not_beyond_it() {
         let anomalies = classify(&[Value(1), Unknown, Unknown, Value(5)]);
         assert_eq!(anomalies.len(), 3);
@@ -331,42 +361,27 @@ mod tests {
     }
 
     #[test]
-    fn counter_with_every_increment_applied_passes() {
-        let check = check_counter(1, 100, 0, 101);
-        assert_eq!((check.lost, check.phantom, check.applied), (0, 0, 100));
-    }
-
-    #[test]
-    fn lost_updates_are_acknowledged_minus_applied() {
-        let check = check_counter(1, 100, 0, 11);
-        assert_eq!(check.applied, 10);
-        assert_eq!(check.lost, 90);
-        assert_eq!(check.phantom, 0);
-    }
-
-    #[test]
-    fn unknown_outcomes_widen_the_bounds() {
-        // 5 timeouts: anything from 101 to 106 is consistent.
-        for final_value in 101..=106 {
-            let check = check_counter(1, 100, 5, final_value);
-            assert_eq!((check.lost, check.phantom), (0, 0), "{final_value}");
-        }
-        assert_eq!(check_counter(1, 100, 5, 99).lost, 2);
-        assert_eq!(check_counter(1, 100, 5, 108).phantom, 2);
+    fn only_hops_that_carry_a_correct_count_prove_sharing() {
+        let nodes = [Some("a"), Some("b"), Some("a"), Some("b")];
+        let good = [Value(1), Value(2), Value(3), Value(4)];
+        assert_eq!(shared_hops(&good, &nodes, &classify(&good)), 3);
+        let resets = [Value(1), Value(1), Value(1), Value(1)];
+        assert_eq!(shared_hops(&resets, &nodes, &classify(&resets)), 0);
+        let after_error = [Value(1), Unknown, Value(2), Value(3)];
         assert_eq!(
-            (
-                check_counter(1, 100, 5, 99).expected_min,
-                check_counter(1, 100, 5, 99).expected_max
-            ),
-            (101, 106)
+            shared_hops(&after_error, &nodes, &classify(&after_error)),
+            1
         );
     }
 
     #[test]
-    fn duplicates_count_extra_occurrences() {
-        assert_eq!(duplicate_values(&mut [3, 2, 4, 2, 2, 5]), 2);
-        assert_eq!(duplicate_values(&mut [1, 2, 3]), 0);
-        assert_eq!(duplicate_values(&mut []), 0);
+    fn an_id_that_changes_while_the_count_goes_on_is_a_rotation() {
+        let counted = [Value(1), Value(2), Value(3), Value(1)];
+        let anomalies = classify(&counted);
+        let ids = [Some("s1"), Some("s1"), Some("s2"), Some("s3")];
+        // s1 -> s2 carried the count; s2 -> s3 came with a reset, reported as such.
+        assert_eq!(id_changes(&ids, &anomalies), vec![(3, "s1", "s2")]);
+        assert!(id_changes(&[None, Some("a"), None, Some("a")], &[]).is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!
 //! `run` is what the binary calls; tests call it too, or run the binary for exit codes.
 
+pub mod bounds;
 pub mod check;
 pub mod client;
 pub mod config;

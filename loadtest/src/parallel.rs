@@ -1,15 +1,21 @@
-//! `--parallel K`: open one session, race K workers × M increments on that one cookie, read
-//! the final value and count lost updates, with Jepsen's bounds for unknown outcomes.
+//! `--parallel K`: open one session, read its counter (the base), race K workers × M
+//! increments on that one cookie, read the final value, and judge every answer with Jepsen's
+//! counter checker ([`crate::bounds`]).
 //!
 //! All workers share one client, hence one cookie jar: this is one browser with K tabs, which
 //! is exactly the case last-write-wins sessions get wrong.
+//!
+//! Reads: with `--endpoint json` the base and the final read are `GET /api/session`, which
+//! changes nothing. The original demo's text route has no read, so with `--endpoint text` a
+//! read is one more increment, sent alone: the base is its answer (the value the workers start
+//! from), the final value is the final read's answer minus one (the value they left).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::check;
+use crate::bounds::{self, Answered, Timed};
 use crate::client::{self, Outcome};
 use crate::config::Config;
 use crate::endpoint::{self, Endpoint};
@@ -20,20 +26,76 @@ use crate::report::{Common, NO_NODE, ParallelReport, Verdict, per_second, rememb
 use crate::stop::Stop;
 use crate::targets::Targets;
 
-/// Attempts at the final read; it is idempotent, so retrying a failed read is safe.
-const FINAL_READ_ATTEMPTS: u32 = 3;
+/// Attempts at a read; with the JSON endpoint it changes nothing, so retrying is safe.
+const READ_ATTEMPTS: u32 = 3;
 
 /// What one worker saw.
 #[derive(Debug, Default)]
 struct Tally {
+    /// Increments sent.
+    sent: u64,
     acknowledged: u64,
     failed: u64,
     unknown: u64,
-    /// Counter values of acknowledged increments, to find duplicates.
-    values: Vec<u64>,
+    /// Every increment with its times, for the answer checks.
+    timed: Vec<Timed>,
+    /// Session ids named in the answers, with how often.
+    sessions: BTreeMap<String, u64>,
+    /// Replicas that acknowledged at least one increment.
+    acknowledging: std::collections::BTreeSet<String>,
     per_replica: BTreeMap<String, u64>,
     errors: Vec<String>,
     latencies: Latencies,
+}
+
+/// The counter value read before and after the workers, and the session it named.
+struct Read {
+    views: u64,
+    session: Option<String>,
+}
+
+/// Reads the counter: `GET /api/session` for JSON; for text, one increment sent alone
+/// (`increments` counts it), whose answer is the value after it.
+async fn read(
+    client: &reqwest::Client,
+    targets: &Targets,
+    endpoint: Endpoint,
+    increments: &mut u64,
+) -> Result<Read, String> {
+    let mut last_error = String::new();
+    for attempt in 0..READ_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let answer = match endpoint {
+            Endpoint::Json => {
+                let url = targets.pick(0).url(endpoint::READ_PATH);
+                client::send(client, reqwest::Method::GET, &url, endpoint::parse_json).await
+            }
+            Endpoint::Text => {
+                *increments += 1;
+                client::increment(client, endpoint, &targets.pick(0).url(endpoint.path())).await
+            }
+        };
+        match answer.outcome {
+            Outcome::Counted(counter) => {
+                return Ok(Read {
+                    views: counter.views,
+                    session: counter.session,
+                });
+            }
+            // A text read that failed may have counted: no later bound could be trusted.
+            Outcome::AckedUnreadable(e) | Outcome::Unknown(e) | Outcome::Refused(e)
+                if endpoint == Endpoint::Text =>
+            {
+                return Err(e);
+            }
+            Outcome::AckedUnreadable(e) | Outcome::Unknown(e) | Outcome::Refused(e) => {
+                last_error = e;
+            }
+        }
+    }
+    Err(last_error)
 }
 
 /// Runs the parallel mode.
@@ -48,6 +110,7 @@ pub async fn run(
     let endpoint = config.endpoint;
     let client = client::build(config.timeout)?;
 
+    // The opening increment makes the session (and its cookie); the base is read after it.
     let opening_url = targets.pick(0).url(endpoint.path());
     let opening = client::increment(&client, endpoint, &opening_url).await;
     let opened = match opening.outcome {
@@ -59,6 +122,13 @@ pub async fn run(
             });
         }
     };
+    let mut reads = 0;
+    let base = read(&client, &targets, endpoint, &mut reads)
+        .await
+        .map_err(|reason| RunError::Opening {
+            target: opening_url.clone(),
+            reason: format!("reading the base value: {reason}"),
+        })?;
 
     let goal = match (per_worker, duration) {
         (Some(m), _) => Goal::Requests(workers.saturating_mul(m)),
@@ -80,8 +150,7 @@ pub async fn run(
                     &client,
                     &targets,
                     endpoint,
-                    per_worker,
-                    deadline,
+                    (per_worker, deadline, started),
                     &counter,
                     &stop,
                 )
@@ -90,15 +159,25 @@ pub async fn run(
         })
         .collect();
     let mut total = Tally::default();
+    let mut lost_workers = 0;
     for task in tasks {
-        let tally = task.await.unwrap_or_default();
+        let Ok(tally) = task.await else {
+            // A worker that panicked is a bug here; its requests are missing from the plan.
+            lost_workers += 1;
+            continue;
+        };
+        total.sent += tally.sent;
         total.acknowledged += tally.acknowledged;
         total.failed += tally.failed;
         total.unknown += tally.unknown;
-        total.values.extend(tally.values);
+        total.timed.extend(tally.timed);
         total.latencies.merge(&tally.latencies);
         for (node, n) in tally.per_replica {
             *total.per_replica.entry(node).or_default() += n;
+        }
+        total.acknowledging.extend(tally.acknowledging);
+        for (session, n) in tally.sessions {
+            *total.sessions.entry(session).or_default() += n;
         }
         for error in &tally.errors {
             remember_error(&mut total.errors, error);
@@ -107,18 +186,37 @@ pub async fn run(
     let elapsed_s = started.elapsed().as_secs_f64();
     progress.finish();
 
-    let final_read = read_final(&client, &targets).await;
-    let final_value = final_read.as_ref().map(|c| c.views);
-    // A brand-new session has no id yet in the answer that creates it; the final read has one.
-    let session = opened
+    let final_read = read(&client, &targets, endpoint, &mut reads).await;
+    // A text read was itself an increment: the workers left one less.
+    let final_value = final_read.as_ref().ok().map(|r| match endpoint {
+        Endpoint::Json => r.views,
+        Endpoint::Text => r.views.saturating_sub(1),
+    });
+    if let Err(e) = &final_read {
+        remember_error(&mut total.errors, &format!("final read: {e}"));
+    }
+    let counter = final_value
+        .map(|f| bounds::check_counter(base.views, total.acknowledged, total.unknown, f));
+    let violations = bounds::check_answers(base.views, &total.timed, counter);
+    // A brand-new session has no id yet in the answer that creates it; the reads have one.
+    let session = base
         .session
         .clone()
-        .or_else(|| final_read.and_then(|c| c.session));
-    let requests = total.acknowledged + total.failed + total.unknown;
+        .or_else(|| opened.session.clone())
+        .or_else(|| final_read.ok().and_then(|r| r.session));
+    let other_sessions: BTreeMap<String, u64> = total
+        .sessions
+        .iter()
+        .filter(|(id, _)| Some(*id) != session.as_ref())
+        .map(|(id, n)| (id.clone(), *n))
+        .collect();
+    let planned = per_worker.map(|m| workers.saturating_mul(m));
+    let requests = total.sent;
     let mut report = ParallelReport {
         common: Common {
             verdict: Verdict::Fail,
             reasons: Vec::new(),
+            notes: Vec::new(),
             targets: targets.names(),
             requests,
             errors: total.failed + total.unknown,
@@ -132,35 +230,39 @@ pub async fn run(
         endpoint,
         workers,
         per_worker,
+        planned,
+        lost_workers,
+        replicas_acknowledging: total.acknowledging.len() as u64,
         session,
+        other_sessions,
         opening_value: opened.views,
+        base_value: base.views,
+        reads,
         acknowledged: total.acknowledged,
         failed: total.failed,
         unknown: total.unknown,
         final_value,
-        counter: final_value
-            .map(|f| check::check_counter(opened.views, total.acknowledged, total.unknown, f)),
-        duplicate_acknowledged_values: check::duplicate_values(&mut total.values),
+        counter,
+        violations,
     };
     report.judge();
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
 async fn work(
     worker: usize,
     client: &reqwest::Client,
     targets: &Targets,
     endpoint: Endpoint,
-    per_worker: Option<u64>,
-    deadline: Option<Instant>,
+    (per_worker, deadline, origin): (Option<u64>, Option<Instant>, Instant),
     counter: &AtomicU64,
     stop: &Stop,
 ) -> Tally {
+    let micros =
+        |at: Instant| u64::try_from(at.duration_since(origin).as_micros()).unwrap_or(u64::MAX);
     let mut tally = Tally::default();
-    let mut sent: u64 = 0;
     loop {
-        if per_worker.is_some_and(|m| sent >= m)
+        if per_worker.is_some_and(|m| tally.sent >= m)
             || deadline.is_some_and(|d| Instant::now() >= d)
             || stop.is_stopped()
         {
@@ -168,47 +270,44 @@ async fn work(
         }
         // The opening request went to target 0; rotate from there.
         let url = targets
-            .pick(worker.wrapping_add(sent as usize).wrapping_add(1))
+            .pick(worker.wrapping_add(tally.sent as usize).wrapping_add(1))
             .url(endpoint.path());
+        let sent_at = Instant::now();
         let answer = client::increment(client, endpoint, &url).await;
-        sent += 1;
+        let received_at = Instant::now();
+        tally.sent += 1;
         tally.latencies.record(answer.latency);
         let node = answer.node.unwrap_or_else(|| NO_NODE.to_owned());
-        *tally.per_replica.entry(node).or_default() += 1;
-        match answer.outcome {
+        *tally.per_replica.entry(node.clone()).or_default() += 1;
+        let result = match answer.outcome {
             Outcome::Counted(c) => {
                 tally.acknowledged += 1;
-                tally.values.push(c.views);
+                if node != NO_NODE {
+                    tally.acknowledging.insert(node);
+                }
+                if let Some(session) = c.session {
+                    *tally.sessions.entry(session).or_default() += 1;
+                }
+                Answered::Value(c.views)
             }
-            Outcome::AckedUnreadable(e) => {
-                tally.acknowledged += 1;
+            // A 2xx whose counter cannot be read is an unknown outcome, as in sequential mode.
+            Outcome::AckedUnreadable(e) | Outcome::Unknown(e) => {
+                tally.unknown += 1;
                 remember_error(&mut tally.errors, &e);
+                Answered::Unknown
             }
             Outcome::Refused(e) => {
                 tally.failed += 1;
                 remember_error(&mut tally.errors, &e);
+                Answered::Refused
             }
-            Outcome::Unknown(e) => {
-                tally.unknown += 1;
-                remember_error(&mut tally.errors, &e);
-            }
-        }
+        };
+        tally.timed.push(Timed {
+            sent_us: micros(sent_at),
+            received_us: micros(received_at),
+            result,
+        });
         counter.fetch_add(1, Ordering::Relaxed);
     }
     tally
-}
-
-/// Reads the counter without incrementing it (`GET /api/session`).
-async fn read_final(client: &reqwest::Client, targets: &Targets) -> Option<endpoint::Counter> {
-    let url = targets.pick(0).url(endpoint::READ_PATH);
-    for attempt in 0..FINAL_READ_ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let answer = client::send(client, reqwest::Method::GET, &url, endpoint::parse_json).await;
-        if let Outcome::Counted(counter) = answer.outcome {
-            return Some(counter);
-        }
-    }
-    None
 }

@@ -93,6 +93,8 @@ pub struct Common {
     pub verdict: Verdict,
     /// Why, in sentences; empty for a clean pass.
     pub reasons: Vec<String>,
+    /// Worth knowing, whatever the verdict (a session id rotation, say).
+    pub notes: Vec<String>,
     /// Base URLs used, round robin.
     pub targets: Vec<String>,
     /// Requests sent (including the ones that failed).
@@ -174,6 +176,7 @@ mod tests {
         Common {
             verdict: Verdict::Pass,
             reasons: Vec::new(),
+            notes: Vec::new(),
             targets: vec!["http://127.0.0.1:8080".to_owned()],
             requests: 100,
             errors: 0,

@@ -30,6 +30,8 @@ struct Step {
     observation: Observation,
     /// The replica that answered.
     node: Option<String>,
+    /// The session id the answer named (JSON only).
+    session: Option<String>,
     /// The error, when the outcome is unknown.
     error: Option<String>,
 }
@@ -72,7 +74,8 @@ pub async fn run(
         .collect();
     let mut traces = Vec::with_capacity(tasks.len());
     for task in tasks {
-        // A panicking user task is a bug in this crate; report it as an empty session.
+        // A panicking user task is a bug in this crate: its session stays empty, and the
+        // planned-requests check below fails the run.
         traces.push(task.await.unwrap_or_default());
     }
     let elapsed = started.elapsed();
@@ -110,14 +113,17 @@ async fn run_user(
             .url(endpoint.path());
         let answer = client::increment(&client, endpoint, &url).await;
         trace.latencies.record(answer.latency);
-        let (observation, error) = match answer.outcome {
-            Outcome::Counted(counter) => (Observation::Value(counter.views), None),
-            Outcome::Refused(e) => (Observation::Refused, Some(e)),
-            Outcome::AckedUnreadable(e) | Outcome::Unknown(e) => (Observation::Unknown, Some(e)),
+        let (observation, session, error) = match answer.outcome {
+            Outcome::Counted(counter) => (Observation::Value(counter.views), counter.session, None),
+            Outcome::Refused(e) => (Observation::Refused, None, Some(e)),
+            Outcome::AckedUnreadable(e) | Outcome::Unknown(e) => {
+                (Observation::Unknown, None, Some(e))
+            }
         };
         trace.steps.push(Step {
             observation,
             node: answer.node,
+            session,
             error,
         });
         counter.fetch_add(1, Ordering::Relaxed);
@@ -140,6 +146,9 @@ fn summarise(
     let mut latencies = Latencies::new();
     let (mut sent, mut errors, mut hops, mut hop_pairs, mut sessions_with_anomalies) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut sessions_shared = 0u64;
+    let mut rotations: Vec<String> = Vec::new();
+    let mut rotated_sessions = 0u64;
     let (mut spread_min, mut spread_max, mut spread_sum) = (u64::MAX, 0u64, 0u64);
 
     for (user, trace) in traces.iter().enumerate() {
@@ -149,6 +158,19 @@ fn summarise(
         let found = check::classify(&observations);
         if found.iter().any(|a| a.kind != check::AnomalyKind::Unknown) {
             sessions_with_anomalies += 1;
+        }
+        if check::shared_hops(&observations, &nodes, &found) > 0 {
+            sessions_shared += 1;
+        }
+        let ids: Vec<Option<&str>> = trace.steps.iter().map(|s| s.session.as_deref()).collect();
+        let changes = check::id_changes(&ids, &found);
+        if !changes.is_empty() {
+            rotated_sessions += 1;
+        }
+        for (seq, from, to) in changes {
+            if rotations.len() < 5 {
+                rotations.push(format!("user {user} request {seq}: {from} -> {to}"));
+            }
         }
         for anomaly in found {
             anomalies.add(anomaly.kind);
@@ -184,6 +206,7 @@ fn summarise(
         common: Common {
             verdict: Verdict::Fail,
             reasons: Vec::new(),
+            notes: Vec::new(),
             targets: targets.names(),
             requests: sent,
             errors,
@@ -202,6 +225,9 @@ fn summarise(
         examples,
         hops,
         hop_pairs,
+        sessions_shared,
+        rotated_sessions,
+        rotation_examples: rotations,
         replicas_per_session: if traces.is_empty() {
             Spread::default()
         } else {

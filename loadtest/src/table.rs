@@ -39,6 +39,9 @@ pub fn render(report: &Report) -> String {
     for reason in &common.reasons {
         let _ = writeln!(out, "* {reason}");
     }
+    for note in &common.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
     if !common.error_examples.is_empty() {
         let _ = writeln!(out, "errors seen: {}", common.error_examples.join("; "));
     }
@@ -76,6 +79,13 @@ fn sequential_rows(r: &SequentialReport) -> Vec<(String, String)> {
         (
             "hops".to_owned(),
             format!("{} of {} consecutive pairs", r.hops, r.hop_pairs),
+        ),
+        (
+            "sessions shared".to_owned(),
+            format!(
+                "{} of {} carried their count across replicas",
+                r.sessions_shared, r.users
+            ),
         ),
         (
             "replicas per session".to_owned(),
@@ -135,9 +145,18 @@ fn parallel_rows(r: &ParallelReport) -> Vec<(String, String)> {
         (
             "session".to_owned(),
             format!(
-                "{} (opened at {})",
+                "{} (opened at {}, base read {}{})",
                 r.session.as_deref().unwrap_or("?"),
-                r.opening_value
+                r.opening_value,
+                r.base_value,
+                if r.reads > 0 {
+                    format!(
+                        "; {} reads were increments, text has no read route",
+                        r.reads
+                    )
+                } else {
+                    String::new()
+                }
             ),
         ),
         (
@@ -171,9 +190,19 @@ fn parallel_rows(r: &ParallelReport) -> Vec<(String, String)> {
         _ => rows.push(("final value".to_owned(), "could not be read".to_owned())),
     }
     rows.push((
-        "duplicate answers".to_owned(),
-        r.duplicate_acknowledged_values.to_string(),
+        "replicas".to_owned(),
+        format!("{} acknowledged increments", r.replicas_acknowledging),
     ));
+    let broken = if r.violations.is_empty() {
+        "every answer within its bounds, no value twice".to_owned()
+    } else {
+        r.violations
+            .iter()
+            .map(|v| format!("{} {:?}", v.count, v.rule))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    rows.push(("answers checked".to_owned(), broken));
     rows
 }
 
@@ -249,6 +278,7 @@ mod tests {
             common: Common {
                 verdict: Verdict::Pass,
                 reasons: Vec::new(),
+                notes: Vec::new(),
                 targets: vec!["http://127.0.0.1:8080".to_owned()],
                 requests: 40,
                 errors: 0,
@@ -284,6 +314,9 @@ mod tests {
             }],
             hops: 38,
             hop_pairs: 38,
+            sessions_shared: 2,
+            rotated_sessions: 0,
+            rotation_examples: Vec::new(),
             replicas_per_session: Spread {
                 min: 2,
                 mean: 2.0,

@@ -136,6 +136,7 @@ pub async fn run(
         common: Common {
             verdict: Verdict::Fail,
             reasons: Vec::new(),
+            notes: Vec::new(),
             targets: config.target.names(),
             requests: total.completed + total.errors,
             errors: total.errors + bad_status,

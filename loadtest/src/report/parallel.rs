@@ -1,10 +1,13 @@
-//! The parallel mode's report and its pass rule: the final value within Jepsen's bounds, no
-//! lost updates, no errors.
+//! The parallel mode's report and its pass rule: every answer and the final value within
+//! Jepsen's bounds, no errors, every planned increment sent, one session throughout; and
+//! NOTHING PROVEN when the run could not have exposed a lost update.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use super::{Common, Verdict};
-use crate::check::CounterCheck;
+use crate::bounds::{CounterCheck, Violation};
 use crate::endpoint::Endpoint;
 
 /// Result of the parallel-on-one-session mode.
@@ -19,61 +22,122 @@ pub struct ParallelReport {
     pub workers: u64,
     /// Increments per worker (M), if bounded by count.
     pub per_worker: Option<u64>,
+    /// K × M when bounded by count: the increments that had to be sent.
+    pub planned: Option<u64>,
+    /// Workers that died without reporting (a bug in the checker): their increments are unknown.
+    pub lost_workers: u64,
+    /// Replicas that acknowledged at least one increment.
+    pub replicas_acknowledging: u64,
     /// The abbreviated session id the app reported, if any.
     pub session: Option<String>,
-    /// Counter value after the opening request.
+    /// Other session ids named in answers, with how often: the session changed mid-run.
+    pub other_sessions: BTreeMap<String, u64>,
+    /// Counter value the opening request answered.
     pub opening_value: u64,
-    /// Increments acknowledged with 2xx.
+    /// Counter value read before the workers started: every bound counts from it.
+    pub base_value: u64,
+    /// Increments spent on reads (`--endpoint text` has no read-only route).
+    pub reads: u64,
+    /// Increments acknowledged with 2xx and a readable value.
     pub acknowledged: u64,
     /// Increments refused with 4xx: known not applied.
     pub failed: u64,
-    /// Increments with unknown outcome: errors, timeouts, 5xx.
+    /// Increments with unknown outcome: errors, timeouts, 5xx, unreadable 2xx.
     pub unknown: u64,
     /// The counter read back at the end, if the read worked.
     pub final_value: Option<u64>,
     /// Jepsen's bounds and the lost-update count, if the final value is known.
     pub counter: Option<CounterCheck>,
-    /// Extra occurrences of the same acknowledged value (each one an overwritten increment).
-    pub duplicate_acknowledged_values: u64,
+    /// Rules broken by the answers or the final value, with examples.
+    pub violations: Vec<Violation>,
 }
 
 impl ParallelReport {
-    /// Passes only with the final value within Jepsen's bounds, no lost updates and no errors.
+    /// Passes only when every rule holds, nothing failed and everything planned was sent;
+    /// a clean run that could not have shown a lost update proves nothing.
     pub fn judge(&mut self) {
         let mut reasons = Vec::new();
-        match &self.counter {
-            None => reasons.push("the final counter value could not be read".to_owned()),
-            Some(check) => {
-                if check.lost > 0 {
-                    reasons.push(format!(
-                        "{} lost updates: {} increments acknowledged, {} applied",
-                        check.lost, self.acknowledged, check.applied
-                    ));
-                }
-                if check.phantom > 0 {
-                    reasons.push(format!(
-                        "{} increments more than attempted were applied (final {} > {})",
-                        check.phantom,
-                        self.final_value.unwrap_or_default(),
-                        check.expected_max
-                    ));
-                }
-            }
+        if self.final_value.is_none() {
+            reasons.push("the final counter value could not be read".to_owned());
+        }
+        for v in &self.violations {
+            reasons.push(format!(
+                "{} {}: e.g. {}",
+                v.count,
+                v.rule.meaning(),
+                v.examples.join(", ")
+            ));
+        }
+        if let Some(check) = &self.counter
+            && check.lost > 0
+        {
+            reasons.push(format!(
+                "{} lost updates: {} increments acknowledged, {} applied",
+                check.lost, self.acknowledged, check.applied
+            ));
         }
         if self.common.errors > 0 {
             reasons.push(format!(
-                "{} increments failed or timed out, so the count is only bounded",
+                "{} increments failed, timed out or answered unreadably, so the count is only \
+                 bounded",
                 self.common.errors
+            ));
+        }
+        if !self.other_sessions.is_empty() {
+            // The bounds above judge the count; a new id that carries it is a rotation.
+            self.common.notes.push(format!(
+                "the session id changed mid-run (a rotation, the count carried by the bounds \
+                 above): answers named {} other id(s): {}",
+                self.other_sessions.len(),
+                self.other_sessions
+                    .iter()
+                    .map(|(id, n)| format!("{id} ×{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if self.lost_workers > 0 {
+            reasons.push(format!(
+                "{} workers died without reporting their increments",
+                self.lost_workers
             ));
         }
         if self.common.interrupted {
             reasons.push("interrupted before every increment was sent".to_owned());
+        } else if let Some(planned) = self.planned
+            && self.common.requests < planned
+        {
+            reasons.push(format!(
+                "{} of {planned} planned increments were not sent",
+                planned - self.common.requests
+            ));
         }
-        self.common.verdict = if reasons.is_empty() {
-            Verdict::Pass
-        } else {
+        let failed = !reasons.is_empty();
+        let mut unproven = Vec::new();
+        if self.workers < 2 {
+            unproven.push("one worker cannot race itself: use --parallel 2 or more".to_owned());
+        }
+        if self.acknowledged == 0 {
+            unproven.push("no increment was acknowledged".to_owned());
+        }
+        if self.replicas_acknowledging < 2 {
+            unproven.push(format!(
+                "{} replica(s) acknowledged increments: parallel requests never met on \
+                 different replicas",
+                self.replicas_acknowledging
+            ));
+        }
+        self.common.verdict = if failed {
             Verdict::Fail
+        } else if !unproven.is_empty() {
+            Verdict::Unproven
+        } else {
+            Verdict::Pass
         };
+        if !failed && !unproven.is_empty() {
+            unproven.push("nothing was proven about lost updates".to_owned());
+        }
+        reasons.extend(unproven);
         self.common.reasons = reasons;
     }
 }

@@ -1,4 +1,5 @@
-//! The sequential mode's report and its pass rule: zero anomalies, zero errors, hops > 0.
+//! The sequential mode's report and its pass rule: zero anomalies, zero errors, every planned
+//! request sent, and proof of sharing (a session that carried its count across replicas).
 
 use std::collections::BTreeMap;
 
@@ -103,12 +104,20 @@ pub struct SequentialReport {
     pub hops: u64,
     /// Consecutive request pairs in all sessions (the most hops possible).
     pub hop_pairs: u64,
+    /// Sessions in which a replica answered a correct count right after another replica
+    /// answered the previous one: the proof that sessions are shared.
+    pub sessions_shared: u64,
+    /// Sessions whose id changed while the count went on (rotations).
+    pub rotated_sessions: u64,
+    /// A few rotations, as `user U request R: old -> new`.
+    pub rotation_examples: Vec<String>,
     /// Distinct replicas per session.
     pub replicas_per_session: Spread,
 }
 
 impl SequentialReport {
-    /// Applies the pass rule: zero anomalies, zero errors, hops > 0.
+    /// Applies the pass rule: zero anomalies, zero errors, every planned request sent, and at
+    /// least one session that carried its count across replicas (else NOTHING PROVEN).
     pub fn judge(&mut self) {
         let mut reasons = Vec::new();
         let wrong = self.anomalies.wrong_values();
@@ -137,16 +146,37 @@ impl SequentialReport {
                 self.common.errors
             ));
         }
+        let planned = self.users.saturating_mul(self.requests_per_user);
         if self.common.interrupted {
             reasons.push("interrupted before every request was sent".to_owned());
+        } else if self.common.requests < planned {
+            reasons.push(format!(
+                "{} of {planned} planned requests were not sent",
+                planned - self.common.requests
+            ));
+        }
+        if self.rotated_sessions > 0 {
+            self.common.notes.push(format!(
+                "{} session(s) changed their id while the count went on (a session id \
+                 rotation): {}",
+                self.rotated_sessions,
+                self.rotation_examples.join("; ")
+            ));
         }
         let failed = !reasons.is_empty();
-        if self.hops == 0 {
-            reasons.push(no_hops_reason(&self.common.requests_per_replica));
+        let unproven = self.sessions_shared == 0;
+        if unproven {
+            reasons.push(if self.hops == 0 {
+                no_hops_reason(&self.common.requests_per_replica)
+            } else {
+                "no session carried a correct count from one replica to another: nothing was \
+                 proven about shared sessions"
+                    .to_owned()
+            });
         }
         self.common.verdict = if failed {
             Verdict::Fail
-        } else if self.hops == 0 {
+        } else if unproven {
             Verdict::Unproven
         } else {
             Verdict::Pass
@@ -191,6 +221,9 @@ mod tests {
             examples: Vec::new(),
             hops,
             hop_pairs: 95,
+            sessions_shared: u64::from(hops > 0),
+            rotated_sessions: 0,
+            rotation_examples: Vec::new(),
             replicas_per_session: Spread::default(),
         }
     }
@@ -235,6 +268,15 @@ mod tests {
         assert_eq!(report.common.verdict.exit_code(), 1);
         assert!(report.common.reasons[0].contains("one replica (app-1)"));
         assert!(report.common.reasons[0].contains("nothing was proven"));
+    }
+
+    #[test]
+    fn requests_that_were_never_sent_fail_the_run() {
+        let mut report = sequential(AnomalyCounts::default(), 0, 95);
+        report.common.requests = 60;
+        report.judge();
+        assert_eq!(report.common.verdict, Verdict::Fail);
+        assert!(report.common.reasons[0].contains("40 of 100 planned requests"));
     }
 
     #[test]

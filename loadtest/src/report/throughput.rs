@@ -52,10 +52,13 @@ impl ThroughputReport {
         if self.common.interrupted {
             reasons.push("interrupted before the end".to_owned());
         }
-        self.common.verdict = if reasons.is_empty() {
-            Verdict::Pass
-        } else {
+        self.common.verdict = if !reasons.is_empty() {
             Verdict::Fail
+        } else if self.completed == 0 {
+            reasons.push("no request completed: nothing was measured".to_owned());
+            Verdict::Unproven
+        } else {
+            Verdict::Pass
         };
         self.common.reasons = reasons;
     }

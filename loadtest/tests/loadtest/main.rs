@@ -7,5 +7,6 @@ mod helpers;
 mod broken;
 mod consistency;
 mod exit_codes;
+mod judged;
 mod parallel;
 mod throughput;
