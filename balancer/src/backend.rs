@@ -232,13 +232,29 @@ mod tests {
     fn rise_and_fall_need_streaks_but_a_new_backend_enters_on_its_first_pass() {
         let b = Backend::new(SocketAddr::from(([127, 0, 0, 1], 1)), Instant::now(), 1);
         assert_eq!(b.record_check(true, 2, 2), (false, true), "new: one pass");
-        assert_eq!(b.record_check(false, 2, 2), (true, true), "one failure is not a fall");
+        assert_eq!(
+            b.record_check(false, 2, 2),
+            (true, true),
+            "one failure is not a fall"
+        );
         assert_eq!(b.record_check(true, 2, 2), (true, true));
         assert_eq!(b.record_check(false, 2, 2), (true, true));
-        assert_eq!(b.record_check(false, 2, 2), (true, false), "two in a row: out");
-        assert_eq!(b.record_check(true, 2, 2), (false, false), "one pass is not a rise");
+        assert_eq!(
+            b.record_check(false, 2, 2),
+            (true, false),
+            "two in a row: out"
+        );
+        assert_eq!(
+            b.record_check(true, 2, 2),
+            (false, false),
+            "one pass is not a rise"
+        );
         assert_eq!(b.record_check(false, 2, 2), (false, false));
         assert_eq!(b.record_check(true, 2, 2), (false, false));
-        assert_eq!(b.record_check(true, 2, 2), (false, true), "two in a row: back");
+        assert_eq!(
+            b.record_check(true, 2, 2),
+            (false, true),
+            "two in a row: back"
+        );
     }
 }
