@@ -98,6 +98,12 @@ pub struct Config {
     #[arg(long, env = "SESSION_LOCK_LEASE_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
     pub session_lock_lease_ms: u64,
 
+    /// Most times in a row the session lock passes from one request to the next of the same
+    /// session on one replica without going back to Redis (0: never). Bounds how long
+    /// requests of that session on other replicas can be kept waiting.
+    #[arg(long, env = "SESSION_LOCK_HANDOFFS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub session_lock_handoffs: u32,
+
     /// Milliseconds a request waits for its session's lock before answering 503.
     #[arg(long, env = "SESSION_LOCK_WAIT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub session_lock_wait_ms: u64,
@@ -165,6 +171,7 @@ impl Config {
             session_lock: true,
             session_lock_lease_ms: 5000,
             session_lock_wait_ms: 5000,
+            session_lock_handoffs: 8,
             redis_timeout_ms: 500,
             redis_pool_size: 2,
             request_timeout: 10,

@@ -5,7 +5,9 @@
 
 pub mod config;
 pub mod error;
+pub mod local_queue;
 pub mod lock_scope;
+pub mod lock_wakeups;
 pub mod metrics;
 pub mod outcome;
 pub mod redis;

@@ -12,6 +12,9 @@
 //! - with locking on, the store refuses any write or delete of an existing session outside
 //!   such a scope, or of a session this scope does not hold.
 //!
+//! Requests of one session on this replica wait in line ([`crate::local_queue`]); the head
+//! takes the lock from Redis, or from the previous request's hand-off.
+//!
 //! While the lock is held its lease is renewed every third of a lease. The hold ends with the
 //! save, or when the request ends (answered, failed, cut off by `REQUEST_TIMEOUT`, or dropped
 //! because the client went away): a lock still held, or an acquire or save still in flight,
@@ -19,7 +22,11 @@
 //! lock for at most its handler's run after the body arrived, bounded by `REQUEST_TIMEOUT`;
 //! a replica that dies holding it blocks the session for at most one lease.
 
-use std::{cell::RefCell, sync::Arc, time::Duration};
+use std::{
+    cell::{Cell, RefCell},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     extract::{Request, State},
@@ -28,7 +35,10 @@ use axum::{
 };
 use tower_sessions::session::{Id, Record};
 
+use tokio::time::Instant;
+
 use crate::{
+    local_queue::{HandOff, Turn},
     outcome::Failure,
     session_lock::{LockError, SessionLock, new_token},
 };
@@ -53,6 +63,10 @@ enum Hold {
 struct Scope {
     lock: Arc<SessionLock>,
     state: RefCell<Hold>,
+    /// This request's turn in its session's line on this replica, once it has one.
+    turn: RefCell<Option<Turn>>,
+    /// Local hand-offs in a row that led to this request's lock (0: taken from Redis).
+    hand_offs: Cell<u32>,
 }
 
 impl Drop for Scope {
@@ -94,28 +108,70 @@ fn held(id: &Id) -> Option<String> {
         .flatten()
 }
 
-/// Locks session `id` and loads its record in the same round trip. `None` when this
-/// request takes no lock (outside [`lock_session`], or the lock is held already): the
-/// store then loads the plain way.
+/// Waits for this request's turn in the session's line on this replica, until `deadline`.
+async fn take_turn(lock: &SessionLock, id: &Id, deadline: Instant) -> Result<(), LockError> {
+    let has_turn = SCOPE.with(|s| s.turn.borrow().is_some());
+    if has_turn {
+        return Ok(());
+    }
+    let Ok(turn) = tokio::time::timeout_at(deadline, lock.local.turn(*id)).await else {
+        lock.metrics.lock_timeouts.inc();
+        return Err(LockError::Timeout);
+    };
+    SCOPE.with(|s| *s.turn.borrow_mut() = Some(turn));
+    Ok(())
+}
+
+/// The hand-off the previous request of this session left here, if any.
+fn take_hand_off() -> Option<HandOff> {
+    SCOPE.with(|s| s.turn.borrow_mut().as_mut().and_then(Turn::take_hand_off))
+}
+
+/// Locks session `id` and loads its record: from the previous request's hand-off on this
+/// replica (no round trip), or with the lock from Redis (one). `None` when this request
+/// takes no lock (outside [`lock_session`], or the lock is held already): the store then
+/// loads the plain way.
 pub(crate) async fn load(id: &Id) -> Option<Result<Option<Record>, LockError>> {
     let lock = lock()?;
     let idle = SCOPE.with(|s| matches!(&*s.state.borrow(), Hold::Idle));
     if !idle {
         return None;
     }
+    let start = Instant::now();
+    let deadline = start + lock.wait;
+    if let Err(err) = take_turn(&lock, id, deadline).await {
+        lock.metrics
+            .lock_wait
+            .observe(start.elapsed().as_secs_f64());
+        return Some(Err(err));
+    }
+    if let Some(hand_off) = take_hand_off() {
+        replace(Hold::Held {
+            id: *id,
+            token: hand_off.token,
+        });
+        SCOPE.with(|s| s.hand_offs.set(hand_off.count));
+        lock.metrics
+            .lock_wait
+            .observe(start.elapsed().as_secs_f64());
+        lock.metrics.lock_hand_offs.inc();
+        return Some(Ok(Some(hand_off.record)));
+    }
     let token = new_token();
     replace(Hold::Acquiring {
         id: *id,
         token: token.clone(),
     });
-    let acquired = lock.acquire(id, &token).await;
+    let acquired = lock.acquire(id, &token, start, deadline).await;
     match &acquired {
         Ok(_) => {
             replace(Hold::Held { id: *id, token });
         }
-        // The last attempt answered "taken": nothing of ours is left in Redis.
+        // We may still be first in line, or have been handed the lock just after our last
+        // attempt: leave the line and let go once Redis answers.
         Err(LockError::Timeout) => {
             replace(Hold::Idle);
+            SessionLock::clone(&lock).abandon(id.to_string(), token);
         }
         // The acquire may still run at Redis: undo it once Redis answers.
         Err(LockError::Redis(_)) => {
@@ -137,9 +193,60 @@ pub(crate) enum WriteError {
     Unlocked,
 }
 
-/// Saves session `id`'s record under the lock. Refused outside [`lock_session`] or when
-/// this request does not hold `id`'s lock.
-pub(crate) async fn save(id: &Id, bytes: &[u8], ttl: Duration) -> Result<(), WriteError> {
+/// Saves `record` (encoded as `bytes`) under the lock, handing the lock and the record on
+/// to the next request of the session on this replica when one waits (within the hand-off
+/// budget). Refused outside [`lock_session`] or when this request does not hold the lock.
+pub(crate) async fn save(record: &Record, bytes: &[u8], ttl: Duration) -> Result<(), WriteError> {
+    let id = &record.id;
+    let (Some(lock), Some(token)) = (lock(), held(id)) else {
+        return Err(WriteError::Unlocked);
+    };
+    let hand_offs = SCOPE.with(|s| s.hand_offs.get());
+    let someone_waits = SCOPE.with(|s| s.turn.borrow().as_ref().is_some_and(Turn::others_waiting));
+    let keep = someone_waits && hand_offs < lock.hand_offs;
+    replace(Hold::Writing {
+        id: *id,
+        token: token.clone(),
+    });
+    let saved = lock.save(id, &token, bytes, ttl, keep).await;
+    // The save freed the lock, kept it for the next request, or resolved what became of it.
+    replace(Hold::Done);
+    match saved {
+        Ok(true) => {
+            let unclaimed = SCOPE.with(|s| {
+                let mut turn = s.turn.borrow_mut();
+                let turn = turn.as_mut()?;
+                turn.hand_off(HandOff {
+                    token,
+                    record: record.clone(),
+                    count: hand_offs + 1,
+                });
+                // The waiter may have given up meanwhile.
+                turn.unclaimed_hand_off()
+            });
+            if let Some(left) = unclaimed {
+                release_or_abandon(&lock, id, left.token).await;
+            }
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(failure) => Err(WriteError::Store(failure)),
+    }
+}
+
+/// Deletes session `id` under its lock: the one this request holds, or one it takes first
+/// (waiting in line like a write). Refused outside [`lock_session`].
+pub(crate) async fn delete(id: &Id) -> Result<(), WriteError> {
+    if lock().is_none() {
+        return Err(WriteError::Unlocked);
+    }
+    if held(id).is_none() {
+        match load(id).await {
+            Some(Ok(_)) => {}
+            Some(Err(err)) => return Err(WriteError::Store(err.failure())),
+            None => return Err(WriteError::Unlocked),
+        }
+    }
     let (Some(lock), Some(token)) = (lock(), held(id)) else {
         return Err(WriteError::Unlocked);
     };
@@ -147,28 +254,16 @@ pub(crate) async fn save(id: &Id, bytes: &[u8], ttl: Duration) -> Result<(), Wri
         id: *id,
         token: token.clone(),
     });
-    let saved = lock.save(id, &token, bytes, ttl).await;
-    // The save gave the lock back, or resolved (or abandoned) it.
+    let deleted = lock.delete(id, &token).await;
     replace(Hold::Done);
-    saved.map_err(WriteError::Store)
+    deleted.map_err(WriteError::Store)
 }
 
-/// Deletes session `id` under the lock, or once nobody holds it when this request does not.
-/// Refused outside [`lock_session`].
-pub(crate) async fn delete(id: &Id) -> Result<(), WriteError> {
-    let lock = lock().ok_or(WriteError::Unlocked)?;
-    let token = held(id);
-    if let Some(token) = &token {
-        replace(Hold::Writing {
-            id: *id,
-            token: token.clone(),
-        });
+async fn release_or_abandon(lock: &SessionLock, id: &Id, token: String) {
+    if let Err(err) = lock.release(id, &token).await {
+        tracing::warn!(%err, "session lock release failed; abandoning it");
+        SessionLock::clone(lock).abandon(id.to_string(), token);
     }
-    let deleted = lock.delete(id, token.as_deref()).await;
-    if token.is_some() {
-        replace(Hold::Done);
-    }
-    deleted.map_err(WriteError::Store)
 }
 
 /// Middleware: opens the lock scope for a route that writes, renews the lease while the lock
@@ -181,6 +276,8 @@ pub async fn lock_session(
     let scope = Scope {
         lock: lock.clone(),
         state: RefCell::new(Hold::Idle),
+        turn: RefCell::new(None),
+        hand_offs: Cell::new(0),
     };
     SCOPE
         .scope(scope, async move {
@@ -193,11 +290,16 @@ pub async fn lock_session(
                 // its fenced save will refuse to write.
                 () = renew_while_held(&lock) => run.await,
             };
-            if let Some(Hold::Held { id, token }) = replace(Hold::Done)
-                && let Err(err) = lock.release(&id, &token).await
-            {
-                tracing::warn!(%err, "session lock release failed; abandoning it");
-                SessionLock::clone(&lock).abandon(id.to_string(), token);
+            if let Some(Hold::Held { id, token }) = replace(Hold::Done) {
+                release_or_abandon(&lock, &id, token).await;
+            }
+            // A hand-off left for a request that gave up: free the lock in Redis now.
+            let unclaimed = SCOPE.with(|s| {
+                let mut turn = s.turn.borrow_mut();
+                turn.as_mut().and_then(Turn::unclaimed_hand_off)
+            });
+            if let Some(left) = unclaimed {
+                release_or_abandon(&lock, &left.record.id, left.token).await;
             }
             res
         })

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub lock_timeouts: Counter,
     /// Writes whose outcome Redis never confirmed (answered 504).
     pub unknown_outcomes: Counter,
+    /// Locks passed from one request of a session to the next on this replica.
+    pub lock_hand_offs: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -74,6 +76,7 @@ impl Metrics {
         let lock_wait = latency_histogram();
         let lock_timeouts = Counter::default();
         let unknown_outcomes = Counter::default();
+        let lock_hand_offs = Counter::default();
         registry.register("http_requests", "HTTP requests served", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -100,6 +103,11 @@ impl Metrics {
             "Session writes whose outcome Redis never confirmed",
             unknown_outcomes.clone(),
         );
+        registry.register(
+            "session_lock_hand_offs",
+            "Session locks handed from one request to the next on this replica, without Redis",
+            lock_hand_offs.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -108,6 +116,7 @@ impl Metrics {
             lock_wait,
             lock_timeouts,
             unknown_outcomes,
+            lock_hand_offs,
         }
     }
 

@@ -37,6 +37,8 @@ pub enum RedisSetupError {
 pub struct Redis {
     /// The connection pool every request uses.
     pub pool: Pool,
+    /// The lock wake-up subscriber, when session locking is on.
+    subscriber: Option<fred::clients::SubscriberClient>,
     /// Tells the Sentinel watcher to stop.
     stop: watch::Sender<bool>,
     /// The Sentinel watcher, when `REDIS_URL` is a `redis-sentinel://` URL.
@@ -50,7 +52,24 @@ impl Redis {
         if let Some(watcher) = self.watcher {
             let _ = tokio::time::timeout(Duration::from_secs(1), watcher).await;
         }
+        if let Some(subscriber) = self.subscriber {
+            let _ = tokio::time::timeout(Duration::from_secs(1), subscriber.quit()).await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.pool.quit()).await;
+    }
+
+    /// Starts the subscriber that wakes this replica's lock waiters when a lock is freed.
+    pub fn wake_lock_waiters(
+        &mut self,
+        config: &Config,
+        wakeups: &std::sync::Arc<crate::lock_wakeups::Wakeups>,
+    ) -> Result<(), RedisSetupError> {
+        let fred_config = FredConfig::from_url(&config.redis_url).map_err(RedisSetupError::Url)?;
+        let subscriber = wakeups
+            .subscribe(&fred_config)
+            .map_err(RedisSetupError::Pool)?;
+        self.subscriber = Some(subscriber);
+        Ok(())
     }
 }
 
@@ -97,6 +116,7 @@ pub fn connect(config: &Config) -> Result<Redis, RedisSetupError> {
     let watcher = crate::sentinel::follow(&pool, &sentinel_config, stopped);
     Ok(Redis {
         pool,
+        subscriber: None,
         stop,
         watcher,
     })

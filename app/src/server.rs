@@ -31,12 +31,14 @@ use tower_sessions::{
 
 use crate::{
     config::{Config, SessionStoreKind},
+    local_queue::LocalQueues,
     lock_scope,
+    lock_wakeups::Wakeups,
     metrics::{self, Metrics},
     outcome,
     redis::{self, RedisSetupError},
     routes::{api, health, page},
-    session_lock::SessionLock,
+    session_lock::{self, SessionLock},
     state::AppState,
     store::AppStore,
     telemetry,
@@ -80,7 +82,7 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
     let node = config.node();
     let served_by = HeaderValue::from_str(&node).map_err(|_| ServeError::NodeName(node.clone()))?;
     let metrics = Arc::new(Metrics::new());
-    let (store, redis) = match config.session_store {
+    let (store, mut redis) = match config.session_store {
         SessionStoreKind::Redis => {
             let redis = redis::connect(config)?;
             let store = AppStore::redis(
@@ -93,15 +95,26 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
         SessionStoreKind::Memory => (AppStore::memory(), None),
     };
     let pool = redis.as_ref().map(|redis| redis.pool.clone());
-    let lock = match (&pool, config.session_lock) {
-        (Some(pool), true) => Some(Arc::new(SessionLock {
-            pool: pool.clone(),
-            lease: Duration::from_millis(config.session_lock_lease_ms),
-            wait: Duration::from_millis(config.session_lock_wait_ms),
-            // A save Redis did not confirm gets two more command timeouts to be resolved.
-            resolve: config.redis_timeout() * 2,
-            metrics: metrics.clone(),
-        })),
+    let lock = match (&mut redis, config.session_lock) {
+        (Some(redis), true) => {
+            let wakeups = Arc::new(Wakeups::default());
+            redis.wake_lock_waiters(config, &wakeups)?;
+            let lease = Duration::from_millis(config.session_lock_lease_ms);
+            Some(Arc::new(SessionLock {
+                pool: redis.pool.clone(),
+                lease,
+                wait: Duration::from_millis(config.session_lock_wait_ms),
+                // A save Redis did not confirm gets two more command timeouts to be resolved.
+                resolve: config.redis_timeout() * 2,
+                hand_offs: config.session_lock_handoffs,
+                local: Arc::new(LocalQueues::new(session_lock::orphan_releaser(
+                    redis.pool.clone(),
+                    lease,
+                ))),
+                wakeups,
+                metrics: metrics.clone(),
+            }))
+        }
         _ => None,
     };
     let draining = Arc::new(AtomicBool::new(false));

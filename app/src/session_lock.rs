@@ -9,18 +9,27 @@
 //!
 //! Each step is one Lua script, so each is atomic at Redis and costs one round trip:
 //! - **Acquire**: `SET lock <random token> NX PX <lease>` and, in the same script, `GET` the
-//!   record: the lock adds no round trip to the load. Retried with jittered backoff until
-//!   `SESSION_LOCK_WAIT_MS`, then 503 (busy), never an unlocked write.
-//! - **Save**: write the record (`PX`, relative expiry) and free the lock, only while the lock
-//!   still holds our token (a fenced write) and only while the record still exists (`XX`
-//!   semantics: a session deleted meanwhile stays deleted). The token goes on a short list of
-//!   recent saves, so that a save whose answer was lost can be resolved.
-//! - **Resolve** (after a save that Redis did not confirm): if the lock still holds our token,
-//!   the save has not run; delete the lock, and it never will (it is fenced). Otherwise the
-//!   token on the list of recent saves says it ran. Only when neither tells is the outcome
+//!   record: the lock adds no round trip to the load. When the lock is taken, the first
+//!   waiter writes its token as "next in line" (a short-lived key its retries keep alive),
+//!   and sleeps until the holder lets go: the holder then hands the lock straight to that
+//!   token and publishes a wake-up ([`crate::lock_wakeups`]). So replicas take turns in the
+//!   order they started waiting, and the head of another replica's line cannot be overtaken
+//!   by a newcomer. Waiters also retry on a slow fallback timer, until
+//!   `SESSION_LOCK_WAIT_MS`; then 503 (busy), never an unlocked write.
+//! - **Save**: write the record (`PX`, relative expiry), only while the lock still holds our
+//!   token (a fenced write) and only while the record still exists (`XX` semantics: a
+//!   session deleted meanwhile stays deleted); then free the lock, or, when the next request
+//!   of the session waits on this replica, keep it and renew its lease for a local hand-off
+//!   ([`crate::local_queue`]). Each save's random id goes on a short list of recent saves,
+//!   so that a save whose answer was lost can be resolved.
+//! - **Resolve** (after a save that Redis did not confirm): the save's id on the list of recent
+//!   saves says it ran. Otherwise, if the lock still holds our token, the save has not run:
+//!   delete the lock, and it never will (it is fenced). Only when neither tells is the outcome
 //!   unknown.
-//! - **Delete** (logout): under our lock, delete the record and the lock; without it, delete
-//!   the record only while nobody holds the lock, waiting like an acquire.
+//! - Every step that lets go of the lock hands it to the waiter next in line, if any, in the
+//!   same script.
+//! - **Delete** (logout): take the lock like a write, then delete the record and let go of
+//!   the lock in one script.
 //! - **Renew**: extend the lease, only while the lock holds our token.
 //! - **Abandon** (an acquire whose answer was lost: a timeout, a client gone): free the lock
 //!   if it holds our token, else leave a short tombstone that makes the acquire, should it
@@ -42,53 +51,122 @@ use rand::Rng;
 use tokio::time::Instant;
 use tower_sessions::session::{Id, Record};
 
-use crate::{metrics::Metrics, outcome::Failure};
+use crate::{
+    local_queue::{HandOff, LocalQueues},
+    lock_wakeups::{self, Wakeups},
+    metrics::Metrics,
+    outcome::Failure,
+};
 
-/// KEYS: lock, record, tombstone. ARGV: token, lease ms.
-/// `{1, record}` when taken, `{0}` when someone holds it, `{-1}` when we gave up already.
-const ACQUIRE: &str = "if redis.call('exists', KEYS[3]) == 1 then return {-1} end \
-     if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
-     return {1, redis.call('get', KEYS[2])} end return {0}";
-/// KEYS: record, lock, saves. ARGV: bytes, expiry ms, token, saves kept, saves ttl ms.
+/// Lets go of the lock (`KEYS[$l]`): hands it to the first waiter that registered in the
+/// marker (`KEYS[$w]`), with a fresh lease (`ARGV[$lease]`), and wakes it by publishing the
+/// session id (`ARGV[$i]`) on the channel (`ARGV[$c]`); frees it when nobody waits.
+macro_rules! let_go {
+    ($l:literal, $w:literal, $lease:literal, $c:literal, $i:literal) => {
+        concat!(
+            "local nxt = redis.call('get', KEYS[",
+            $w,
+            "]) ",
+            "if nxt then ",
+            "redis.call('set', KEYS[",
+            $l,
+            "], nxt, 'PX', ARGV[",
+            $lease,
+            "]) ",
+            "redis.call('del', KEYS[",
+            $w,
+            "]) ",
+            "redis.call('publish', ARGV[",
+            $c,
+            "], ARGV[",
+            $i,
+            "]) ",
+            "else redis.call('del', KEYS[",
+            $l,
+            "]) end "
+        )
+    };
+}
+
+/// How long a waiter's place in line lives; every retry of its owner renews it.
+const WAITING_MS: &str = "300";
+
+/// KEYS: lock, record, tombstone, waiting. ARGV: token, lease ms, waiting ms.
+/// `{1, record}` when taken (or handed to us by the previous holder), `{0}` when someone
+/// holds it (then we are in line, if nobody is ahead), `{-1}` when we gave up already.
+const ACQUIRE: &str = concat!(
+    "if redis.call('exists', KEYS[3]) == 1 then return {-1} end ",
+    "local holder = redis.call('get', KEYS[1]) ",
+    "if holder == ARGV[1] then return {1, redis.call('get', KEYS[2])} end ",
+    "if not holder then ",
+    "redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) ",
+    "return {1, redis.call('get', KEYS[2])} end ",
+    "local first = redis.call('get', KEYS[4]) ",
+    "if (not first) or first == ARGV[1] then ",
+    "redis.call('set', KEYS[4], ARGV[1], 'PX', ARGV[3]) end ",
+    "return {0}"
+);
+/// KEYS: record, lock, saves, waiting. ARGV: bytes, expiry ms, token, saves kept, saves ttl
+/// ms, keep (1: renew the lease for a hand-off, 0: let go), lease ms, channel, id, save id.
 /// 1 written, 0 the lock is not ours (nothing written), 2 the record is gone (not revived).
-const SAVE: &str = "if redis.call('get', KEYS[2]) ~= ARGV[3] then return 0 end \
-     redis.call('del', KEYS[2]) \
-     if redis.call('exists', KEYS[1]) == 0 then return 2 end \
-     redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
-     redis.call('lpush', KEYS[3], ARGV[3]) \
-     redis.call('ltrim', KEYS[3], 0, tonumber(ARGV[4]) - 1) \
-     redis.call('pexpire', KEYS[3], ARGV[5]) return 1";
-/// KEYS: lock, saves. ARGV: token, saves kept.
-/// 0 not applied (and now never will be), 1 applied, 2 cannot tell.
-const RESOLVE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
-     redis.call('del', KEYS[1]) return 0 end \
-     local saves = redis.call('lrange', KEYS[2], 0, -1) \
-     for i = 1, #saves do if saves[i] == ARGV[1] then return 1 end end \
-     if #saves < tonumber(ARGV[2]) then return 0 end return 2";
-/// KEYS: record, lock. ARGV: token. 1 deleted, 0 the lock is not ours.
-const DELETE_HELD: &str = "if redis.call('get', KEYS[2]) == ARGV[1] then \
-     redis.call('del', KEYS[1]) redis.call('del', KEYS[2]) return 1 end return 0";
-/// KEYS: record, lock. 1 deleted, 0 someone holds the lock.
-const DELETE_FREE: &str = "if redis.call('exists', KEYS[2]) == 0 then \
-     redis.call('del', KEYS[1]) return 1 end return 0";
-/// KEYS: lock. ARGV: token. Deletes the lock only if it still holds our token.
-const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
-     return redis.call('del', KEYS[1]) else return 0 end";
-/// KEYS: lock, tombstone. ARGV: token, tombstone ms.
-const ABANDON: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
-     return redis.call('del', KEYS[1]) end \
-     redis.call('set', KEYS[2], '1', 'PX', ARGV[2]) return 0";
+const SAVE: &str = concat!(
+    "if redis.call('get', KEYS[2]) ~= ARGV[3] then return 0 end ",
+    "if redis.call('exists', KEYS[1]) == 0 then ",
+    let_go!("2", "4", "7", "8", "9"),
+    "return 2 end ",
+    "redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) ",
+    "redis.call('lpush', KEYS[3], ARGV[10]) ",
+    "redis.call('ltrim', KEYS[3], 0, tonumber(ARGV[4]) - 1) ",
+    "redis.call('pexpire', KEYS[3], ARGV[5]) ",
+    "if ARGV[6] == '1' then redis.call('pexpire', KEYS[2], ARGV[7]) else ",
+    let_go!("2", "4", "7", "8", "9"),
+    "end return 1"
+);
+/// KEYS: lock, saves, waiting. ARGV: token, save id, saves kept, lease ms, channel, id.
+/// 0 not applied (and now never will be), 1 applied, 2 cannot tell. Either way the lock is
+/// no longer ours afterwards.
+const RESOLVE: &str = concat!(
+    "local saves = redis.call('lrange', KEYS[2], 0, -1) ",
+    "local applied = false ",
+    "for i = 1, #saves do if saves[i] == ARGV[2] then applied = true end end ",
+    "local ours = redis.call('get', KEYS[1]) == ARGV[1] ",
+    "if ours then ",
+    let_go!("1", "3", "4", "5", "6"),
+    "end ",
+    "if applied then return 1 end ",
+    "if ours or #saves < tonumber(ARGV[3]) then return 0 end return 2"
+);
+/// KEYS: record, lock, waiting. ARGV: token, lease ms, channel, id.
+/// 1 deleted, 0 the lock is not ours.
+const DELETE_HELD: &str = concat!(
+    "if redis.call('get', KEYS[2]) == ARGV[1] then redis.call('del', KEYS[1]) ",
+    let_go!("2", "3", "2", "3", "4"),
+    "return 1 end return 0"
+);
+/// KEYS: lock, waiting. ARGV: token, lease ms, channel, id. Lets go only of our own lock.
+const RELEASE: &str = concat!(
+    "if redis.call('get', KEYS[1]) == ARGV[1] then ",
+    let_go!("1", "2", "2", "3", "4"),
+    "return 1 end return 0"
+);
+/// KEYS: lock, tombstone, waiting. ARGV: token, tombstone ms, lease ms, channel, id.
+/// Leaves the line, lets go of the lock if it is (or was handed) ours, else makes a late
+/// acquire refuse.
+const ABANDON: &str = concat!(
+    "if redis.call('get', KEYS[3]) == ARGV[1] then redis.call('del', KEYS[3]) end ",
+    "if redis.call('get', KEYS[1]) == ARGV[1] then ",
+    let_go!("1", "3", "3", "4", "5"),
+    "return 1 end ",
+    "redis.call('set', KEYS[2], '1', 'PX', ARGV[2]) return 0"
+);
 /// KEYS: lock. ARGV: token, lease ms. Extends the lease only if the lock is still ours.
 const RENEW: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
      return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
 
-/// How many recent save tokens a session keeps for resolving lost answers.
+/// How many recent save ids a session keeps for resolving lost answers.
 const SAVES_KEPT: u32 = 16;
 /// How long the list of recent saves outlives the last save.
 const SAVES_TTL: Duration = Duration::from_secs(10);
-/// Backoff bounds between attempts while the lock is taken.
-const MIN_BACKOFF: Duration = Duration::from_millis(1);
-const MAX_BACKOFF: Duration = Duration::from_millis(8);
 /// How long an abandoned acquire keeps trying to undo itself while Redis is silent.
 const ABANDON_FOR: Duration = Duration::from_secs(60);
 
@@ -102,6 +180,10 @@ fn saves_key(id: &str) -> String {
     format!("session-lock:{{{id}}}:saves")
 }
 
+fn waiting_key(id: &str) -> String {
+    format!("session-lock:{{{id}}}:waiting")
+}
+
 fn tombstone_key(id: &str, token: &str) -> String {
     format!("session-lock:{{{id}}}:abandoned:{token}")
 }
@@ -111,7 +193,7 @@ pub(crate) fn new_token() -> String {
     format!("{:032x}", rand::rng().random::<u128>())
 }
 
-/// The lock's settings and the Redis pool it lives in.
+/// The lock's settings, the Redis pool it lives in, and this replica's lines and waiters.
 #[derive(Debug, Clone)]
 pub struct SessionLock {
     /// Where lock keys live: the same Redis as the sessions.
@@ -122,6 +204,12 @@ pub struct SessionLock {
     pub wait: Duration,
     /// How long a save that Redis did not confirm is given to be resolved.
     pub resolve: Duration,
+    /// Most local hand-offs in a row before the lock goes back to Redis (0: never).
+    pub hand_offs: u32,
+    /// Each session's line of requests on this replica.
+    pub local: Arc<LocalQueues>,
+    /// Waiters for locks held elsewhere, woken by the holder's release.
+    pub wakeups: Arc<Wakeups>,
     /// Wait times, timeouts and unknown outcomes are exported here.
     pub metrics: Arc<Metrics>,
 }
@@ -159,16 +247,25 @@ fn decode(value: &Value) -> Option<Record> {
 }
 
 impl SessionLock {
-    /// Retries `attempt` with jittered backoff until it returns `Some` or the wait is over.
-    async fn wait_for<T, F, Fut>(&self, mut attempt: F) -> Result<T, LockError>
+    /// Retries `attempt` until it returns `Some` or `deadline` passes: after each failed
+    /// attempt it sleeps until the holder's release wakes it (or the fallback timer).
+    async fn wait_for<T, F, Fut>(
+        &self,
+        id: &str,
+        start: Instant,
+        deadline: Instant,
+        mut attempt: F,
+    ) -> Result<T, LockError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Option<T>, fred::error::Error>>,
     {
-        let start = Instant::now();
-        let deadline = start + self.wait;
-        let mut backoff = MIN_BACKOFF;
+        let watch = self.wakeups.watch(id);
         loop {
+            // Armed before the attempt: a release right after it must not be missed.
+            let woken = watch.notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             if let Some(done) = attempt().await? {
                 self.metrics
                     .lock_wait
@@ -183,24 +280,41 @@ impl SessionLock {
                 self.metrics.lock_timeouts.inc();
                 return Err(LockError::Timeout);
             }
-            // Full jitter spreads the waiters of one hot session across time.
-            let pause = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            // Jitter spreads fallback retries of several replicas across time.
+            let fallback = lock_wakeups::FALLBACK.mul_f64(rand::rng().random_range(0.5..=1.0));
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep(fallback.min(deadline - now)) => {}
+            }
         }
     }
 
-    /// Takes the lock of session `id` with `token`, waiting up to `self.wait`, and returns
-    /// the record read in the same script. On a Redis error the caller must
-    /// [`abandon`](Self::abandon) the token: the acquire may still run.
-    pub async fn acquire(&self, id: &Id, token: &str) -> Result<Option<Record>, LockError> {
+    /// Takes the lock of session `id` with `token`, waiting until `deadline` (the wait began
+    /// at `start`), and returns the record read in the same script. On a Redis error the
+    /// caller must [`abandon`](Self::abandon) the token: the acquire may still run.
+    pub async fn acquire(
+        &self,
+        id: &Id,
+        token: &str,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<Option<Record>, LockError> {
         let id = id.to_string();
-        let keys = vec![lock_key(&id), id.clone(), tombstone_key(&id, token)];
+        let keys = vec![
+            lock_key(&id),
+            id.clone(),
+            tombstone_key(&id, token),
+            waiting_key(&id),
+        ];
         let lease_ms = self.lease.as_millis().to_string();
-        self.wait_for(|| async {
+        self.wait_for(&id, start, deadline, || async {
             let answer: Value = self
                 .pool
-                .eval(ACQUIRE, keys.clone(), vec![token, lease_ms.as_str()])
+                .eval(
+                    ACQUIRE,
+                    keys.clone(),
+                    vec![token, lease_ms.as_str(), WAITING_MS],
+                )
                 .await?;
             let mut answer = answer.into_array().into_iter();
             Ok(match answer.next().and_then(|taken| taken.as_i64()) {
@@ -211,32 +325,41 @@ impl SessionLock {
         .await
     }
 
-    /// Writes `bytes` as session `id`'s record, expiring `ttl` from now, and frees the lock,
-    /// if `token` still holds it. Resolves a save that Redis did not confirm.
+    /// Writes `bytes` as session `id`'s record, expiring `ttl` from now, if `token` still
+    /// holds the lock; then frees the lock, or with `keep` renews it for a local hand-off.
+    /// Resolves a save that Redis did not confirm (and then never keeps the lock). Returns
+    /// whether the lock is still held (kept for the hand-off).
     pub async fn save(
         &self,
         id: &Id,
         token: &str,
         bytes: &[u8],
         ttl: Duration,
-    ) -> Result<(), Failure> {
+        keep: bool,
+    ) -> Result<bool, Failure> {
         let id = id.to_string();
+        let save_id = new_token();
         let sent: Result<i64, _> = self
             .pool
             .eval(
                 SAVE,
-                vec![id.clone(), lock_key(&id), saves_key(&id)],
+                vec![id.clone(), lock_key(&id), saves_key(&id), waiting_key(&id)],
                 vec![
                     Value::from(bytes),
                     Value::from(millis(ttl)),
                     Value::from(token),
                     Value::from(i64::from(SAVES_KEPT)),
                     Value::from(millis(SAVES_TTL)),
+                    Value::from(if keep { "1" } else { "0" }),
+                    Value::from(millis(self.lease)),
+                    Value::from(lock_wakeups::CHANNEL),
+                    Value::from(id.as_str()),
+                    Value::from(save_id.as_str()),
                 ],
             )
             .await;
         match sent {
-            Ok(1) => Ok(()),
+            Ok(1) => Ok(keep),
             Ok(2) => Err(Failure::Gone),
             // The lease ran out and another request may have written since: refuse rather
             // than overwrite its update.
@@ -246,21 +369,34 @@ impl SessionLock {
             }
             Err(err) => {
                 tracing::warn!(%err, session = %abbrev(&id), "save not confirmed; resolving");
-                self.resolve(&id, token).await
+                // Applied or not, resolving freed the lock: nothing to hand on.
+                self.resolve(&id, token, &save_id).await.map(|()| false)
             }
         }
     }
 
-    /// Finds out whether the save made with `token` ran, making sure it never runs later if
-    /// it has not yet.
-    async fn resolve(&self, id: &str, token: &str) -> Result<(), Failure> {
+    /// Finds out whether the save `save_id` made with `token` ran, making sure it never runs
+    /// later if it has not yet. Frees the lock either way.
+    async fn resolve(&self, id: &str, token: &str, save_id: &str) -> Result<(), Failure> {
         let deadline = Instant::now() + self.resolve;
-        let keys = vec![lock_key(id), saves_key(id)];
+        let keys = vec![lock_key(id), saves_key(id), waiting_key(id)];
         let kept = SAVES_KEPT.to_string();
+        let lease_ms = millis(self.lease).to_string();
         while Instant::now() < deadline {
             let answer: Result<i64, _> = self
                 .pool
-                .eval(RESOLVE, keys.clone(), vec![token, kept.as_str()])
+                .eval(
+                    RESOLVE,
+                    keys.clone(),
+                    vec![
+                        token,
+                        save_id,
+                        kept.as_str(),
+                        lease_ms.as_str(),
+                        lock_wakeups::CHANNEL,
+                        id,
+                    ],
+                )
                 .await;
             match answer {
                 Ok(0) => return Err(Failure::Unavailable),
@@ -279,36 +415,29 @@ impl SessionLock {
         Err(Failure::Unknown)
     }
 
-    /// Deletes session `id`'s record: under the lock when `token` holds it, otherwise as soon
-    /// as nobody holds it.
-    pub async fn delete(&self, id: &Id, token: Option<&str>) -> Result<(), Failure> {
+    /// Deletes session `id`'s record under the lock `token` holds, letting go of the lock.
+    pub async fn delete(&self, id: &Id, token: &str) -> Result<(), Failure> {
         let id = id.to_string();
-        let keys = vec![id.clone(), lock_key(&id)];
-        let deleted = match token {
-            Some(token) => match self
-                .pool
-                .eval::<i64, _, _, _>(DELETE_HELD, keys, vec![token])
-                .await
-            {
-                Ok(1) => Ok(()),
-                Ok(_) => Err(Failure::Unavailable),
-                Err(err) => Err(LockError::Redis(err).into_unknown()),
-            },
-            None => self
-                .wait_for(|| async {
-                    let done: i64 = self
-                        .pool
-                        .eval(DELETE_FREE, keys.clone(), Vec::<String>::new())
-                        .await?;
-                    Ok((done == 1).then_some(()))
-                })
-                .await
-                .map_err(LockError::into_unknown),
-        };
-        if deleted == Err(Failure::Unknown) {
-            self.metrics.unknown_outcomes.inc();
+        let keys = vec![id.clone(), lock_key(&id), waiting_key(&id)];
+        let lease_ms = millis(self.lease).to_string();
+        let deleted: Result<i64, _> = self
+            .pool
+            .eval(
+                DELETE_HELD,
+                keys,
+                vec![token, lease_ms.as_str(), lock_wakeups::CHANNEL, id.as_str()],
+            )
+            .await;
+        match deleted {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(Failure::Unavailable),
+            Err(err) => {
+                tracing::warn!(%err, session = %abbrev(&id), "delete not confirmed");
+                self.metrics.unknown_outcomes.inc();
+                self.clone().abandon(id, token.to_owned());
+                Err(Failure::Unknown)
+            }
         }
-        deleted
     }
 
     /// Extends the lease. `Ok(false)` when the lock is no longer ours.
@@ -325,11 +454,21 @@ impl SessionLock {
         Ok(renewed == 1)
     }
 
-    /// Frees the lock if `token` still holds it.
+    /// Frees the lock if `token` still holds it, waking waiters elsewhere.
     pub async fn release(&self, id: &Id, token: &str) -> Result<(), fred::error::Error> {
+        let id = id.to_string();
         let _: i64 = self
             .pool
-            .eval(RELEASE, vec![lock_key(&id.to_string())], vec![token])
+            .eval(
+                RELEASE,
+                vec![lock_key(&id), waiting_key(&id)],
+                vec![
+                    token,
+                    &millis(self.lease).to_string(),
+                    lock_wakeups::CHANNEL,
+                    id.as_str(),
+                ],
+            )
             .await?;
         Ok(())
     }
@@ -342,14 +481,29 @@ impl SessionLock {
             return;
         };
         runtime.spawn(async move {
-            let keys = vec![lock_key(&id), tombstone_key(&id, &token)];
+            let keys = vec![
+                lock_key(&id),
+                tombstone_key(&id, &token),
+                waiting_key(&id),
+            ];
             let tombstone_ms = millis(self.lease.max(Duration::from_secs(1))).to_string();
+            let lease_ms = millis(self.lease).to_string();
             let give_up = Instant::now() + ABANDON_FOR;
             let mut pause = Duration::from_millis(10);
             while Instant::now() < give_up {
                 let undone: Result<i64, _> = self
                     .pool
-                    .eval(ABANDON, keys.clone(), vec![token.as_str(), tombstone_ms.as_str()])
+                    .eval(
+                        ABANDON,
+                        keys.clone(),
+                        vec![
+                            token.as_str(),
+                            tombstone_ms.as_str(),
+                            lease_ms.as_str(),
+                            lock_wakeups::CHANNEL,
+                            id.as_str(),
+                        ],
+                    )
                     .await;
                 match undone {
                     Ok(_) => return,
@@ -363,14 +517,21 @@ impl SessionLock {
     }
 }
 
-impl LockError {
-    /// For deletes: a Redis error after sending means the delete may have run.
-    fn into_unknown(self) -> Failure {
-        match self {
-            LockError::Timeout => Failure::Busy,
-            LockError::Redis(_) => Failure::Unknown,
-        }
-    }
+/// The hook [`LocalQueues`] calls with a hand-off nobody took: free the lock in Redis.
+pub fn orphan_releaser(pool: Pool, lease: Duration) -> crate::local_queue::Orphaned {
+    Arc::new(move |id: Id, left: HandOff| {
+        let lock = SessionLock {
+            pool: pool.clone(),
+            lease,
+            wait: Duration::ZERO,
+            resolve: Duration::ZERO,
+            hand_offs: 0,
+            local: Arc::new(LocalQueues::new(Arc::new(|_, _| {}))),
+            wakeups: Arc::default(),
+            metrics: Arc::default(),
+        };
+        lock.abandon(id.to_string(), left.token);
+    })
 }
 
 fn millis(d: Duration) -> i64 {

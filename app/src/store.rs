@@ -165,7 +165,7 @@ impl RedisSessions {
         let ttl = ttl(record.expiry_date);
         outcome::write_sent();
         if self.locking {
-            return lock_scope::save(&record.id, &bytes, ttl)
+            return lock_scope::save(record, &bytes, ttl)
                 .await
                 .map_err(|err| self.write_failed(err));
         }

@@ -9,6 +9,7 @@ mod cli;
 mod cookies;
 mod counter;
 mod expiry;
+mod hot_session;
 mod lock;
 mod logout;
 mod observability;

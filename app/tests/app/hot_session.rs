@@ -1,0 +1,229 @@
+//! One hot session: its requests on one replica are served first come, first served; a
+//! request that waits on the same replica gets the lock handed over (one round trip for its
+//! write); a flooded replica cannot keep other replicas' requests out beyond the hand-off
+//! budget; and a replica killed while it holds the session loses nothing.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+
+use crate::helpers::{Cluster, metric, open_session, plain, views_of};
+
+/// `POST /api/session/views` on `base` with `cookie`; the count it answered.
+async fn increment(base: &str, cookie: &str) -> Result<u64, String> {
+    let res = plain()
+        .post(format!("{base}/api/session/views"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if res.status() != 200 {
+        return Err(format!("HTTP {}", res.status()));
+    }
+    let json: serde_json::Value = res.json().await.map_err(|e| e.to_string())?;
+    json["views"].as_u64().ok_or_else(|| "no views".to_owned())
+}
+
+#[tokio::test]
+async fn requests_of_one_session_on_one_replica_are_served_in_arrival_order() {
+    // Arrange: each write takes 40 ms, so the next ones queue behind it.
+    let cluster = Cluster::start(1, |c| c.save_delay = Some(Duration::from_millis(40))).await;
+    let (cookie, _) = open_session(&cluster, "/api/session/views").await;
+    let base = cluster.replicas[0].url();
+
+    // Act: six requests, sent 10 ms apart.
+    let mut sent = Vec::new();
+    for _ in 0..6 {
+        let (base, cookie) = (base.clone(), cookie.clone());
+        sent.push(tokio::spawn(async move { increment(&base, &cookie).await }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut answers = Vec::new();
+    for request in sent {
+        answers.push(request.await.expect("task").expect("answered"));
+    }
+
+    // Assert: the n-th to arrive was the n-th to count.
+    assert_eq!(answers, [2, 3, 4, 5, 6, 7]);
+}
+
+#[tokio::test]
+async fn a_write_handed_over_on_the_same_replica_costs_one_round_trip() {
+    // Arrange
+    let cluster = Cluster::start(1, |c| c.save_delay = Some(Duration::from_millis(200))).await;
+    let (cookie, _) = open_session(&cluster, "/api/session/views").await;
+    let base = cluster.replicas[0].url();
+    let mut monitor = std::process::Command::new("redis-cli")
+        .args(["-p", &cluster.redis.port().to_string(), "MONITOR"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli MONITOR");
+    let mut stdout = monitor.stdout.take().expect("stdout");
+    let mut ok = [0u8; 3];
+    std::io::Read::read_exact(&mut stdout, &mut ok).expect("MONITOR started");
+
+    // Act: the second write arrives while the first holds the lock.
+    let first = tokio::spawn({
+        let (base, cookie) = (base.clone(), cookie.clone());
+        async move { increment(&base, &cookie).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = increment(&base, &cookie).await;
+    let first = first.await.expect("task");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    monitor.kill().expect("stop MONITOR");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut out).expect("MONITOR output");
+    let _ = monitor.wait();
+
+    // Assert: acquire, save kept for the hand-off, save released: 3 round trips, 2 writes.
+    assert_eq!((first, second), (Ok(2), Ok(3)));
+    let commands: Vec<String> = out
+        .lines()
+        .filter(|l| l.contains(" 127.0.0.1:") && !l.contains("lua]"))
+        .filter_map(|l| l.split('"').nth(1).map(str::to_uppercase))
+        .filter(|c| !matches!(c.as_str(), "PING" | "CLIENT" | "INFO" | "SUBSCRIBE"))
+        .collect();
+    assert_eq!(commands, ["EVAL", "EVAL", "EVAL"], "{out}");
+    let metrics = plain()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(metric(&metrics, "session_lock_hand_offs_total"), 1.0);
+}
+
+/// Floods replica 0 with `flood` writes of one session, and sends one write to replica 1
+/// once the flood holds the lock; returns the count replica 1's write answered.
+async fn other_replica_during_a_flood(hand_offs: u32, flood: usize) -> u64 {
+    let cluster = Cluster::start(2, |c| {
+        c.save_delay = Some(Duration::from_millis(15));
+        c.session_lock_handoffs = hand_offs;
+    })
+    .await;
+    let (cookie, _) = open_session(&cluster, "/api/session/views").await;
+    let (a, b) = (cluster.replicas[0].url(), cluster.replicas[1].url());
+    let flooding: Vec<_> = (0..flood)
+        .map(|_| {
+            let (a, cookie) = (a.clone(), cookie.clone());
+            tokio::spawn(async move { increment(&a, &cookie).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let other = increment(&b, &cookie).await.expect("replica 1 served");
+    for f in flooding {
+        f.await.expect("task").expect("flood request served");
+    }
+    assert_eq!(views_of(&cluster, &cookie).await, 1 + flood as u64 + 1);
+    other
+}
+
+#[tokio::test]
+async fn a_flooded_replica_cannot_keep_another_replica_out_beyond_the_hand_off_budget() {
+    // With an unbounded budget replica 1 waits for the whole flood; with 2 hand-offs in a
+    // row it gets in after a few of the flood's writes.
+    let flood = 24;
+    let unbounded = other_replica_during_a_flood(1000, flood).await;
+    let bounded = other_replica_during_a_flood(2, flood).await;
+
+    assert!(
+        unbounded >= flood as u64,
+        "unbounded: served at {unbounded}"
+    );
+    assert!(
+        bounded <= 12,
+        "bounded: served at {bounded} of {}",
+        flood + 2
+    );
+}
+
+#[tokio::test]
+async fn a_replica_killed_while_holding_a_hot_session_loses_nothing() {
+    // Arrange: replica `victim` is a real process (so it can be SIGKILLed) with a 1 s lease;
+    // two in-process replicas share the same Redis.
+    let cluster = Cluster::start(2, |c| c.session_lock_lease_ms = 1000).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut victim = Command::new(env!("CARGO_BIN_EXE_app"))
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("REDIS_URL", cluster.redis.url())
+        .env("NODE_NAME", "victim")
+        .env("SESSION_LOCK_LEASE_MS", "1000")
+        .env("SHUTDOWN_DELAY", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("app binary");
+    let victim_url = format!("http://127.0.0.1:{port}");
+    let ready = Instant::now();
+    while !plain()
+        .get(format!("{victim_url}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            ready.elapsed() < Duration::from_secs(10),
+            "victim never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (cookie, _) = open_session(&cluster, "/api/session/views").await;
+    let urls = [
+        victim_url.clone(),
+        cluster.replicas[0].url(),
+        cluster.replicas[1].url(),
+    ];
+
+    // Act: 12 writers round robin over the three replicas for 1.5 s; the victim is killed
+    // after 400 ms, with writes of the session queued on it.
+    let stop_at = Instant::now() + Duration::from_millis(1500);
+    let writers = (0..12).map(|w| {
+        let (urls, cookie) = (urls.clone(), cookie.clone());
+        async move {
+            let (mut acked, mut unknown, mut survivors_failed) = (0u64, 0u64, 0u64);
+            let mut i = w;
+            while Instant::now() < stop_at {
+                let target = &urls[i % 3];
+                match increment(target, &cookie).await {
+                    Ok(_) => acked += 1,
+                    Err(_) if i % 3 == 0 => unknown += 1,
+                    Err(_) => {
+                        unknown += 1;
+                        survivors_failed += 1;
+                    }
+                }
+                i += 1;
+            }
+            (acked, unknown, survivors_failed)
+        }
+    });
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        victim.kill().expect("SIGKILL");
+        let _ = victim.wait();
+    };
+    let (results, ()) = tokio::join!(join_all(writers), kill);
+
+    // Assert: every acknowledged write is in the count (unknown ones may or may not be), and
+    // the surviving replicas kept serving: the dead holder's lease is shorter than the wait.
+    let acked: u64 = results.iter().map(|r| r.0).sum();
+    let unknown: u64 = results.iter().map(|r| r.1).sum();
+    let survivors_failed: u64 = results.iter().map(|r| r.2).sum();
+    let final_views = views_of(&cluster, &cookie).await;
+    assert!(acked > 0);
+    assert!(
+        (1 + acked..=1 + acked + unknown).contains(&final_views),
+        "final {final_views}, acknowledged {acked}, unknown {unknown}"
+    );
+    assert_eq!(
+        survivors_failed, 0,
+        "the other replicas kept serving the session"
+    );
+}
