@@ -104,6 +104,12 @@ pub struct Config {
     #[arg(long, env = "SESSION_LOCK_HANDOFFS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub session_lock_handoffs: u32,
 
+    /// Group commit (`on`): a request whose successor already waits on this replica passes
+    /// its changes on unwritten, and one write carries both; each is answered after that
+    /// write. `off`: every request writes before handing the lock on.
+    #[arg(long, env = "SESSION_LOCK_GROUP_COMMIT", default_value = "on", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub session_lock_group_commit: bool,
+
     /// Milliseconds a request waits for its session's lock before answering 503.
     #[arg(long, env = "SESSION_LOCK_WAIT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub session_lock_wait_ms: u64,
@@ -172,6 +178,7 @@ impl Config {
             session_lock_lease_ms: 5000,
             session_lock_wait_ms: 5000,
             session_lock_handoffs: 8,
+            session_lock_group_commit: true,
             redis_timeout_ms: 500,
             redis_pool_size: 2,
             request_timeout: 10,

@@ -7,8 +7,14 @@
 //! happen in a row, so waiters on other replicas are not starved: then the lock goes back to
 //! Redis and everybody competes again.
 //!
+//! Group commit: the head may also pass the record on *unwritten*, when the next request is
+//! already waiting: that request runs its handler on the record in memory, and one write
+//! carries both changes. Each request is answered only once that write is acknowledged (or
+//! with the write's failure).
+//!
 //! Nothing is kept between requests once the line is empty. A hand-off that nobody takes
-//! (the next in line gave up) is released in Redis by whoever notices last.
+//! (the next in line gave up) is settled by whoever notices last: its record written if it
+//! carries deferred changes, its lock released.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,15 +23,21 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::OwnedMutexGuard;
 use tower_sessions::session::{Id, Record};
 
+/// Tells a request whose write was deferred what became of it.
+pub type Ack = tokio::sync::oneshot::Sender<Result<(), crate::outcome::Failure>>;
+
 /// The Redis lock and the record, passed from one request of a session to the next.
 #[derive(Debug)]
 pub struct HandOff {
     /// The lock's token, still held in Redis.
     pub token: String,
-    /// The record as the previous request saved it.
+    /// The record as the previous request left it.
     pub record: Record,
     /// Hand-offs in a row so far, this one included.
     pub count: u32,
+    /// Requests whose changes are in `record` but not yet in Redis (group commit): whoever
+    /// writes the record next answers them.
+    pub pending: Vec<Ack>,
 }
 
 /// One session's line.
@@ -196,6 +208,7 @@ mod tests {
                 expiry_date: time::OffsetDateTime::now_utc(),
             },
             count,
+            pending: Vec::new(),
         }
     }
 

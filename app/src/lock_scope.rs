@@ -38,7 +38,7 @@ use tower_sessions::session::{Id, Record};
 use tokio::time::Instant;
 
 use crate::{
-    local_queue::{HandOff, Turn},
+    local_queue::{Ack, HandOff, Turn},
     outcome::Failure,
     session_lock::{LockError, SessionLock, new_token},
 };
@@ -54,6 +54,9 @@ enum Hold {
     Held { id: Id, token: String },
     /// A save or delete that gives the lock back is on its way.
     Writing { id: Id, token: String },
+    /// The save was deferred: the lock and the record went to the next request in line,
+    /// whose write will carry this request's changes too.
+    Deferred,
     /// The lock was given back, or its write settled what became of it.
     Done,
 }
@@ -67,10 +70,23 @@ struct Scope {
     turn: RefCell<Option<Turn>>,
     /// Local hand-offs in a row that led to this request's lock (0: taken from Redis).
     hand_offs: Cell<u32>,
+    /// Earlier requests whose changes came with the record and still wait for a write.
+    pending: RefCell<Vec<Ack>>,
+    /// The record those changes are in, to write it if this request writes nothing itself.
+    received: RefCell<Option<Record>>,
 }
 
 impl Drop for Scope {
     fn drop(&mut self) {
+        // Earlier requests waiting for this one's write: it never happened (or never came
+        // back), and their answers must say so.
+        let failure = match &*self.state.get_mut() {
+            Hold::Writing { .. } => Failure::Unknown,
+            _ => Failure::Unavailable,
+        };
+        for ack in self.pending.get_mut().drain(..) {
+            let _ = ack.send(Err(failure));
+        }
         // The request ended while an acquire was in flight or the lock was still ours: the
         // client went away, the handler panicked, or the request timed out.
         match std::mem::replace(self.state.get_mut(), Hold::Done) {
@@ -79,7 +95,7 @@ impl Drop for Scope {
             | Hold::Writing { id, token } => {
                 SessionLock::clone(&self.lock).abandon(id.to_string(), token);
             }
-            Hold::Idle | Hold::Done => {}
+            Hold::Idle | Hold::Done | Hold::Deferred => {}
         }
     }
 }
@@ -150,7 +166,13 @@ pub(crate) async fn load(id: &Id) -> Option<Result<Option<Record>, LockError>> {
             id: *id,
             token: hand_off.token,
         });
-        SCOPE.with(|s| s.hand_offs.set(hand_off.count));
+        SCOPE.with(|s| {
+            s.hand_offs.set(hand_off.count);
+            if !hand_off.pending.is_empty() {
+                *s.received.borrow_mut() = Some(hand_off.record.clone());
+                s.pending.borrow_mut().extend(hand_off.pending);
+            }
+        });
         lock.metrics
             .lock_wait
             .observe(start.elapsed().as_secs_f64());
@@ -193,9 +215,24 @@ pub(crate) enum WriteError {
     Unlocked,
 }
 
-/// Saves `record` (encoded as `bytes`) under the lock, handing the lock and the record on
-/// to the next request of the session on this replica when one waits (within the hand-off
-/// budget). Refused outside [`lock_session`] or when this request does not hold the lock.
+/// Answers the earlier requests whose changes the write just made carried.
+fn settle_pending(result: Result<(), Failure>) {
+    let pending: Vec<Ack> = SCOPE
+        .try_with(|s| {
+            s.received.borrow_mut().take();
+            s.pending.borrow_mut().drain(..).collect()
+        })
+        .unwrap_or_default();
+    for ack in pending {
+        let _ = ack.send(result);
+    }
+}
+
+/// Saves `record` (encoded as `bytes`) under the lock. When the next request of the session
+/// waits on this replica (within the hand-off budget), the lock and the record go on to it:
+/// with group commit unwritten, this request then waiting for the write that carries its
+/// changes; without, written first with the lease renewed. Refused outside
+/// [`lock_session`] or when this request does not hold the lock.
 pub(crate) async fn save(record: &Record, bytes: &[u8], ttl: Duration) -> Result<(), WriteError> {
     let id = &record.id;
     let (Some(lock), Some(token)) = (lock(), held(id)) else {
@@ -204,6 +241,32 @@ pub(crate) async fn save(record: &Record, bytes: &[u8], ttl: Duration) -> Result
     let hand_offs = SCOPE.with(|s| s.hand_offs.get());
     let someone_waits = SCOPE.with(|s| s.turn.borrow().as_ref().is_some_and(Turn::others_waiting));
     let keep = someone_waits && hand_offs < lock.hand_offs;
+    if keep && lock.group_commit {
+        let (ack, written) = tokio::sync::oneshot::channel();
+        let mut pending: Vec<Ack> = SCOPE.with(|s| {
+            s.received.borrow_mut().take();
+            s.pending.borrow_mut().drain(..).collect()
+        });
+        pending.push(ack);
+        replace(Hold::Deferred);
+        let turn = SCOPE.with(|s| s.turn.borrow_mut().take());
+        if let Some(mut turn) = turn {
+            turn.hand_off(HandOff {
+                token,
+                record: record.clone(),
+                count: hand_offs + 1,
+                pending,
+            });
+            // The next in line goes now; if it gave up meanwhile, the line settles the
+            // hand-off (writes it, answers us).
+            drop(turn);
+        }
+        return match written.await {
+            Ok(result) => result.map_err(WriteError::Store),
+            // Dropped unanswered: nobody can say whether a write was sent.
+            Err(_) => Err(WriteError::Store(Failure::Unknown)),
+        };
+    }
     replace(Hold::Writing {
         id: *id,
         token: token.clone(),
@@ -211,6 +274,7 @@ pub(crate) async fn save(record: &Record, bytes: &[u8], ttl: Duration) -> Result
     let saved = lock.save(id, &token, bytes, ttl, keep).await;
     // The save freed the lock, kept it for the next request, or resolved what became of it.
     replace(Hold::Done);
+    settle_pending(saved.map(|_| ()));
     match saved {
         Ok(true) => {
             let unclaimed = SCOPE.with(|s| {
@@ -220,6 +284,7 @@ pub(crate) async fn save(record: &Record, bytes: &[u8], ttl: Duration) -> Result
                     token,
                     record: record.clone(),
                     count: hand_offs + 1,
+                    pending: Vec::new(),
                 });
                 // The waiter may have given up meanwhile.
                 turn.unclaimed_hand_off()
@@ -232,6 +297,33 @@ pub(crate) async fn save(record: &Record, bytes: &[u8], ttl: Duration) -> Result
         Ok(false) => Ok(()),
         Err(failure) => Err(WriteError::Store(failure)),
     }
+}
+
+/// Writes the record earlier requests left unwritten when this request wrote nothing itself
+/// (it only read, was a replay, or failed), and answers them.
+async fn flush_received(lock: &SessionLock) {
+    let received = SCOPE.with(|s| s.received.borrow_mut().take());
+    let Some(record) = received else { return };
+    let held = SCOPE.with(|s| match &*s.state.borrow() {
+        Hold::Held { id, token } => Some((*id, token.clone())),
+        _ => None,
+    });
+    let Some((id, token)) = held else {
+        settle_pending(Err(Failure::Unavailable));
+        return;
+    };
+    let Ok(bytes) = crate::store::encode(&record) else {
+        settle_pending(Err(Failure::Unavailable));
+        return;
+    };
+    replace(Hold::Writing {
+        id,
+        token: token.clone(),
+    });
+    let ttl = crate::store::ttl(record.expiry_date);
+    let saved = lock.save(&id, &token, &bytes, ttl, false).await;
+    replace(Hold::Done);
+    settle_pending(saved.map(|_| ()));
 }
 
 /// Deletes session `id` under its lock: the one this request holds, or one it takes first
@@ -256,6 +348,8 @@ pub(crate) async fn delete(id: &Id) -> Result<(), WriteError> {
     });
     let deleted = lock.delete(id, &token).await;
     replace(Hold::Done);
+    // Earlier requests' unwritten changes ended with the session, after them.
+    settle_pending(deleted);
     deleted.map_err(WriteError::Store)
 }
 
@@ -278,6 +372,8 @@ pub async fn lock_session(
         state: RefCell::new(Hold::Idle),
         turn: RefCell::new(None),
         hand_offs: Cell::new(0),
+        pending: RefCell::new(Vec::new()),
+        received: RefCell::new(None),
     };
     SCOPE
         .scope(scope, async move {
@@ -290,6 +386,7 @@ pub async fn lock_session(
                 // its fenced save will refuse to write.
                 () = renew_while_held(&lock) => run.await,
             };
+            flush_received(&lock).await;
             if let Some(Hold::Held { id, token }) = replace(Hold::Done) {
                 release_or_abandon(&lock, &id, token).await;
             }

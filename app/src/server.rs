@@ -97,6 +97,7 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
     let pool = redis.as_ref().map(|redis| redis.pool.clone());
     let lock = match (&mut redis, config.session_lock) {
         (Some(redis), true) => {
+            session_lock::preload(&redis.pool);
             let wakeups = Arc::new(Wakeups::default());
             redis.wake_lock_waiters(config, &wakeups)?;
             let lease = Duration::from_millis(config.session_lock_lease_ms);
@@ -107,9 +108,11 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
                 // A save Redis did not confirm gets two more command timeouts to be resolved.
                 resolve: config.redis_timeout() * 2,
                 hand_offs: config.session_lock_handoffs,
-                local: Arc::new(LocalQueues::new(session_lock::orphan_releaser(
+                group_commit: config.session_lock_group_commit,
+                local: Arc::new(LocalQueues::new(session_lock::orphan_settler(
                     redis.pool.clone(),
                     lease,
+                    metrics.clone(),
                 ))),
                 wakeups,
                 metrics: metrics.clone(),

@@ -46,7 +46,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use fred::{clients::Pool, interfaces::LuaInterface, types::Value};
+use fred::{
+    clients::Pool,
+    interfaces::{ClientLike, LuaInterface},
+    types::Value,
+};
 use rand::Rng;
 use tokio::time::Instant;
 use tower_sessions::session::{Id, Record};
@@ -94,12 +98,13 @@ const WAITING_MS: &str = "300";
 /// KEYS: lock, record, tombstone, waiting. ARGV: token, lease ms, waiting ms.
 /// `{1, record}` when taken (or handed to us by the previous holder), `{0}` when someone
 /// holds it (then we are in line, if nobody is ahead), `{-1}` when we gave up already.
-const ACQUIRE: &str = concat!(
+const ACQUIRE_LUA: &str = concat!(
+    // The common case first: a free lock, taken in one command.
+    "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then ",
+    "if redis.call('exists', KEYS[3]) == 1 then redis.call('del', KEYS[1]) return {-1} end ",
+    "return {1, redis.call('get', KEYS[2])} end ",
+    "if redis.call('get', KEYS[1]) == ARGV[1] then ",
     "if redis.call('exists', KEYS[3]) == 1 then return {-1} end ",
-    "local holder = redis.call('get', KEYS[1]) ",
-    "if holder == ARGV[1] then return {1, redis.call('get', KEYS[2])} end ",
-    "if not holder then ",
-    "redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) ",
     "return {1, redis.call('get', KEYS[2])} end ",
     "local first = redis.call('get', KEYS[4]) ",
     "if (not first) or first == ARGV[1] then ",
@@ -109,12 +114,12 @@ const ACQUIRE: &str = concat!(
 /// KEYS: record, lock, saves, waiting. ARGV: bytes, expiry ms, token, saves kept, saves ttl
 /// ms, keep (1: renew the lease for a hand-off, 0: let go), lease ms, channel, id, save id.
 /// 1 written, 0 the lock is not ours (nothing written), 2 the record is gone (not revived).
-const SAVE: &str = concat!(
+const SAVE_LUA: &str = concat!(
     "if redis.call('get', KEYS[2]) ~= ARGV[3] then return 0 end ",
-    "if redis.call('exists', KEYS[1]) == 0 then ",
+    // XX: a record deleted meanwhile is not revived.
+    "if not redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX') then ",
     let_go!("2", "4", "7", "8", "9"),
     "return 2 end ",
-    "redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) ",
     "redis.call('lpush', KEYS[3], ARGV[10]) ",
     "redis.call('ltrim', KEYS[3], 0, tonumber(ARGV[4]) - 1) ",
     "redis.call('pexpire', KEYS[3], ARGV[5]) ",
@@ -125,7 +130,7 @@ const SAVE: &str = concat!(
 /// KEYS: lock, saves, waiting. ARGV: token, save id, saves kept, lease ms, channel, id.
 /// 0 not applied (and now never will be), 1 applied, 2 cannot tell. Either way the lock is
 /// no longer ours afterwards.
-const RESOLVE: &str = concat!(
+const RESOLVE_LUA: &str = concat!(
     "local saves = redis.call('lrange', KEYS[2], 0, -1) ",
     "local applied = false ",
     "for i = 1, #saves do if saves[i] == ARGV[2] then applied = true end end ",
@@ -138,13 +143,13 @@ const RESOLVE: &str = concat!(
 );
 /// KEYS: record, lock, waiting. ARGV: token, lease ms, channel, id.
 /// 1 deleted, 0 the lock is not ours.
-const DELETE_HELD: &str = concat!(
+const DELETE_HELD_LUA: &str = concat!(
     "if redis.call('get', KEYS[2]) == ARGV[1] then redis.call('del', KEYS[1]) ",
     let_go!("2", "3", "2", "3", "4"),
     "return 1 end return 0"
 );
 /// KEYS: lock, waiting. ARGV: token, lease ms, channel, id. Lets go only of our own lock.
-const RELEASE: &str = concat!(
+const RELEASE_LUA: &str = concat!(
     "if redis.call('get', KEYS[1]) == ARGV[1] then ",
     let_go!("1", "2", "2", "3", "4"),
     "return 1 end return 0"
@@ -152,7 +157,7 @@ const RELEASE: &str = concat!(
 /// KEYS: lock, tombstone, waiting. ARGV: token, tombstone ms, lease ms, channel, id.
 /// Leaves the line, lets go of the lock if it is (or was handed) ours, else makes a late
 /// acquire refuse.
-const ABANDON: &str = concat!(
+const ABANDON_LUA: &str = concat!(
     "if redis.call('get', KEYS[3]) == ARGV[1] then redis.call('del', KEYS[3]) end ",
     "if redis.call('get', KEYS[1]) == ARGV[1] then ",
     let_go!("1", "3", "3", "4", "5"),
@@ -160,8 +165,81 @@ const ABANDON: &str = concat!(
     "redis.call('set', KEYS[2], '1', 'PX', ARGV[2]) return 0"
 );
 /// KEYS: lock. ARGV: token, lease ms. Extends the lease only if the lock is still ours.
-const RENEW: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
+const RENEW_LUA: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
      return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+
+/// A script and its SHA1: sent as `EVALSHA`, so Redis neither receives nor hashes the body
+/// on every call. On `NOSCRIPT` (a restarted or failed-over Redis) it falls back to `EVAL`,
+/// which caches it again; `NOSCRIPT` means the script did not run, so the fallback cannot
+/// apply anything twice.
+struct Lua {
+    text: &'static str,
+    sha: std::sync::OnceLock<String>,
+}
+
+impl Lua {
+    const fn new(text: &'static str) -> Lua {
+        Lua {
+            text,
+            sha: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn sha(&self) -> &str {
+        self.sha.get_or_init(|| fred::util::sha1_hash(self.text))
+    }
+
+    async fn run<R, V>(
+        &self,
+        pool: &Pool,
+        keys: impl Into<fred::types::MultipleKeys>,
+        args: V,
+    ) -> Result<R, fred::error::Error>
+    where
+        R: fred::types::FromValue,
+        V: TryInto<fred::types::MultipleValues>,
+        V::Error: Into<fred::error::Error>,
+    {
+        let keys = keys.into();
+        let args = args.try_into().map_err(Into::into)?;
+        match pool.evalsha(self.sha(), keys.clone(), args.clone()).await {
+            Err(err) if err.details().starts_with("NOSCRIPT") => {
+                pool.eval(self.text, keys, args).await
+            }
+            answer => answer,
+        }
+    }
+}
+
+static ACQUIRE: Lua = Lua::new(ACQUIRE_LUA);
+static SAVE: Lua = Lua::new(SAVE_LUA);
+static RESOLVE: Lua = Lua::new(RESOLVE_LUA);
+static DELETE_HELD: Lua = Lua::new(DELETE_HELD_LUA);
+static RELEASE: Lua = Lua::new(RELEASE_LUA);
+static ABANDON: Lua = Lua::new(ABANDON_LUA);
+static RENEW: Lua = Lua::new(RENEW_LUA);
+
+/// Loads every script into Redis (every master, in a cluster) once it answers, so even the
+/// first calls go as `EVALSHA`.
+pub fn preload(pool: &Pool) {
+    let client = pool.next().clone();
+    tokio::spawn(async move {
+        let _ = client.wait_for_connect().await;
+        for lua in [
+            &ACQUIRE,
+            &SAVE,
+            &RESOLVE,
+            &DELETE_HELD,
+            &RELEASE,
+            &ABANDON,
+            &RENEW,
+        ] {
+            if let Err(err) = client.script_load_cluster::<(), _>(lua.text).await {
+                tracing::debug!(%err, "preloading a lock script failed; EVAL will load it");
+            }
+        }
+    });
+}
 
 /// How many recent save ids a session keeps for resolving lost answers.
 const SAVES_KEPT: u32 = 16;
@@ -206,6 +284,8 @@ pub struct SessionLock {
     pub resolve: Duration,
     /// Most local hand-offs in a row before the lock goes back to Redis (0: never).
     pub hand_offs: u32,
+    /// Whether a hand-off may pass the record on unwritten (group commit).
+    pub group_commit: bool,
     /// Each session's line of requests on this replica.
     pub local: Arc<LocalQueues>,
     /// Waiters for locks held elsewhere, woken by the holder's release.
@@ -260,12 +340,16 @@ impl SessionLock {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Option<T>, fred::error::Error>>,
     {
-        let watch = self.wakeups.watch(id);
+        // Uncontended, the first attempt succeeds and nothing is registered.
+        let mut watch: Option<crate::lock_wakeups::Watch<'_>> = None;
         loop {
-            // Armed before the attempt: a release right after it must not be missed.
-            let woken = watch.notify.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
+            // Once waiting, the wake-up is armed before each attempt, so a hand-off right
+            // after an attempt is not missed.
+            let notify = watch.as_ref().map(|w| Arc::clone(&w.notify));
+            let mut woken = notify.as_ref().map(|n| Box::pin(n.notified()));
+            if let Some(w) = woken.as_mut() {
+                w.as_mut().enable();
+            }
             if let Some(done) = attempt().await? {
                 self.metrics
                     .lock_wait
@@ -280,6 +364,12 @@ impl SessionLock {
                 self.metrics.lock_timeouts.inc();
                 return Err(LockError::Timeout);
             }
+            let Some(woken) = woken else {
+                // First failure: register, then try again at once (a hand-off may have come
+                // before the registration).
+                watch = Some(self.wakeups.watch(id));
+                continue;
+            };
             // Jitter spreads fallback retries of several replicas across time.
             let fallback = lock_wakeups::FALLBACK.mul_f64(rand::rng().random_range(0.5..=1.0));
             tokio::select! {
@@ -308,10 +398,9 @@ impl SessionLock {
         ];
         let lease_ms = self.lease.as_millis().to_string();
         self.wait_for(&id, start, deadline, || async {
-            let answer: Value = self
-                .pool
-                .eval(
-                    ACQUIRE,
+            let answer: Value = ACQUIRE
+                .run(
+                    &self.pool,
                     keys.clone(),
                     vec![token, lease_ms.as_str(), WAITING_MS],
                 )
@@ -339,10 +428,9 @@ impl SessionLock {
     ) -> Result<bool, Failure> {
         let id = id.to_string();
         let save_id = new_token();
-        let sent: Result<i64, _> = self
-            .pool
-            .eval(
-                SAVE,
+        let sent: Result<i64, _> = SAVE
+            .run(
+                &self.pool,
                 vec![id.clone(), lock_key(&id), saves_key(&id), waiting_key(&id)],
                 vec![
                     Value::from(bytes),
@@ -383,10 +471,9 @@ impl SessionLock {
         let kept = SAVES_KEPT.to_string();
         let lease_ms = millis(self.lease).to_string();
         while Instant::now() < deadline {
-            let answer: Result<i64, _> = self
-                .pool
-                .eval(
-                    RESOLVE,
+            let answer: Result<i64, _> = RESOLVE
+                .run(
+                    &self.pool,
                     keys.clone(),
                     vec![
                         token,
@@ -420,10 +507,9 @@ impl SessionLock {
         let id = id.to_string();
         let keys = vec![id.clone(), lock_key(&id), waiting_key(&id)];
         let lease_ms = millis(self.lease).to_string();
-        let deleted: Result<i64, _> = self
-            .pool
-            .eval(
-                DELETE_HELD,
+        let deleted: Result<i64, _> = DELETE_HELD
+            .run(
+                &self.pool,
                 keys,
                 vec![token, lease_ms.as_str(), lock_wakeups::CHANNEL, id.as_str()],
             )
@@ -443,10 +529,9 @@ impl SessionLock {
     /// Extends the lease. `Ok(false)` when the lock is no longer ours.
     pub async fn renew(&self, id: &Id, token: &str) -> Result<bool, fred::error::Error> {
         let lease_ms = self.lease.as_millis().to_string();
-        let renewed: i64 = self
-            .pool
-            .eval(
-                RENEW,
+        let renewed: i64 = RENEW
+            .run(
+                &self.pool,
                 vec![lock_key(&id.to_string())],
                 vec![token, lease_ms.as_str()],
             )
@@ -457,10 +542,9 @@ impl SessionLock {
     /// Frees the lock if `token` still holds it, waking waiters elsewhere.
     pub async fn release(&self, id: &Id, token: &str) -> Result<(), fred::error::Error> {
         let id = id.to_string();
-        let _: i64 = self
-            .pool
-            .eval(
-                RELEASE,
+        let _: i64 = RELEASE
+            .run(
+                &self.pool,
                 vec![lock_key(&id), waiting_key(&id)],
                 vec![
                     token,
@@ -491,10 +575,7 @@ impl SessionLock {
             let give_up = Instant::now() + ABANDON_FOR;
             let mut pause = Duration::from_millis(10);
             while Instant::now() < give_up {
-                let undone: Result<i64, _> = self
-                    .pool
-                    .eval(
-                        ABANDON,
+                let undone: Result<i64, _> = ABANDON.run(&self.pool,
                         keys.clone(),
                         vec![
                             token.as_str(),
@@ -517,20 +598,46 @@ impl SessionLock {
     }
 }
 
-/// The hook [`LocalQueues`] calls with a hand-off nobody took: free the lock in Redis.
-pub fn orphan_releaser(pool: Pool, lease: Duration) -> crate::local_queue::Orphaned {
+/// The hook [`LocalQueues`] calls with a hand-off nobody took: write its record if it
+/// carries deferred changes (answering them), then let go of the lock in Redis.
+pub fn orphan_settler(
+    pool: Pool,
+    lease: Duration,
+    metrics: Arc<Metrics>,
+) -> crate::local_queue::Orphaned {
     Arc::new(move |id: Id, left: HandOff| {
         let lock = SessionLock {
             pool: pool.clone(),
             lease,
             wait: Duration::ZERO,
-            resolve: Duration::ZERO,
+            resolve: lease,
             hand_offs: 0,
+            group_commit: false,
             local: Arc::new(LocalQueues::new(Arc::new(|_, _| {}))),
             wakeups: Arc::default(),
-            metrics: Arc::default(),
+            metrics: Arc::clone(&metrics),
         };
-        lock.abandon(id.to_string(), left.token);
+        if left.pending.is_empty() {
+            lock.abandon(id.to_string(), left.token);
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let result = match crate::store::encode(&left.record) {
+                Ok(bytes) => {
+                    let ttl = crate::store::ttl(left.record.expiry_date);
+                    lock.save(&id, &left.token, &bytes, ttl, false)
+                        .await
+                        .map(|_| ())
+                }
+                Err(_) => Err(Failure::Unavailable),
+            };
+            for ack in left.pending {
+                let _ = ack.send(result);
+            }
+        });
     })
 }
 

@@ -84,13 +84,13 @@ impl AppStore {
 }
 
 /// The time from now until `expiry`, rounded up to whole milliseconds, at least 1 ms.
-fn ttl(expiry: OffsetDateTime) -> Duration {
+pub(crate) fn ttl(expiry: OffsetDateTime) -> Duration {
     let micros = (expiry - OffsetDateTime::now_utc()).whole_microseconds();
     let millis = u64::try_from((micros + 999) / 1000).unwrap_or(0);
     Duration::from_millis(millis.max(1))
 }
 
-fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
+pub(crate) fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
     rmp_serde::to_vec(record).map_err(|err| session_store::Error::Encode(err.to_string()))
 }
 

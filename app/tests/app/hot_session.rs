@@ -48,10 +48,14 @@ async fn requests_of_one_session_on_one_replica_are_served_in_arrival_order() {
     assert_eq!(answers, [2, 3, 4, 5, 6, 7]);
 }
 
-#[tokio::test]
-async fn a_write_handed_over_on_the_same_replica_costs_one_round_trip() {
-    // Arrange
-    let cluster = Cluster::start(1, |c| c.save_delay = Some(Duration::from_millis(200))).await;
+/// Two writes of one session on one replica, the second arriving while the first holds the
+/// lock; returns their answers, the Redis round trips `MONITOR` saw, and the hand-offs.
+async fn two_overlapping_writes(group_commit: bool) -> ((u64, u64), Vec<String>, f64) {
+    let cluster = Cluster::start(1, |c| {
+        c.save_delay = Some(Duration::from_millis(200));
+        c.session_lock_group_commit = group_commit;
+    })
+    .await;
     let (cookie, _) = open_session(&cluster, "/api/session/views").await;
     let base = cluster.replicas[0].url();
     let mut monitor = std::process::Command::new("redis-cli")
@@ -63,29 +67,30 @@ async fn a_write_handed_over_on_the_same_replica_costs_one_round_trip() {
     let mut ok = [0u8; 3];
     std::io::Read::read_exact(&mut stdout, &mut ok).expect("MONITOR started");
 
-    // Act: the second write arrives while the first holds the lock.
     let first = tokio::spawn({
         let (base, cookie) = (base.clone(), cookie.clone());
         async move { increment(&base, &cookie).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let second = increment(&base, &cookie).await;
-    let first = first.await.expect("task");
+    let second = increment(&base, &cookie).await.expect("second");
+    let first = first.await.expect("task").expect("first");
     tokio::time::sleep(Duration::from_millis(300)).await;
     monitor.kill().expect("stop MONITOR");
     let mut out = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut out).expect("MONITOR output");
     let _ = monitor.wait();
 
-    // Assert: acquire, save kept for the hand-off, save released: 3 round trips, 2 writes.
-    assert_eq!((first, second), (Ok(2), Ok(3)));
-    let commands: Vec<String> = out
+    let commands = out
         .lines()
         .filter(|l| l.contains(" 127.0.0.1:") && !l.contains("lua]"))
         .filter_map(|l| l.split('"').nth(1).map(str::to_uppercase))
-        .filter(|c| !matches!(c.as_str(), "PING" | "CLIENT" | "INFO" | "SUBSCRIBE"))
+        .filter(|c| {
+            !matches!(
+                c.as_str(),
+                "PING" | "CLIENT" | "INFO" | "SUBSCRIBE" | "SCRIPT"
+            )
+        })
         .collect();
-    assert_eq!(commands, ["EVAL", "EVAL", "EVAL"], "{out}");
     let metrics = plain()
         .get(format!("{base}/metrics"))
         .send()
@@ -94,7 +99,32 @@ async fn a_write_handed_over_on_the_same_replica_costs_one_round_trip() {
         .text()
         .await
         .expect("text");
-    assert_eq!(metric(&metrics, "session_lock_hand_offs_total"), 1.0);
+    (
+        (first, second),
+        commands,
+        metric(&metrics, "session_lock_hand_offs_total"),
+    )
+}
+
+#[tokio::test]
+async fn a_write_handed_over_on_the_same_replica_costs_one_round_trip() {
+    // Acquire, save kept for the hand-off, save released: 3 round trips for 2 writes.
+    let (answers, commands, hand_offs) = two_overlapping_writes(false).await;
+
+    assert_eq!(answers, (2, 3));
+    assert_eq!(commands, ["EVALSHA", "EVALSHA", "EVALSHA"]);
+    assert_eq!(hand_offs, 1.0);
+}
+
+#[tokio::test]
+async fn with_group_commit_two_queued_writes_share_one_write() {
+    // Acquire, then one save that carries both changes: 2 round trips for 2 writes, and the
+    // first is answered only after that save.
+    let (answers, commands, hand_offs) = two_overlapping_writes(true).await;
+
+    assert_eq!(answers, (2, 3));
+    assert_eq!(commands, ["EVALSHA", "EVALSHA"]);
+    assert_eq!(hand_offs, 1.0);
 }
 
 /// Floods replica 0 with `flood` writes of one session, and sends one write to replica 1
@@ -226,4 +256,73 @@ async fn a_replica_killed_while_holding_a_hot_session_loses_nothing() {
         survivors_failed, 0,
         "the other replicas kept serving the session"
     );
+}
+
+/// `GET /session` with `cookie` and a request id; status and body.
+async fn visit_with_id(base: &str, cookie: &str, id: &str) -> (u16, String) {
+    let res = plain()
+        .get(format!("{base}/session"))
+        .header("cookie", cookie)
+        .header("x-request-id", id)
+        .send()
+        .await
+        .expect("visit");
+    (res.status().as_u16(), res.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn a_deferred_write_is_written_by_a_successor_that_writes_nothing_itself() {
+    // Arrange: request `old` applied; then a new request holds the lock for 200 ms.
+    let cluster = Cluster::start(1, |c| c.save_delay = Some(Duration::from_millis(200))).await;
+    let (cookie, _) = open_session(&cluster, "/session").await;
+    let base = cluster.replicas[0].url();
+    assert_eq!(
+        visit_with_id(&base, &cookie, "old").await,
+        (200, "Session View Cnt  2".into())
+    );
+    let new = tokio::spawn({
+        let (base, cookie) = (base.clone(), cookie.clone());
+        async move { visit_with_id(&base, &cookie, "new").await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // Act: a replay of `old` queues behind it; it gets the unwritten record and changes
+    // nothing, so it must write the record for `new`.
+    let replay = visit_with_id(&base, &cookie, "old").await;
+    let new = new.await.expect("task");
+
+    // Assert
+    assert_eq!(replay, (200, "Session View Cnt  2".into()));
+    assert_eq!(new, (200, "Session View Cnt  3".into()));
+    assert_eq!(views_of(&cluster, &cookie).await, 3);
+}
+
+#[tokio::test]
+async fn when_the_write_that_carries_a_deferred_change_fails_both_answers_say_so() {
+    // Arrange: two writes queue on one replica; the first passes its change on unwritten.
+    let cluster = Cluster::start(1, |c| c.save_delay = Some(Duration::from_millis(200))).await;
+    let (cookie, id) = open_session(&cluster, "/api/session/views").await;
+    let base = cluster.replicas[0].url();
+    let first = tokio::spawn({
+        let (base, cookie) = (base.clone(), cookie.clone());
+        async move { increment(&base, &cookie).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = tokio::spawn({
+        let (base, cookie) = (base.clone(), cookie.clone());
+        async move { increment(&base, &cookie).await }
+    });
+
+    // Act: while the second runs its handler, someone else takes the lock (as after a lost
+    // lease), so the one write carrying both changes is refused.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let lock = app::session_lock::lock_key(&id);
+    cluster.redis.cli(&["SET", &lock, "usurper", "PX", "10000"]);
+    let (first, second) = (first.await.expect("task"), second.await.expect("task"));
+
+    // Assert: neither claims success, and nothing landed.
+    assert_eq!(first, Err("HTTP 503 Service Unavailable".into()));
+    assert_eq!(second, Err("HTTP 503 Service Unavailable".into()));
+    cluster.redis.cli(&["DEL", &lock]);
+    assert_eq!(views_of(&cluster, &cookie).await, 1);
 }

@@ -1,8 +1,8 @@
 //! Redis round trips per request, as Redis's `MONITOR` sees them: a read costs one, a write
 //! two, and a locked write two as well (the lock rides along with the GET and the SET).
-//! Commands run inside a Lua script show up as `[0 lua]` lines and travel in their `EVAL`'s
-//! round trip, so they are not counted; neither is the handshake of a pool connection that
-//! opens meanwhile. Counts, not timings.
+//! Commands run inside a Lua script show up as `[0 lua]` lines and travel in their
+//! `EVALSHA`'s round trip, so they are not counted; neither is the handshake of a pool
+//! connection that opens meanwhile. Counts, not timings.
 
 use std::{
     io::Read,
@@ -35,8 +35,9 @@ async fn commands_during<Fut: std::future::Future<Output = ()>>(
     out.lines()
         .filter(|line| line.contains(" 127.0.0.1:") && !line.contains("lua]"))
         .filter_map(|line| line.split('"').nth(1).map(str::to_uppercase))
-        // fred's connection handshake (a pool connection may still be opening): not per request.
-        .filter(|command| !matches!(command.as_str(), "PING" | "CLIENT" | "INFO"))
+        // fred's connection handshake (a pool connection may still be opening) and the lock
+        // scripts' one-time SCRIPT LOAD at start: not per request.
+        .filter(|command| !matches!(command.as_str(), "PING" | "CLIENT" | "INFO" | "SCRIPT"))
         .collect()
 }
 
@@ -77,7 +78,24 @@ async fn reads_cost_one_round_trip_writes_two_with_or_without_the_lock() {
     assert_eq!(writes, ["GET", "SET"].repeat(n), "a write is GET + SET");
     assert_eq!(
         locked_writes,
-        ["EVAL", "EVAL"].repeat(n),
+        ["EVALSHA", "EVALSHA"].repeat(n),
         "a locked write is lock+GET in one script, then SET+unlock in another"
     );
+}
+
+#[tokio::test]
+async fn locked_writes_survive_a_redis_that_forgot_its_scripts() {
+    // A restarted or failed-over Redis has no scripts cached: EVALSHA answers NOSCRIPT, and
+    // the script is sent whole once (it had not run, so nothing applies twice).
+    let cluster = Cluster::start(1, |_| {}).await;
+    let client = user();
+    let url = cluster.replicas[0].url();
+    increment(&client, &url).await;
+    increment(&client, &url).await;
+    assert_eq!(cluster.redis.cli(&["SCRIPT", "FLUSH"]), "OK");
+
+    let after = increment(&client, &url).await;
+
+    assert_eq!(after["views"], 3);
+    assert_eq!(read(&client, &url).await["views"], 3);
 }
