@@ -384,7 +384,7 @@ pub async fn lock_session(
                 res = &mut run => res,
                 // Lock lost (Redis unreachable for a whole lease): let the request finish;
                 // its fenced save will refuse to write.
-                () = renew_while_held(&lock) => run.await,
+                () = renew_after_a_third(&lock) => run.await,
             };
             flush_received(&lock).await;
             if let Some(Hold::Held { id, token }) = replace(Hold::Done) {
@@ -403,13 +403,21 @@ pub async fn lock_session(
         .await
 }
 
+/// Waits a third of a lease, then renews while the request runs: most requests end before,
+/// and pay only for one timer (the renewal future, with its Redis call, is boxed and made
+/// only for slow ones).
+async fn renew_after_a_third(lock: &SessionLock) {
+    tokio::time::sleep(lock.lease / 3).await;
+    Box::pin(renew_while_held(lock)).await;
+}
+
 /// Renews the lease every third of it while this request holds the lock. Returns only if
 /// the lock was lost.
 async fn renew_while_held(lock: &SessionLock) {
     let mut tick = tokio::time::interval(lock.lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await; // the first tick is immediate
     loop {
+        // The first tick is immediate: the caller already waited a third of a lease.
         tick.tick().await;
         let held = SCOPE
             .try_with(|s| match &*s.state.borrow() {
