@@ -27,17 +27,17 @@ async fn increment(base: &str, cookie: &str) -> Result<u64, String> {
 
 #[tokio::test]
 async fn requests_of_one_session_on_one_replica_are_served_in_arrival_order() {
-    // Arrange: each write takes 40 ms, so the next ones queue behind it.
-    let cluster = Cluster::start(1, |c| c.save_delay = Some(Duration::from_millis(40))).await;
+    // Arrange: each write takes 100 ms, so the next ones queue behind it.
+    let cluster = Cluster::start(1, |c| c.save_delay = Some(Duration::from_millis(100))).await;
     let (cookie, _) = open_session(&cluster, "/api/session/views").await;
     let base = cluster.replicas[0].url();
 
-    // Act: six requests, sent 10 ms apart.
+    // Act: six requests, sent 30 ms apart.
     let mut sent = Vec::new();
     for _ in 0..6 {
         let (base, cookie) = (base.clone(), cookie.clone());
         sent.push(tokio::spawn(async move { increment(&base, &cookie).await }));
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
     }
     let mut answers = Vec::new();
     for request in sent {
