@@ -138,3 +138,37 @@ pub fn metric(metrics: &str, prefix: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Runs `requests`, and returns the client commands Redis received meanwhile.
+pub async fn commands_during<Fut: std::future::Future<Output = ()>>(
+    cluster: &Cluster,
+    requests: Fut,
+) -> Vec<String> {
+    let mut monitor = std::process::Command::new("redis-cli")
+        .args(["-p", &cluster.redis.port().to_string(), "MONITOR"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-cli MONITOR");
+    // MONITOR answers OK once it is subscribed; wait for that before sending traffic.
+    let mut stdout = monitor.stdout.take().expect("stdout");
+    let mut ok = [0u8; 3];
+    std::io::Read::read_exact(&mut stdout, &mut ok).expect("MONITOR started");
+    requests.await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    monitor.kill().expect("stop MONITOR");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut out).expect("MONITOR output");
+    let _ = monitor.wait();
+    out.lines()
+        .filter(|line| line.contains(" 127.0.0.1:") && !line.contains("lua]"))
+        .filter_map(|line| line.split('"').nth(1).map(str::to_uppercase))
+        // fred's connection handshake (a pool connection may still be opening), the lock
+        // scripts' one-time SCRIPT LOAD and the wake-up subscription at start: not per request.
+        .filter(|command| {
+            !matches!(
+                command.as_str(),
+                "PING" | "CLIENT" | "INFO" | "SCRIPT" | "SUBSCRIBE"
+            )
+        })
+        .collect()
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use crate::helpers::{Cluster, metric, open_session, plain, views_of};
+use crate::helpers::{Cluster, commands_during, metric, open_session, plain, views_of};
 
 /// `POST /api/session/views` on `base` with `cookie`; the count it answered.
 async fn increment(base: &str, cookie: &str) -> Result<u64, String> {
@@ -58,39 +58,17 @@ async fn two_overlapping_writes(group_commit: bool) -> ((u64, u64), Vec<String>,
     .await;
     let (cookie, _) = open_session(&cluster, "/api/session/views").await;
     let base = cluster.replicas[0].url();
-    let mut monitor = std::process::Command::new("redis-cli")
-        .args(["-p", &cluster.redis.port().to_string(), "MONITOR"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("redis-cli MONITOR");
-    let mut stdout = monitor.stdout.take().expect("stdout");
-    let mut ok = [0u8; 3];
-    std::io::Read::read_exact(&mut stdout, &mut ok).expect("MONITOR started");
-
-    let first = tokio::spawn({
-        let (base, cookie) = (base.clone(), cookie.clone());
-        async move { increment(&base, &cookie).await }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let second = increment(&base, &cookie).await.expect("second");
-    let first = first.await.expect("task").expect("first");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    monitor.kill().expect("stop MONITOR");
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut out).expect("MONITOR output");
-    let _ = monitor.wait();
-
-    let commands = out
-        .lines()
-        .filter(|l| l.contains(" 127.0.0.1:") && !l.contains("lua]"))
-        .filter_map(|l| l.split('"').nth(1).map(str::to_uppercase))
-        .filter(|c| {
-            !matches!(
-                c.as_str(),
-                "PING" | "CLIENT" | "INFO" | "SUBSCRIBE" | "SCRIPT"
-            )
-        })
-        .collect();
+    let mut answers = (0, 0);
+    let commands = commands_during(&cluster, async {
+        let first = tokio::spawn({
+            let (base, cookie) = (base.clone(), cookie.clone());
+            async move { increment(&base, &cookie).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = increment(&base, &cookie).await.expect("second");
+        answers = (first.await.expect("task").expect("first"), second);
+    })
+    .await;
     let metrics = plain()
         .get(format!("{base}/metrics"))
         .send()
@@ -100,7 +78,7 @@ async fn two_overlapping_writes(group_commit: bool) -> ((u64, u64), Vec<String>,
         .await
         .expect("text");
     (
-        (first, second),
+        answers,
         commands,
         metric(&metrics, "session_lock_hand_offs_total"),
     )

@@ -4,42 +4,7 @@
 //! `EVALSHA`'s round trip, so they are not counted; neither is the handshake of a pool
 //! connection that opens meanwhile. Counts, not timings.
 
-use std::{
-    io::Read,
-    process::{Command, Stdio},
-    time::Duration,
-};
-
-use crate::helpers::{Cluster, increment, read, user};
-
-/// Runs `requests`, and returns the client commands Redis received meanwhile.
-async fn commands_during<Fut: std::future::Future<Output = ()>>(
-    cluster: &Cluster,
-    requests: Fut,
-) -> Vec<String> {
-    let mut monitor = Command::new("redis-cli")
-        .args(["-p", &cluster.redis.port().to_string(), "MONITOR"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("redis-cli MONITOR");
-    // MONITOR answers OK once it is subscribed; wait for that before sending traffic.
-    let mut stdout = monitor.stdout.take().expect("stdout");
-    let mut ok = [0u8; 3];
-    stdout.read_exact(&mut ok).expect("MONITOR started");
-    requests.await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    monitor.kill().expect("stop MONITOR");
-    let mut out = String::new();
-    stdout.read_to_string(&mut out).expect("MONITOR output");
-    let _ = monitor.wait();
-    out.lines()
-        .filter(|line| line.contains(" 127.0.0.1:") && !line.contains("lua]"))
-        .filter_map(|line| line.split('"').nth(1).map(str::to_uppercase))
-        // fred's connection handshake (a pool connection may still be opening) and the lock
-        // scripts' one-time SCRIPT LOAD at start: not per request.
-        .filter(|command| !matches!(command.as_str(), "PING" | "CLIENT" | "INFO" | "SCRIPT"))
-        .collect()
-}
+use crate::helpers::{Cluster, commands_during, increment, read, user};
 
 #[tokio::test]
 async fn reads_cost_one_round_trip_writes_two_with_or_without_the_lock() {

@@ -4,15 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::StreamExt as _;
-use http_body_util::StreamBody;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    RawBackend, RawReply, StreamingServer, TestBalancer, TestServer, backend_5xx, ejections,
-    http_client, test_config, text, upstreams,
+    RawBackend, RawReply, TestBalancer, TestServer, backend_5xx, ejections, http_client,
+    test_config, text, upstreams,
 };
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
@@ -142,16 +139,7 @@ async fn a_backend_that_stalls_mid_body_is_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_busy_with_a_slow_reader_is_passed_over() {
     // Arrange: one slot per backend; `a` streams a big body to a client that stops reading.
-    let a = StreamingServer::start(|| {
-        let chunks = futures_util::stream::iter(0..512).map(|_| {
-            Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(vec![
-                b'x';
-                64 * 1024
-            ])))
-        });
-        http_body_util::combinators::BoxBody::new(StreamBody::new(chunks))
-    })
-    .await;
+    let a = crate::helpers::big_stream().await;
     let b = TestServer::start(|_| async { text("b") }).await;
     let mut config = test_config(&upstreams(&[a.addr, b.addr]));
     config.max_conns_per_backend = 1;

@@ -7,11 +7,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::helpers::{Cluster, TestBalancer, test_config, upstreams};
+use crate::helpers::{Cluster, TestBalancer, read_message, test_config, upstreams};
 
 /// A backend in front of a real replica: it forwards a request, reads the replica's whole
 /// answer (so the request was applied), reports it, and once told to, closes the connection
@@ -20,30 +20,6 @@ struct ApplyThenDie {
     addr: SocketAddr,
     /// One message per applied request: its head, and the switch that kills the connection.
     applied: mpsc::UnboundedReceiver<(String, oneshot::Sender<()>)>,
-}
-
-/// Reads one HTTP/1.1 message head plus its `content-length` body.
-async fn read_message(stream: &mut TcpStream) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + length {
-                return buf;
-            }
-        }
-        let n = stream.read(&mut chunk).await.unwrap_or(0);
-        if n == 0 {
-            return buf;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 impl ApplyThenDie {
@@ -56,7 +32,7 @@ impl ApplyThenDie {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let request = read_message(&mut client).await;
-                    let head = String::from_utf8_lossy(&request).to_lowercase();
+                    let head = request.to_lowercase();
                     if head.starts_with("get /readyz") {
                         let _ = client
                             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
@@ -64,7 +40,10 @@ impl ApplyThenDie {
                         return;
                     }
                     let mut upstream = TcpStream::connect(replica).await.expect("replica");
-                    upstream.write_all(&request).await.expect("forward");
+                    upstream
+                        .write_all(request.as_bytes())
+                        .await
+                        .expect("forward");
                     let _answer = read_message(&mut upstream).await;
                     let (die, dead) = oneshot::channel();
                     let _ = tx.send((head, die));

@@ -433,6 +433,19 @@ impl StreamingServer {
     }
 }
 
+/// A backend streaming 32 MiB (512 chunks of 64 KiB) to every request but `/readyz`: more
+/// than socket buffers hold, so a client that stops reading stalls it.
+pub async fn big_stream() -> StreamingServer {
+    use futures_util::StreamExt as _;
+    StreamingServer::start(|| {
+        let chunks = futures_util::stream::iter(0..512).map(|_| {
+            Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(vec![b'x'; 64 * 1024])))
+        });
+        http_body_util::combinators::BoxBody::new(http_body_util::StreamBody::new(chunks))
+    })
+    .await
+}
+
 impl Drop for StreamingServer {
     fn drop(&mut self) {
         self.task.abort();
@@ -460,9 +473,9 @@ pub struct RawBackend {
     task: JoinHandle<()>,
 }
 
-/// Reads one request: the head, then a `content-length` or chunked body (as far as it comes
-/// within 2 s). Returns the whole text.
-async fn read_request(stream: &mut TcpStream) -> String {
+/// Reads one HTTP/1.1 message (request or response): the head, then a `content-length` or
+/// chunked body (as far as it comes within 2 s). Returns the whole text.
+pub async fn read_message(stream: &mut TcpStream) -> String {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -509,7 +522,7 @@ impl RawBackend {
                 };
                 let (reply, log) = (Arc::clone(&reply), Arc::clone(&log));
                 conns.spawn(async move {
-                    let request = read_request(&mut stream).await;
+                    let request = read_message(&mut stream).await;
                     if request.is_empty() {
                         return;
                     }

@@ -10,8 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    StreamingServer, TestBalancer, TestServer, backend_5xx, ejections, http_client, test_config,
-    text, upstreams,
+    TestBalancer, TestServer, backend_5xx, ejections, http_client, test_config, text, upstreams,
 };
 
 /// A backend that reads the whole request body and answers with its length.
@@ -201,16 +200,7 @@ async fn a_slow_but_steady_upload_is_not_an_upstream_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_off_and_frees_the_backend() {
     // Arrange: a backend streaming 32 MiB; the client reads the headers, then nothing.
-    let backend = StreamingServer::start(|| {
-        let chunks = futures_util::stream::iter(0..512).map(|_| {
-            Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(vec![
-                b'x';
-                64 * 1024
-            ])))
-        });
-        http_body_util::combinators::BoxBody::new(StreamBody::new(chunks))
-    })
-    .await;
+    let backend = crate::helpers::big_stream().await;
     let mut config = test_config(&upstreams(&[backend.addr]));
     config.send_timeout = Duration::from_millis(300);
     let lb = TestBalancer::start(config).await;

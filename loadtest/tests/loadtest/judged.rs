@@ -20,6 +20,24 @@ async fn parallel(server: &BrokenServer, extra: &[&str]) -> Cli {
     cli(&args, &[]).await
 }
 
+/// Runs the binary in sequential mode against `server`: `users` × `requests`.
+async fn sequential(server: &BrokenServer, users: &str, requests: &str) -> Cli {
+    let targets = server.targets();
+    cli(
+        &[
+            "--target",
+            &targets,
+            "--json",
+            "--users",
+            users,
+            "--requests",
+            requests,
+        ],
+        &[],
+    )
+    .await
+}
+
 fn rules(out: &Cli) -> Vec<String> {
     out.json()["violations"]
         .as_array()
@@ -36,19 +54,7 @@ async fn a_correct_counter_on_two_replicas_passes_in_both_modes() {
     let server = BrokenServer::replicas(Fault::None, 2, true).await;
 
     let par = parallel(&server, &[]).await;
-    let seq = cli(
-        &[
-            "--target",
-            &server.targets(),
-            "--json",
-            "--users",
-            "4",
-            "--requests",
-            "10",
-        ],
-        &[],
-    )
-    .await;
+    let seq = sequential(&server, "4", "10").await;
 
     assert_eq!(par.code, 0, "{}", par.stdout);
     assert_eq!(par.json()["verdict"], "pass");
@@ -106,19 +112,7 @@ async fn unreadable_bodies_are_unknown_outcomes_in_both_modes() {
     let server = BrokenServer::replicas(Fault::Unreadable, 2, true).await;
 
     let par = parallel(&server, &[]).await;
-    let seq = cli(
-        &[
-            "--target",
-            &server.targets(),
-            "--json",
-            "--users",
-            "2",
-            "--requests",
-            "5",
-        ],
-        &[],
-    )
-    .await;
+    let seq = sequential(&server, "2", "5").await;
 
     for out in [&par, &seq] {
         assert_eq!(out.code, 1, "{}", out.stdout);
@@ -214,19 +208,7 @@ async fn a_wrong_first_answer_does_not_shift_the_bounds() {
 async fn an_unknown_outcome_that_lands_late_is_unknown_not_a_gap() {
     let server = BrokenServer::replicas(Fault::ApplyLate { at: 3 }, 2, true).await;
 
-    let out = cli(
-        &[
-            "--target",
-            &server.targets(),
-            "--json",
-            "--users",
-            "3",
-            "--requests",
-            "6",
-        ],
-        &[],
-    )
-    .await;
+    let out = sequential(&server, "3", "6").await;
 
     let report = out.json();
     assert_eq!(report["anomalies"]["gap"], 0, "{}", out.stdout);
@@ -238,19 +220,7 @@ async fn an_unknown_outcome_that_lands_late_is_unknown_not_a_gap() {
 async fn a_session_id_rotation_with_the_count_carried_is_named() {
     let server = BrokenServer::replicas(Fault::Rotate { at: 3 }, 2, true).await;
 
-    let out = cli(
-        &[
-            "--target",
-            &server.targets(),
-            "--json",
-            "--users",
-            "2",
-            "--requests",
-            "6",
-        ],
-        &[],
-    )
-    .await;
+    let out = sequential(&server, "2", "6").await;
 
     let report = out.json();
     assert_eq!(out.code, 0, "the count is right: {}", out.stdout);
