@@ -312,7 +312,7 @@ async fn flush_received(lock: &SessionLock) {
         settle_pending(Err(Failure::Unavailable));
         return;
     };
-    let Ok(bytes) = crate::store::encode(&record) else {
+    let Ok(bytes) = crate::record::encode(&record) else {
         settle_pending(Err(Failure::Unavailable));
         return;
     };
@@ -320,7 +320,7 @@ async fn flush_received(lock: &SessionLock) {
         id,
         token: token.clone(),
     });
-    let ttl = crate::store::ttl(record.expiry_date);
+    let ttl = crate::record::ttl(record.expiry_date);
     let saved = lock.save(&id, &token, &bytes, ttl, false).await;
     replace(Hold::Done);
     settle_pending(saved.map(|_| ()));

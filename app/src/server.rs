@@ -97,7 +97,7 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
     let pool = redis.as_ref().map(|redis| redis.pool.clone());
     let lock = match (&mut redis, config.session_lock) {
         (Some(redis), true) => {
-            session_lock::preload(&redis.pool);
+            crate::lock_scripts::preload(&redis.pool);
             let wakeups = Arc::new(Wakeups::default());
             redis.wake_lock_waiters(config, &wakeups)?;
             let lease = Duration::from_millis(config.session_lock_lease_ms);

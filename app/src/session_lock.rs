@@ -46,200 +46,18 @@
 
 use std::{sync::Arc, time::Duration};
 
-use fred::{
-    clients::Pool,
-    interfaces::{ClientLike, LuaInterface},
-    types::Value,
-};
+use fred::{clients::Pool, types::Value};
 use rand::Rng;
 use tokio::time::Instant;
 use tower_sessions::session::{Id, Record};
 
 use crate::{
     local_queue::{HandOff, LocalQueues},
+    lock_scripts::{ABANDON, ACQUIRE, DELETE_HELD, RELEASE, RENEW, RESOLVE, SAVE, WAITING_MS},
     lock_wakeups::{self, Wakeups},
     metrics::Metrics,
     outcome::Failure,
 };
-
-/// Lets go of the lock (`KEYS[$l]`): hands it to the first waiter that registered in the
-/// marker (`KEYS[$w]`), with a fresh lease (`ARGV[$lease]`), and wakes it by publishing the
-/// session id (`ARGV[$i]`) on the channel (`ARGV[$c]`); frees it when nobody waits.
-macro_rules! let_go {
-    ($l:literal, $w:literal, $lease:literal, $c:literal, $i:literal) => {
-        concat!(
-            "local nxt = redis.call('get', KEYS[",
-            $w,
-            "]) ",
-            "if nxt then ",
-            "redis.call('set', KEYS[",
-            $l,
-            "], nxt, 'PX', ARGV[",
-            $lease,
-            "]) ",
-            "redis.call('del', KEYS[",
-            $w,
-            "]) ",
-            "redis.call('publish', ARGV[",
-            $c,
-            "], ARGV[",
-            $i,
-            "]) ",
-            "else redis.call('del', KEYS[",
-            $l,
-            "]) end "
-        )
-    };
-}
-
-/// How long a waiter's place in line lives; every retry of its owner renews it.
-const WAITING_MS: &str = "300";
-
-/// KEYS: lock, record, tombstone, waiting. ARGV: token, lease ms, waiting ms.
-/// `{1, record}` when taken (or handed to us by the previous holder), `{0}` when someone
-/// holds it (then we are in line, if nobody is ahead), `{-1}` when we gave up already.
-const ACQUIRE_LUA: &str = concat!(
-    // The common case first: a free lock, taken in one command.
-    "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then ",
-    "if redis.call('exists', KEYS[3]) == 1 then redis.call('del', KEYS[1]) return {-1} end ",
-    "return {1, redis.call('get', KEYS[2])} end ",
-    "if redis.call('get', KEYS[1]) == ARGV[1] then ",
-    "if redis.call('exists', KEYS[3]) == 1 then return {-1} end ",
-    "return {1, redis.call('get', KEYS[2])} end ",
-    "local first = redis.call('get', KEYS[4]) ",
-    "if (not first) or first == ARGV[1] then ",
-    "redis.call('set', KEYS[4], ARGV[1], 'PX', ARGV[3]) end ",
-    "return {0}"
-);
-/// KEYS: record, lock, saves, waiting. ARGV: bytes, expiry ms, token, saves kept, saves ttl
-/// ms, keep (1: renew the lease for a hand-off, 0: let go), lease ms, channel, id, save id.
-/// 1 written, 0 the lock is not ours (nothing written), 2 the record is gone (not revived).
-const SAVE_LUA: &str = concat!(
-    "if redis.call('get', KEYS[2]) ~= ARGV[3] then return 0 end ",
-    // XX: a record deleted meanwhile is not revived.
-    "if not redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX') then ",
-    let_go!("2", "4", "7", "8", "9"),
-    "return 2 end ",
-    "redis.call('lpush', KEYS[3], ARGV[10]) ",
-    "redis.call('ltrim', KEYS[3], 0, tonumber(ARGV[4]) - 1) ",
-    "redis.call('pexpire', KEYS[3], ARGV[5]) ",
-    "if ARGV[6] == '1' then redis.call('pexpire', KEYS[2], ARGV[7]) else ",
-    let_go!("2", "4", "7", "8", "9"),
-    "end return 1"
-);
-/// KEYS: lock, saves, waiting. ARGV: token, save id, saves kept, lease ms, channel, id.
-/// 0 not applied (and now never will be), 1 applied, 2 cannot tell. Either way the lock is
-/// no longer ours afterwards.
-const RESOLVE_LUA: &str = concat!(
-    "local saves = redis.call('lrange', KEYS[2], 0, -1) ",
-    "local applied = false ",
-    "for i = 1, #saves do if saves[i] == ARGV[2] then applied = true end end ",
-    "local ours = redis.call('get', KEYS[1]) == ARGV[1] ",
-    "if ours then ",
-    let_go!("1", "3", "4", "5", "6"),
-    "end ",
-    "if applied then return 1 end ",
-    "if ours or #saves < tonumber(ARGV[3]) then return 0 end return 2"
-);
-/// KEYS: record, lock, waiting. ARGV: token, lease ms, channel, id.
-/// 1 deleted, 0 the lock is not ours.
-const DELETE_HELD_LUA: &str = concat!(
-    "if redis.call('get', KEYS[2]) == ARGV[1] then redis.call('del', KEYS[1]) ",
-    let_go!("2", "3", "2", "3", "4"),
-    "return 1 end return 0"
-);
-/// KEYS: lock, waiting. ARGV: token, lease ms, channel, id. Lets go only of our own lock.
-const RELEASE_LUA: &str = concat!(
-    "if redis.call('get', KEYS[1]) == ARGV[1] then ",
-    let_go!("1", "2", "2", "3", "4"),
-    "return 1 end return 0"
-);
-/// KEYS: lock, tombstone, waiting. ARGV: token, tombstone ms, lease ms, channel, id.
-/// Leaves the line, lets go of the lock if it is (or was handed) ours, else makes a late
-/// acquire refuse.
-const ABANDON_LUA: &str = concat!(
-    "if redis.call('get', KEYS[3]) == ARGV[1] then redis.call('del', KEYS[3]) end ",
-    "if redis.call('get', KEYS[1]) == ARGV[1] then ",
-    let_go!("1", "3", "3", "4", "5"),
-    "return 1 end ",
-    "redis.call('set', KEYS[2], '1', 'PX', ARGV[2]) return 0"
-);
-/// KEYS: lock. ARGV: token, lease ms. Extends the lease only if the lock is still ours.
-const RENEW_LUA: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
-     return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
-
-/// A script and its SHA1: sent as `EVALSHA`, so Redis neither receives nor hashes the body
-/// on every call. On `NOSCRIPT` (a restarted or failed-over Redis) it falls back to `EVAL`,
-/// which caches it again; `NOSCRIPT` means the script did not run, so the fallback cannot
-/// apply anything twice.
-struct Lua {
-    text: &'static str,
-    sha: std::sync::OnceLock<String>,
-}
-
-impl Lua {
-    const fn new(text: &'static str) -> Lua {
-        Lua {
-            text,
-            sha: std::sync::OnceLock::new(),
-        }
-    }
-
-    fn sha(&self) -> &str {
-        self.sha.get_or_init(|| fred::util::sha1_hash(self.text))
-    }
-
-    async fn run<R, V>(
-        &self,
-        pool: &Pool,
-        keys: impl Into<fred::types::MultipleKeys>,
-        args: V,
-    ) -> Result<R, fred::error::Error>
-    where
-        R: fred::types::FromValue,
-        V: TryInto<fred::types::MultipleValues>,
-        V::Error: Into<fred::error::Error>,
-    {
-        let keys = keys.into();
-        let args = args.try_into().map_err(Into::into)?;
-        match pool.evalsha(self.sha(), keys.clone(), args.clone()).await {
-            Err(err) if err.details().starts_with("NOSCRIPT") => {
-                pool.eval(self.text, keys, args).await
-            }
-            answer => answer,
-        }
-    }
-}
-
-static ACQUIRE: Lua = Lua::new(ACQUIRE_LUA);
-static SAVE: Lua = Lua::new(SAVE_LUA);
-static RESOLVE: Lua = Lua::new(RESOLVE_LUA);
-static DELETE_HELD: Lua = Lua::new(DELETE_HELD_LUA);
-static RELEASE: Lua = Lua::new(RELEASE_LUA);
-static ABANDON: Lua = Lua::new(ABANDON_LUA);
-static RENEW: Lua = Lua::new(RENEW_LUA);
-
-/// Loads every script into Redis (every master, in a cluster) once it answers, so even the
-/// first calls go as `EVALSHA`.
-pub fn preload(pool: &Pool) {
-    let client = pool.next().clone();
-    tokio::spawn(async move {
-        let _ = client.wait_for_connect().await;
-        for lua in [
-            &ACQUIRE,
-            &SAVE,
-            &RESOLVE,
-            &DELETE_HELD,
-            &RELEASE,
-            &ABANDON,
-            &RENEW,
-        ] {
-            if let Err(err) = client.script_load_cluster::<(), _>(lua.text).await {
-                tracing::debug!(%err, "preloading a lock script failed; EVAL will load it");
-            }
-        }
-    });
-}
 
 /// How many recent save ids a session keeps for resolving lost answers.
 const SAVES_KEPT: u32 = 16;
@@ -311,17 +129,6 @@ impl LockError {
         match self {
             LockError::Timeout => Failure::Busy,
             LockError::Redis(_) => Failure::Unavailable,
-        }
-    }
-}
-
-fn decode(value: &Value) -> Option<Record> {
-    let bytes = value.as_bytes()?;
-    match rmp_serde::from_slice(bytes) {
-        Ok(record) => Some(record),
-        Err(err) => {
-            tracing::warn!(%err, "undecodable session record; starting a fresh session");
-            None
         }
     }
 }
@@ -407,7 +214,13 @@ impl SessionLock {
                 .await?;
             let mut answer = answer.into_array().into_iter();
             Ok(match answer.next().and_then(|taken| taken.as_i64()) {
-                Some(1) => Some(answer.next().as_ref().and_then(decode)),
+                Some(1) => Some(
+                    answer
+                        .next()
+                        .as_ref()
+                        .and_then(Value::as_bytes)
+                        .and_then(crate::record::decode),
+                ),
                 _ => None,
             })
         })
@@ -625,9 +438,9 @@ pub fn orphan_settler(
             return;
         };
         runtime.spawn(async move {
-            let result = match crate::store::encode(&left.record) {
+            let result = match crate::record::encode(&left.record) {
                 Ok(bytes) => {
-                    let ttl = crate::store::ttl(left.record.expiry_date);
+                    let ttl = crate::record::ttl(left.record.expiry_date);
                     lock.save(&id, &left.token, &bytes, ttl, false)
                         .await
                         .map(|_| ())

@@ -30,7 +30,6 @@ use fred::{
     types::{Expiration, SetOptions, Value},
 };
 use prometheus_client::metrics::counter::Counter;
-use time::OffsetDateTime;
 use tower_sessions::{
     MemoryStore, SessionStore,
     session::{Id, Record},
@@ -40,6 +39,7 @@ use tower_sessions::{
 use crate::{
     lock_scope::{self, WriteError},
     outcome::{self, Failure},
+    record,
     session_lock::LockError,
 };
 
@@ -83,28 +83,6 @@ impl AppStore {
     }
 }
 
-/// The time from now until `expiry`, rounded up to whole milliseconds, at least 1 ms.
-pub(crate) fn ttl(expiry: OffsetDateTime) -> Duration {
-    let micros = (expiry - OffsetDateTime::now_utc()).whole_microseconds();
-    let millis = u64::try_from((micros + 999) / 1000).unwrap_or(0);
-    Duration::from_millis(millis.max(1))
-}
-
-pub(crate) fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
-    rmp_serde::to_vec(record).map_err(|err| session_store::Error::Encode(err.to_string()))
-}
-
-fn decode(bytes: Option<Vec<u8>>) -> Option<Record> {
-    let bytes = bytes?;
-    match rmp_serde::from_slice(&bytes) {
-        Ok(record) => Some(record),
-        Err(err) => {
-            tracing::warn!(%err, "undecodable session record; starting a fresh session");
-            None
-        }
-    }
-}
-
 impl RedisSessions {
     /// Records `failure` for the answer and counts it.
     fn failed(&self, failure: Failure, what: impl std::fmt::Display) -> session_store::Error {
@@ -141,8 +119,8 @@ impl RedisSessions {
     }
 
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let bytes = encode(record)?;
-        let ttl = ttl(record.expiry_date);
+        let bytes = record::encode(record)?;
+        let ttl = record::ttl(record.expiry_date);
         for _ in 0..CREATE_TRIES {
             let created = self
                 .set(&record.id, &bytes, ttl, SetOptions::NX)
@@ -161,8 +139,8 @@ impl RedisSessions {
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let bytes = encode(record)?;
-        let ttl = ttl(record.expiry_date);
+        let bytes = record::encode(record)?;
+        let ttl = record::ttl(record.expiry_date);
         outcome::write_sent();
         if self.locking {
             return lock_scope::save(record, &bytes, ttl)
@@ -193,7 +171,7 @@ impl RedisSessions {
                 .pool
                 .get::<Option<Vec<u8>>, _>(id.to_string())
                 .await
-                .map(decode)
+                .map(|bytes| bytes.as_deref().and_then(record::decode))
                 .map_err(|err| self.failed(Failure::Unavailable, err)),
         }
     }
@@ -241,22 +219,5 @@ impl SessionStore for AppStore {
             AppStore::Redis(store) => store.delete(id).await,
             AppStore::Memory(store) => store.delete(id).await,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ttl_is_relative_and_rounds_up() {
-        let now = OffsetDateTime::now_utc();
-        let one_second = ttl(now + time::Duration::seconds(1));
-        assert!(one_second <= Duration::from_secs(1), "{one_second:?}");
-        assert!(one_second >= Duration::from_millis(990), "{one_second:?}");
-        assert_eq!(
-            ttl(now - time::Duration::seconds(5)),
-            Duration::from_millis(1)
-        );
     }
 }

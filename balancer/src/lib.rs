@@ -8,6 +8,7 @@ pub mod admin;
 pub mod backend;
 pub mod backends;
 pub mod body;
+pub mod client_conn;
 pub mod config;
 pub mod discovery;
 pub mod error;

@@ -44,11 +44,11 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::backends::{Backend, BackendSet, InFlight};
 
 use crate::body::{BodySlot, ClientFault, RequestBody, ResponseBody};
+use crate::client_conn::ClientConn;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::framing;
 use crate::headers::{Hop, X_UPSTREAM, is_upgrade_request, set_forwarded, strip_hop_by_hop};
-use crate::server::ClientConn;
 use crate::tunnel::tunnel;
 
 /// What the client receives: a streamed backend body, or a small body the balancer made.

@@ -24,22 +24,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::client_conn::ClientConn;
 use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::timed_io::SendTimeout;
-
-/// What the proxy knows about the client connection a request came on.
-#[derive(Debug, Clone)]
-pub struct ClientConn {
-    /// The peer address, rendered once for `X-Forwarded-For`.
-    pub ip: HeaderValue,
-    /// The peer address, for the trusted-proxy check.
-    pub addr: std::net::IpAddr,
-    /// The connection's `MAX_CONNECTIONS` permit; an upgraded tunnel keeps a clone.
-    pub permit: Arc<OwnedSemaphorePermit>,
-}
 
 /// Serves clients on `listener` until `shutdown` completes, then stops accepting and waits up
 /// to `DRAIN_TIMEOUT` for open requests to finish.
