@@ -70,10 +70,18 @@ struct Scope {
     turn: RefCell<Option<Turn>>,
     /// Local hand-offs in a row that led to this request's lock (0: taken from Redis).
     hand_offs: Cell<u32>,
-    /// Earlier requests whose changes came with the record and still wait for a write.
-    pending: RefCell<Vec<Ack>>,
-    /// The record those changes are in, to write it if this request writes nothing itself.
-    received: RefCell<Option<Record>>,
+    /// Earlier requests' changes that came unwritten with the record (group commit).
+    carried: RefCell<Option<Carried>>,
+}
+
+/// The record as the previous request left it, unwritten, and the requests whose changes
+/// are in it, waiting for the write that carries them.
+#[derive(Debug)]
+struct Carried {
+    /// Written as it is if this request writes nothing itself.
+    record: Record,
+    /// Answered with the outcome of the write that carries their changes.
+    acks: Vec<Ack>,
 }
 
 impl Drop for Scope {
@@ -84,7 +92,13 @@ impl Drop for Scope {
             Hold::Writing { .. } => Failure::Unknown,
             _ => Failure::Unavailable,
         };
-        for ack in self.pending.get_mut().drain(..) {
+        for ack in self
+            .carried
+            .get_mut()
+            .take()
+            .into_iter()
+            .flat_map(|c| c.acks)
+        {
             let _ = ack.send(Err(failure));
         }
         // The request ended while an acquire was in flight or the lock was still ours: the
@@ -113,15 +127,30 @@ fn lock() -> Option<Arc<SessionLock>> {
     SCOPE.try_with(|s| s.lock.clone()).ok()
 }
 
-/// The token this request holds for session `id`, if any.
-fn held(id: &Id) -> Option<String> {
+/// The session and token of the lock this request holds, if any.
+fn held_lock() -> Option<(Id, String)> {
     SCOPE
         .try_with(|s| match &*s.state.borrow() {
-            Hold::Held { id: held, token } if held == id => Some(token.clone()),
+            Hold::Held { id, token } => Some((*id, token.clone())),
             _ => None,
         })
         .ok()
         .flatten()
+}
+
+/// The token this request holds for session `id`, if any.
+fn held(id: &Id) -> Option<String> {
+    held_lock().and_then(|(held, token)| (held == *id).then_some(token))
+}
+
+/// The carried changes' acknowledgements, taken (the record is dropped: a newer one
+/// carries them from now on).
+fn take_acks() -> Vec<Ack> {
+    SCOPE
+        .try_with(|s| s.carried.borrow_mut().take().map(|c| c.acks))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 /// Waits for this request's turn in the session's line on this replica, until `deadline`.
@@ -169,8 +198,10 @@ pub(crate) async fn load(id: &Id) -> Option<Result<Option<Record>, LockError>> {
         SCOPE.with(|s| {
             s.hand_offs.set(hand_off.count);
             if !hand_off.pending.is_empty() {
-                *s.received.borrow_mut() = Some(hand_off.record.clone());
-                s.pending.borrow_mut().extend(hand_off.pending);
+                *s.carried.borrow_mut() = Some(Carried {
+                    record: hand_off.record.clone(),
+                    acks: hand_off.pending,
+                });
             }
         });
         lock.metrics
@@ -216,14 +247,8 @@ pub(crate) enum WriteError {
 }
 
 /// Answers the earlier requests whose changes the write just made carried.
-fn settle_pending(result: Result<(), Failure>) {
-    let pending: Vec<Ack> = SCOPE
-        .try_with(|s| {
-            s.received.borrow_mut().take();
-            s.pending.borrow_mut().drain(..).collect()
-        })
-        .unwrap_or_default();
-    for ack in pending {
+fn settle_carried(result: Result<(), Failure>) {
+    for ack in take_acks() {
         let _ = ack.send(result);
     }
 }
@@ -243,10 +268,7 @@ pub(crate) async fn save(record: &Record, bytes: &[u8], ttl: Duration) -> Result
     let keep = someone_waits && hand_offs < lock.hand_offs;
     if keep && lock.group_commit {
         let (ack, written) = tokio::sync::oneshot::channel();
-        let mut pending: Vec<Ack> = SCOPE.with(|s| {
-            s.received.borrow_mut().take();
-            s.pending.borrow_mut().drain(..).collect()
-        });
+        let mut pending = take_acks();
         pending.push(ack);
         replace(Hold::Deferred);
         let turn = SCOPE.with(|s| s.turn.borrow_mut().take());
@@ -274,7 +296,7 @@ pub(crate) async fn save(record: &Record, bytes: &[u8], ttl: Duration) -> Result
     let saved = lock.save(id, &token, bytes, ttl, keep).await;
     // The save freed the lock, kept it for the next request, or resolved what became of it.
     replace(Hold::Done);
-    settle_pending(saved.map(|_| ()));
+    settle_carried(saved.map(|_| ()));
     match saved {
         Ok(true) => {
             let unclaimed = SCOPE.with(|s| {
@@ -301,47 +323,35 @@ pub(crate) async fn save(record: &Record, bytes: &[u8], ttl: Duration) -> Result
 
 /// Writes the record earlier requests left unwritten when this request wrote nothing itself
 /// (it only read, was a replay, or failed), and answers them.
-async fn flush_received(lock: &SessionLock) {
-    let received = SCOPE.with(|s| s.received.borrow_mut().take());
-    let Some(record) = received else { return };
-    let held = SCOPE.with(|s| match &*s.state.borrow() {
-        Hold::Held { id, token } => Some((*id, token.clone())),
-        _ => None,
-    });
-    let Some((id, token)) = held else {
-        settle_pending(Err(Failure::Unavailable));
+async fn flush_carried(lock: &SessionLock) {
+    let Some(carried) = SCOPE.with(|s| s.carried.borrow_mut().take()) else {
         return;
     };
-    let Ok(bytes) = crate::record::encode(&record) else {
-        settle_pending(Err(Failure::Unavailable));
+    let Some((id, token)) = held_lock() else {
+        for ack in carried.acks {
+            let _ = ack.send(Err(Failure::Unavailable));
+        }
         return;
     };
     replace(Hold::Writing {
         id,
         token: token.clone(),
     });
-    let ttl = crate::record::ttl(record.expiry_date);
-    let saved = lock.save(&id, &token, &bytes, ttl, false).await;
+    lock.write_carried(&token, &carried.record, carried.acks)
+        .await;
     replace(Hold::Done);
-    settle_pending(saved.map(|_| ()));
 }
 
 /// Deletes session `id` under its lock: the one this request holds, or one it takes first
 /// (waiting in line like a write). Refused outside [`lock_session`].
 pub(crate) async fn delete(id: &Id) -> Result<(), WriteError> {
-    if lock().is_none() {
-        return Err(WriteError::Unlocked);
+    let lock = lock().ok_or(WriteError::Unlocked)?;
+    if held(id).is_none()
+        && let Some(Err(err)) = load(id).await
+    {
+        return Err(WriteError::Store(err.failure()));
     }
-    if held(id).is_none() {
-        match load(id).await {
-            Some(Ok(_)) => {}
-            Some(Err(err)) => return Err(WriteError::Store(err.failure())),
-            None => return Err(WriteError::Unlocked),
-        }
-    }
-    let (Some(lock), Some(token)) = (lock(), held(id)) else {
-        return Err(WriteError::Unlocked);
-    };
+    let token = held(id).ok_or(WriteError::Unlocked)?;
     replace(Hold::Writing {
         id: *id,
         token: token.clone(),
@@ -349,7 +359,7 @@ pub(crate) async fn delete(id: &Id) -> Result<(), WriteError> {
     let deleted = lock.delete(id, &token).await;
     replace(Hold::Done);
     // Earlier requests' unwritten changes ended with the session, after them.
-    settle_pending(deleted);
+    settle_carried(deleted);
     deleted.map_err(WriteError::Store)
 }
 
@@ -372,8 +382,7 @@ pub async fn lock_session(
         state: RefCell::new(Hold::Idle),
         turn: RefCell::new(None),
         hand_offs: Cell::new(0),
-        pending: RefCell::new(Vec::new()),
-        received: RefCell::new(None),
+        carried: RefCell::new(None),
     };
     SCOPE
         .scope(scope, async move {
@@ -386,7 +395,7 @@ pub async fn lock_session(
                 // its fenced save will refuse to write.
                 () = renew_after_a_third(&lock) => run.await,
             };
-            flush_received(&lock).await;
+            flush_carried(&lock).await;
             if let Some(Hold::Held { id, token }) = replace(Hold::Done) {
                 release_or_abandon(&lock, &id, token).await;
             }
@@ -419,14 +428,9 @@ async fn renew_while_held(lock: &SessionLock) {
     loop {
         // The first tick is immediate: the caller already waited a third of a lease.
         tick.tick().await;
-        let held = SCOPE
-            .try_with(|s| match &*s.state.borrow() {
-                Hold::Held { id, token } => Some((*id, token.clone())),
-                _ => None,
-            })
-            .ok()
-            .flatten();
-        let Some((id, token)) = held else { continue };
+        let Some((id, token)) = held_lock() else {
+            continue;
+        };
         match lock.renew(&id, &token).await {
             Ok(true) => {}
             Ok(false) => {

@@ -31,14 +31,13 @@ use tower_sessions::{
 
 use crate::{
     config::{Config, SessionStoreKind},
-    local_queue::LocalQueues,
     lock_scope,
     lock_wakeups::Wakeups,
     metrics::{self, Metrics},
     outcome,
     redis::{self, RedisSetupError},
     routes::{api, health, page},
-    session_lock::{self, SessionLock},
+    session_lock::{LockSettings, SessionLock},
     state::AppState,
     store::AppStore,
     telemetry,
@@ -100,23 +99,20 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
             crate::lock_scripts::preload(&redis.pool);
             let wakeups = Arc::new(Wakeups::default());
             redis.wake_lock_waiters(config, &wakeups)?;
-            let lease = Duration::from_millis(config.session_lock_lease_ms);
-            Some(Arc::new(SessionLock {
-                pool: redis.pool.clone(),
-                lease,
+            let settings = LockSettings {
+                lease: Duration::from_millis(config.session_lock_lease_ms),
                 wait: Duration::from_millis(config.session_lock_wait_ms),
                 // A save Redis did not confirm gets two more command timeouts to be resolved.
                 resolve: config.redis_timeout() * 2,
                 hand_offs: config.session_lock_handoffs,
                 group_commit: config.session_lock_group_commit,
-                local: Arc::new(LocalQueues::new(session_lock::orphan_settler(
-                    redis.pool.clone(),
-                    lease,
-                    metrics.clone(),
-                ))),
+            };
+            Some(SessionLock::new(
+                redis.pool.clone(),
+                settings,
                 wakeups,
-                metrics: metrics.clone(),
-            }))
+                metrics.clone(),
+            ))
         }
         _ => None,
     };

@@ -52,7 +52,7 @@ use tokio::time::Instant;
 use tower_sessions::session::{Id, Record};
 
 use crate::{
-    local_queue::{HandOff, LocalQueues},
+    local_queue::{Ack, HandOff, LocalQueues},
     lock_scripts::{ABANDON, ACQUIRE, DELETE_HELD, RELEASE, RENEW, RESOLVE, SAVE, WAITING_MS},
     lock_wakeups::{self, Wakeups},
     metrics::Metrics,
@@ -133,7 +133,51 @@ impl LockError {
     }
 }
 
+/// The settings of [`SessionLock::new`].
+#[derive(Debug, Clone, Copy)]
+pub struct LockSettings {
+    /// See [`SessionLock::lease`].
+    pub lease: Duration,
+    /// See [`SessionLock::wait`].
+    pub wait: Duration,
+    /// See [`SessionLock::resolve`].
+    pub resolve: Duration,
+    /// See [`SessionLock::hand_offs`].
+    pub hand_offs: u32,
+    /// See [`SessionLock::group_commit`].
+    pub group_commit: bool,
+}
+
 impl SessionLock {
+    /// The lock on `pool`, with this replica's lines (whose unclaimed hand-offs it settles)
+    /// and `wakeups`.
+    pub fn new(
+        pool: Pool,
+        settings: LockSettings,
+        wakeups: Arc<Wakeups>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<SessionLock> {
+        Arc::new_cyclic(|this: &std::sync::Weak<SessionLock>| {
+            let this = this.clone();
+            let orphaned: crate::local_queue::Orphaned = Arc::new(move |id, left| {
+                if let Some(lock) = this.upgrade() {
+                    lock.settle_orphan(id, left);
+                }
+            });
+            SessionLock {
+                pool,
+                lease: settings.lease,
+                wait: settings.wait,
+                resolve: settings.resolve,
+                hand_offs: settings.hand_offs,
+                group_commit: settings.group_commit,
+                local: Arc::new(LocalQueues::new(orphaned)),
+                wakeups,
+                metrics,
+            }
+        })
+    }
+
     /// Retries `attempt` until it returns `Some` or `deadline` passes: after each failed
     /// attempt it sleeps until the holder's release wakes it (or the fallback timer).
     async fn wait_for<T, F, Fut>(
@@ -370,6 +414,39 @@ impl SessionLock {
         Ok(())
     }
 
+    /// Writes `record` under `token` and lets go of the lock, then tells every request whose
+    /// changes it carries (`acks`, deferred by group commit) what became of the write.
+    pub(crate) async fn write_carried(&self, token: &str, record: &Record, acks: Vec<Ack>) {
+        let result = match crate::record::encode(record) {
+            Ok(bytes) => {
+                let ttl = crate::record::ttl(record.expiry_date);
+                self.save(&record.id, token, &bytes, ttl, false)
+                    .await
+                    .map(|_| ())
+            }
+            Err(_) => Err(Failure::Unavailable),
+        };
+        for ack in acks {
+            let _ = ack.send(result);
+        }
+    }
+
+    /// Settles a hand-off nobody took (the next in line gave up): its record is written if
+    /// it carries deferred changes, and the lock is let go of, in the background.
+    fn settle_orphan(self: Arc<Self>, id: Id, left: HandOff) {
+        if left.pending.is_empty() {
+            SessionLock::clone(&self).abandon(id.to_string(), left.token);
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            self.write_carried(&left.token, &left.record, left.pending)
+                .await;
+        });
+    }
+
     /// In the background, undoes an acquire or a save whose answer never came: frees the lock
     /// if `token` holds it, or leaves a tombstone so the acquire refuses should it still
     /// arrive. Retried until Redis answers (at most a minute).
@@ -409,49 +486,6 @@ impl SessionLock {
             tracing::warn!(session = %abbrev(&id), "gave up abandoning a session lock; its lease ends it");
         });
     }
-}
-
-/// The hook [`LocalQueues`] calls with a hand-off nobody took: write its record if it
-/// carries deferred changes (answering them), then let go of the lock in Redis.
-pub fn orphan_settler(
-    pool: Pool,
-    lease: Duration,
-    metrics: Arc<Metrics>,
-) -> crate::local_queue::Orphaned {
-    Arc::new(move |id: Id, left: HandOff| {
-        let lock = SessionLock {
-            pool: pool.clone(),
-            lease,
-            wait: Duration::ZERO,
-            resolve: lease,
-            hand_offs: 0,
-            group_commit: false,
-            local: Arc::new(LocalQueues::new(Arc::new(|_, _| {}))),
-            wakeups: Arc::default(),
-            metrics: Arc::clone(&metrics),
-        };
-        if left.pending.is_empty() {
-            lock.abandon(id.to_string(), left.token);
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
-            let result = match crate::record::encode(&left.record) {
-                Ok(bytes) => {
-                    let ttl = crate::record::ttl(left.record.expiry_date);
-                    lock.save(&id, &left.token, &bytes, ttl, false)
-                        .await
-                        .map(|_| ())
-                }
-                Err(_) => Err(Failure::Unavailable),
-            };
-            for ack in left.pending {
-                let _ = ack.send(result);
-            }
-        });
-    })
 }
 
 fn millis(d: Duration) -> i64 {
