@@ -26,9 +26,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
-use tokio::time::{Instant, Sleep};
 
 use crate::backends::InFlight;
+use crate::stall::StallTimer;
 
 /// The error type of both bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -62,37 +62,6 @@ impl Upload {
     fn finish(&self) {
         self.done.store(true, Ordering::Release);
         self.done_notify.notify_waiters();
-    }
-}
-
-/// A deadline armed while waiting for the next chunk.
-#[derive(Debug)]
-struct IdleTimer {
-    timeout: Duration,
-    // Boxed: armed only while a body waits, so `Pending` paths pay for it, not every frame.
-    armed: Option<Pin<Box<Sleep>>>,
-}
-
-impl IdleTimer {
-    fn new(timeout: Duration) -> IdleTimer {
-        IdleTimer {
-            timeout,
-            armed: None,
-        }
-    }
-
-    /// Passes a ready poll through (disarming); on `Pending`, arms the deadline and reports
-    /// whether it has passed.
-    fn expired<T>(&mut self, poll: &Poll<T>, cx: &mut Context<'_>) -> bool {
-        if poll.is_ready() {
-            self.armed = None;
-            return false;
-        }
-        let timeout = self.timeout;
-        let sleep = self
-            .armed
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
-        sleep.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -205,7 +174,7 @@ enum Attempt {
         /// Fault and completion, shared with [`BodySlot`].
         upload: Arc<Upload>,
         /// Deadline for the next chunk.
-        timer: IdleTimer,
+        timer: StallTimer,
     },
 }
 
@@ -227,7 +196,7 @@ impl Body for RequestBody {
                 Some(body) => Attempt::Streaming {
                     body,
                     upload: Arc::clone(upload),
-                    timer: IdleTimer::new(*idle),
+                    timer: StallTimer::new(*idle),
                 },
                 // Only reachable if two attempts polled one body, which the proxy never does;
                 // ending the stream is safer than blocking.
@@ -245,7 +214,7 @@ impl Body for RequestBody {
         let poll = Pin::new(&mut *body).poll_frame(cx);
         if timer.expired(&poll, cx) {
             upload.fault.store(1, Ordering::Release);
-            return Poll::Ready(Some(Err(Box::new(BodyIdle(timer.timeout)))));
+            return Poll::Ready(Some(Err(Box::new(BodyIdle(timer.timeout())))));
         }
         match poll {
             Poll::Ready(None) => {
@@ -289,7 +258,7 @@ impl Body for RequestBody {
 pub struct ResponseBody {
     inner: Incoming,
     guard: InFlight,
-    timer: IdleTimer,
+    timer: StallTimer,
     /// Set when the backend stalled, so it is blamed once.
     stalled: bool,
 }
@@ -301,7 +270,7 @@ impl ResponseBody {
         ResponseBody {
             inner,
             guard,
-            timer: IdleTimer::new(idle),
+            timer: StallTimer::new(idle),
             stalled: false,
         }
     }
@@ -322,9 +291,9 @@ impl Body for ResponseBody {
                 this.stalled = true;
                 let backend = this.guard.backend();
                 backend.stats.record_failure();
-                tracing::warn!(upstream = %backend.label(), timeout = ?this.timer.timeout, "backend stalled mid-body; cut off");
+                tracing::warn!(upstream = %backend.label(), timeout = ?this.timer.timeout(), "backend stalled mid-body; cut off");
             }
-            return Poll::Ready(Some(Err(Box::new(BodyIdle(this.timer.timeout)))));
+            return Poll::Ready(Some(Err(Box::new(BodyIdle(this.timer.timeout())))));
         }
         poll.map(|frame| frame.map(|f| f.map_err(BoxError::from)))
     }

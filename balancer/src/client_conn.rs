@@ -1,5 +1,5 @@
 //! What the proxy knows about the client connection a request came on: the peer's address
-//! (for the forwarding headers and the trusted-proxy check) and the connection's
+//! (for the forwarding headers), whether it is a trusted proxy, and the connection's
 //! `MAX_CONNECTIONS` permit, which an upgraded tunnel keeps for its whole life.
 
 use std::sync::Arc;
@@ -12,8 +12,8 @@ use tokio::sync::OwnedSemaphorePermit;
 pub struct ClientConn {
     /// The peer address, rendered once for `X-Forwarded-For`.
     pub ip: HeaderValue,
-    /// The peer address, for the trusted-proxy check.
-    pub addr: std::net::IpAddr,
+    /// Whether the peer is one of `TRUSTED_PROXIES`, decided once per connection.
+    pub trusted: bool,
     /// The connection's `MAX_CONNECTIONS` permit; an upgraded tunnel keeps a clone.
     pub permit: Arc<OwnedSemaphorePermit>,
 }

@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod round_robin;
 pub mod server;
 pub mod shutdown;
+pub mod stall;
 pub mod telemetry;
 pub mod timed_io;
 pub mod tunnel;

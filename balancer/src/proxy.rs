@@ -74,8 +74,6 @@ pub struct Proxy {
     tries: usize,
     /// No new attempt starts after this much time since the request arrived.
     retry_deadline: Duration,
-    /// Peers whose forwarding headers are believed.
-    trusted_proxies: Vec<ipnet::IpNet>,
     /// This proxy's name in `Via`, and the entry it adds.
     via_name: String,
     via: HeaderValue,
@@ -114,7 +112,6 @@ impl Proxy {
             tunnel_idle_timeout: config.tunnel_idle_timeout,
             tries: (config.retry_tries as usize).clamp(1, MAX_TRIES),
             retry_deadline: config.retry_deadline,
-            trusted_proxies: config.trusted_proxies.clone(),
             via: framing::via_value(&config.via_name),
             via_name: config.via_name.clone(),
             expose_upstream: config.expose_upstream,
@@ -138,10 +135,7 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers, upgrade);
         let hop = Hop {
             client_ip: &conn.ip,
-            trusted: self
-                .trusted_proxies
-                .iter()
-                .any(|net| net.contains(&conn.addr)),
+            trusted: conn.trusted,
             scheme: "http",
         };
         set_forwarded(&mut parts.headers, hop, parts.uri.authority());

@@ -83,7 +83,7 @@ pub async fn serve(
         let client = ClientConn {
             ip: HeaderValue::from_str(&ip.to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-            addr: ip,
+            trusted: config.trusted_proxies.iter().any(|net| net.contains(&ip)),
             permit: Arc::new(permit),
         };
         let proxy = Arc::clone(&proxy);

@@ -12,8 +12,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::stall::StallTimer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
 
 pin_project_lite::pin_project! {
     /// `inner` with a deadline on stalled writes.
@@ -21,9 +21,7 @@ pin_project_lite::pin_project! {
     pub struct SendTimeout<T> {
         #[pin]
         inner: T,
-        timeout: Duration,
-        // Boxed: armed only while a write is stalled, which is rare.
-        stalled: Option<Pin<Box<Sleep>>>,
+        stalled: StallTimer,
     }
 }
 
@@ -32,32 +30,24 @@ impl<T> SendTimeout<T> {
     pub fn new(inner: T, timeout: Duration) -> SendTimeout<T> {
         SendTimeout {
             inner,
-            timeout,
-            stalled: None,
+            stalled: StallTimer::new(timeout),
         }
     }
 }
 
-/// Arms the deadline on `Pending`, disarms it on progress, and fails once it passed.
+/// Passes `poll` through, or fails it once the write stalled for the whole timeout.
 fn watch<R>(
     poll: Poll<io::Result<R>>,
-    stalled: &mut Option<Pin<Box<Sleep>>>,
-    timeout: Duration,
+    stalled: &mut StallTimer,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<R>> {
-    if poll.is_ready() {
-        *stalled = None;
-        return poll;
-    }
-    let deadline =
-        stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
-    match deadline.as_mut().poll(cx) {
-        Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+    if stalled.expired(&poll, cx) {
+        return Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
             "client stopped reading (SEND_TIMEOUT)",
-        ))),
-        Poll::Pending => Poll::Pending,
+        )));
     }
+    poll
 }
 
 impl<T: AsyncRead> AsyncRead for SendTimeout<T> {
@@ -78,7 +68,7 @@ impl<T: AsyncWrite> AsyncWrite for SendTimeout<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let poll = this.inner.poll_write(cx, buf);
-        watch(poll, this.stalled, *this.timeout, cx)
+        watch(poll, this.stalled, cx)
     }
 
     fn poll_write_vectored(
@@ -88,7 +78,7 @@ impl<T: AsyncWrite> AsyncWrite for SendTimeout<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let poll = this.inner.poll_write_vectored(cx, bufs);
-        watch(poll, this.stalled, *this.timeout, cx)
+        watch(poll, this.stalled, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -98,12 +88,12 @@ impl<T: AsyncWrite> AsyncWrite for SendTimeout<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let poll = this.inner.poll_flush(cx);
-        watch(poll, this.stalled, *this.timeout, cx)
+        watch(poll, this.stalled, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let poll = this.inner.poll_shutdown(cx);
-        watch(poll, this.stalled, *this.timeout, cx)
+        watch(poll, this.stalled, cx)
     }
 }
