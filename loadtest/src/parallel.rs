@@ -32,8 +32,6 @@ const READ_ATTEMPTS: u32 = 3;
 /// What one worker saw.
 #[derive(Debug, Default)]
 struct Tally {
-    /// Increments sent.
-    sent: u64,
     acknowledged: u64,
     failed: u64,
     unknown: u64,
@@ -46,6 +44,13 @@ struct Tally {
     per_replica: BTreeMap<String, u64>,
     errors: Vec<String>,
     latencies: Latencies,
+}
+
+impl Tally {
+    /// Increments sent: every one is recorded with its times.
+    fn sent(&self) -> u64 {
+        self.timed.len() as u64
+    }
 }
 
 /// The counter value read before and after the workers, and the session it named.
@@ -166,7 +171,6 @@ pub async fn run(
             lost_workers += 1;
             continue;
         };
-        total.sent += tally.sent;
         total.acknowledged += tally.acknowledged;
         total.failed += tally.failed;
         total.unknown += tally.unknown;
@@ -211,7 +215,7 @@ pub async fn run(
         .map(|(id, n)| (id.clone(), *n))
         .collect();
     let planned = per_worker.map(|m| workers.saturating_mul(m));
-    let requests = total.sent;
+    let requests = total.sent();
     let mut report = ParallelReport {
         common: Common {
             verdict: Verdict::Fail,
@@ -262,7 +266,7 @@ async fn work(
         |at: Instant| u64::try_from(at.duration_since(origin).as_micros()).unwrap_or(u64::MAX);
     let mut tally = Tally::default();
     loop {
-        if per_worker.is_some_and(|m| tally.sent >= m)
+        if per_worker.is_some_and(|m| tally.sent() >= m)
             || deadline.is_some_and(|d| Instant::now() >= d)
             || stop.is_stopped()
         {
@@ -270,12 +274,11 @@ async fn work(
         }
         // The opening request went to target 0; rotate from there.
         let url = targets
-            .pick(worker.wrapping_add(tally.sent as usize).wrapping_add(1))
+            .pick(worker.wrapping_add(tally.timed.len()).wrapping_add(1))
             .url(endpoint.path());
         let sent_at = Instant::now();
         let answer = client::increment(client, endpoint, &url).await;
         let received_at = Instant::now();
-        tally.sent += 1;
         tally.latencies.record(answer.latency);
         let node = answer.node.unwrap_or_else(|| NO_NODE.to_owned());
         *tally.per_replica.entry(node.clone()).or_default() += 1;
