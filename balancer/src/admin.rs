@@ -14,29 +14,38 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::backends::{BackendSet, STATUS_CLASSES};
+use crate::metrics::Metrics;
 
-/// The admin router over the live backend set.
-pub fn router(set: Arc<BackendSet>) -> Router {
+/// What the admin endpoints read.
+#[derive(Debug, Clone)]
+struct Admin {
+    set: Arc<BackendSet>,
+    metrics: Arc<Metrics>,
+}
+
+/// The admin router over the live backend set and the metrics.
+pub fn router(set: Arc<BackendSet>, metrics: Arc<Metrics>) -> Router {
     Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(render_metrics))
         .route("/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(set)
+        .with_state(Admin { set, metrics })
 }
 
 /// Serves the admin router until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     set: Arc<BackendSet>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(set))
+    axum::serve(listener, router(set, metrics))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-async fn metrics(State(set): State<Arc<BackendSet>>) -> Response {
-    match set.metrics().render() {
+async fn render_metrics(State(admin): State<Admin>) -> Response {
+    match admin.metrics.render() {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -53,7 +62,7 @@ async fn metrics(State(set): State<Arc<BackendSet>>) -> Response {
     }
 }
 
-async fn status(State(set): State<Arc<BackendSet>>) -> Response {
+async fn status(State(Admin { set, .. }): State<Admin>) -> Response {
     let all = set.all();
     let backends: Vec<_> = all
         .iter()

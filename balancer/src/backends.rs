@@ -6,21 +6,20 @@
 //! just keeps two rebuilds from interleaving.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
 pub use crate::backend::{Backend, BackendStats, InFlight, STATUS_CLASSES};
-use crate::metrics::Metrics;
 use crate::round_robin::RoundRobin;
 
 /// All known backends and the ones in rotation.
 #[derive(Debug)]
 pub struct BackendSet {
-    /// Every discovered backend, healthy or not (shared with the metrics collector).
-    all: Arc<ArcSwap<Vec<Arc<Backend>>>>,
+    /// Every discovered backend, healthy or not.
+    all: ArcSwap<Vec<Arc<Backend>>>,
     /// The backends in rotation, rebuilt from `all` whenever health changes.
     healthy: ArcSwap<Vec<Arc<Backend>>>,
     /// Which healthy backend is next.
@@ -33,30 +32,33 @@ pub struct BackendSet {
     max_conns: usize,
     /// Serialises rebuilds so a stale one cannot overwrite a newer one half-way.
     rebuild_lock: Mutex<()>,
-    /// Ejection counter and healthy gauge.
-    metrics: Arc<Metrics>,
+    /// Passive ejections so far (read by the metrics at scrape time).
+    ejections: AtomicU64,
 }
 
 impl BackendSet {
     /// An empty set; discovery fills it. Each backend gets `max_conns` request slots.
     pub fn new(cooldown: Duration, max_conns: usize) -> BackendSet {
-        let all = Arc::new(ArcSwap::from_pointee(Vec::new()));
-        let metrics = Arc::new(Metrics::new(Arc::clone(&all)));
         BackendSet {
-            all,
+            all: ArcSwap::from_pointee(Vec::new()),
             healthy: ArcSwap::from_pointee(Vec::new()),
             rr: RoundRobin::new(),
             epoch: Instant::now(),
             cooldown,
             max_conns,
             rebuild_lock: Mutex::new(()),
-            metrics,
+            ejections: AtomicU64::new(0),
         }
     }
 
-    /// The metrics, which read per-backend counters from this set.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+    /// Passive ejections since start.
+    pub fn ejections(&self) -> u64 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    /// How many backends are in rotation (ejected ones included until their cooldown ends).
+    pub fn healthy_count(&self) -> usize {
+        self.healthy.load().len()
     }
 
     /// Snapshot of every known backend.
@@ -108,7 +110,7 @@ impl BackendSet {
         let previous = backend.ejected_until_ms.swap(until, Ordering::Relaxed);
         if previous <= backend.now_ms() {
             backend.stats.ejections.fetch_add(1, Ordering::Relaxed);
-            self.metrics.ejections.inc();
+            self.ejections.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(upstream = %backend.label(), cooldown_ms = self.cooldown.as_millis() as u64, "backend ejected");
             self.rebuild();
         }
@@ -166,7 +168,6 @@ impl BackendSet {
                 || old.iter().zip(&healthy).any(|(a, b)| a.addr() != b.addr())
         };
         if changed {
-            self.metrics.healthy_backends.set(healthy.len() as i64);
             tracing::info!(
                 healthy = ?healthy.iter().map(|b| b.label()).collect::<Vec<_>>(),
                 "rotation changed"

@@ -10,7 +10,9 @@
 //!
 //! [`ResponseBody`] carries the in-flight guard, so a backend counts as busy until its
 //! response body has been fully streamed (or the client went away), and cuts off a backend
-//! that stalls mid-body for `BODY_IDLE_TIMEOUT`.
+//! that stalls mid-body for `BODY_IDLE_TIMEOUT`. It also carries the upstream connection,
+//! which goes back to the worker's pool once the body was read to the end (and is closed
+//! otherwise).
 //!
 //! Both idle deadlines run only while the proxy is waiting for the *other* side's bytes (the
 //! body returned `Pending`); while the proxy is blocked writing to a slow peer the body is not
@@ -29,6 +31,7 @@ use tokio::sync::Notify;
 
 use crate::backends::InFlight;
 use crate::stall::StallTimer;
+use crate::upstream_pool::Conn;
 
 /// The error type of both bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -261,17 +264,33 @@ pub struct ResponseBody {
     timer: StallTimer,
     /// Set when the backend stalled, so it is blamed once.
     stalled: bool,
+    /// The connection it comes on; back to the pool when the body was read to the end.
+    conn: Option<Conn>,
+    /// Set once the body ended cleanly.
+    finished: bool,
 }
 
 impl ResponseBody {
     /// Streams `inner`, keeping `guard` until the body is done or dropped; a backend silent
-    /// for `idle` mid-body is cut off.
-    pub fn new(inner: Incoming, guard: InFlight, idle: Duration) -> ResponseBody {
+    /// for `idle` mid-body is cut off. `conn` is reused if the body is read to the end.
+    pub fn new(inner: Incoming, guard: InFlight, idle: Duration, conn: Conn) -> ResponseBody {
         ResponseBody {
             inner,
             guard,
             timer: StallTimer::new(idle),
             stalled: false,
+            conn: Some(conn),
+            finished: false,
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && (self.finished || (!self.stalled && self.inner.is_end_stream()))
+        {
+            conn.release();
         }
     }
 }
@@ -294,6 +313,11 @@ impl Body for ResponseBody {
                 tracing::warn!(upstream = %backend.label(), timeout = ?this.timer.timeout(), "backend stalled mid-body; cut off");
             }
             return Poll::Ready(Some(Err(Box::new(BodyIdle(this.timer.timeout())))));
+        }
+        match &poll {
+            Poll::Ready(None) => this.finished = true,
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.finished = true,
+            _ => {}
         }
         poll.map(|frame| frame.map(|f| f.map_err(BoxError::from)))
     }

@@ -52,10 +52,22 @@ pub enum ProxyError {
     Upstream {
         /// The failing backend.
         backend: SocketAddr,
-        /// What hyper reported.
+        /// What went wrong.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: UpstreamError,
     },
+}
+
+/// What went wrong between the balancer and a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The TCP connect failed or timed out: nothing was sent.
+    #[error("connect failed: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The exchange failed (reset, closed early, malformed response, the request body
+    /// failed while being sent).
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
 }
 
 impl ProxyError {

@@ -24,6 +24,7 @@ pub mod stall;
 pub mod telemetry;
 pub mod timed_io;
 pub mod tunnel;
+pub mod upstream_pool;
 pub mod workers;
 
 use std::future::Future;
@@ -79,11 +80,17 @@ pub async fn run_with_resolver(
         tokio::spawn(discovery.run_forever(config.resolve_interval, config.health_interval));
 
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(admin::serve(admin, Arc::clone(&set), async move {
-        let _ = admin_stopped.await;
-    }));
+    let metrics = Arc::new(metrics::Metrics::new(Arc::clone(&set)));
+    let admin_task = tokio::spawn(admin::serve(
+        admin,
+        Arc::clone(&set),
+        Arc::clone(&metrics),
+        async move {
+            let _ = admin_stopped.await;
+        },
+    ));
 
-    let served = workers::serve(listener, Arc::clone(&set), &config, shutdown).await;
+    let served = workers::serve(listener, set, metrics, &config, shutdown).await;
 
     maintenance.abort();
     let _ = stop_admin.send(());

@@ -9,15 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::backends::{Backend, STATUS_CLASSES};
+use crate::backends::{BackendSet, STATUS_CLASSES};
 
 /// Upper bounds (seconds) of the latency buckets: sub-millisecond steps for a loopback hop,
 /// up to the default upstream timeout.
@@ -68,18 +67,38 @@ impl Collector for LatencyHistogram {
     }
 }
 
-/// Exports the per-backend atomics of the current backend list at scrape time.
+/// Exports the backend set's own counters and the per-backend atomics of its current list
+/// at scrape time: the set never calls into the metrics.
 #[derive(Debug)]
 struct BackendCollector {
-    /// The full backend list (healthy or not), shared with the backend set.
-    all: Arc<ArcSwap<Vec<Arc<Backend>>>>,
+    /// The live backend set.
+    set: Arc<BackendSet>,
     /// Requests answered 503 because no backend was available.
     unrouted: Arc<AtomicU64>,
 }
 
 impl Collector for BackendCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let all = self.all.load();
+        let all = self.set.all();
+        {
+            let mut m = encoder.encode_descriptor(
+                "balancer_ejections",
+                "Backends ejected for the cool-down after a connect error, refusal or reset",
+                None,
+                MetricType::Counter,
+            )?;
+            m.encode_counter::<NoLabelSet, _, u64>(&self.set.ejections(), None)?;
+        }
+        {
+            let m = encoder.encode_descriptor(
+                "balancer_healthy_backends",
+                "Backends currently in rotation",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(i64::try_from(self.set.healthy_count()).unwrap_or(i64::MAX))
+                .encode(m)?;
+        }
         {
             let mut m = encoder.encode_descriptor(
                 "balancer_requests",
@@ -134,10 +153,8 @@ impl Collector for BackendCollector {
 pub struct Metrics {
     /// Extra attempts made after a connect failure.
     pub retries: Counter,
-    /// Passive ejections (connect error, refusal, reset).
-    pub ejections: Counter,
-    /// Backends currently in rotation.
-    pub healthy_backends: Gauge,
+    /// Connections opened to backends; every other request reused a pooled one.
+    pub upstream_connections: Counter,
     /// Latency to response headers.
     pub latency: Arc<LatencyHistogram>,
     /// Requests that found no healthy backend.
@@ -150,12 +167,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers everything; `all` is the backend list the per-backend metrics are read from.
-    pub fn new(all: Arc<ArcSwap<Vec<Arc<Backend>>>>) -> Metrics {
+    /// Registers everything; the per-backend metrics are read from `set`.
+    pub fn new(set: Arc<BackendSet>) -> Metrics {
         let mut registry = Registry::default();
         let retries = Counter::default();
-        let ejections = Counter::default();
-        let healthy_backends = Gauge::default();
+        let upstream_connections = Counter::default();
         let latency = Arc::new(LatencyHistogram::default());
         let unrouted = Arc::new(AtomicU64::new(0));
         let client_errors = Counter::default();
@@ -170,24 +186,18 @@ impl Metrics {
             retries.clone(),
         );
         registry.register(
-            "balancer_ejections",
-            "Backends ejected for the cool-down after a connect error, refusal or reset",
-            ejections.clone(),
-        );
-        registry.register(
-            "balancer_healthy_backends",
-            "Backends currently in rotation",
-            healthy_backends.clone(),
+            "balancer_upstream_connections",
+            "Connections opened to backends (every other request reused a pooled one)",
+            upstream_connections.clone(),
         );
         registry.register_collector(Box::new(Arc::clone(&latency)));
         registry.register_collector(Box::new(BackendCollector {
-            all,
+            set,
             unrouted: Arc::clone(&unrouted),
         }));
         Metrics {
             retries,
-            ejections,
-            healthy_backends,
+            upstream_connections,
             latency,
             unrouted,
             client_errors,
@@ -209,7 +219,7 @@ mod tests {
 
     #[test]
     fn histogram_renders_buckets_sum_and_count() {
-        let m = Metrics::new(Arc::new(ArcSwap::from_pointee(Vec::new())));
+        let m = Metrics::new(Arc::new(BackendSet::new(Duration::from_secs(1), 1)));
         m.latency.observe(Duration::from_micros(300));
         m.latency.observe(Duration::from_millis(20));
         m.latency.observe(Duration::from_secs(60));
@@ -234,5 +244,7 @@ mod tests {
             text.contains("balancer_requests_total{backend=\"none\",status=\"5xx\"} 0"),
             "{text}"
         );
+        assert!(text.contains("balancer_ejections_total 0"), "{text}");
+        assert!(text.contains("balancer_healthy_backends 0"), "{text}");
     }
 }

@@ -26,7 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::client_conn::ClientConn;
+use crate::client_conn::{ClientConn, ConnHold};
 use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::timed_io::SendTimeout;
@@ -47,7 +47,8 @@ pub async fn serve(
         .header_read_timeout(config.header_read_timeout)
         .max_header_size(config.max_header_size as usize)
         .keep_alive(true);
-    // Each connection holds a sender; all of them gone means every connection closed.
+    // Each connection (and each tunnel) holds a sender; all of them gone means every
+    // connection closed.
     let (open_tx, mut all_closed) = mpsc::channel::<()>(1);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
@@ -84,7 +85,7 @@ pub async fn serve(
             ip: HeaderValue::from_str(&ip.to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             trusted: config.trusted_proxies.iter().any(|net| net.contains(&ip)),
-            permit: Arc::new(permit),
+            hold: Arc::new(ConnHold::new(permit, open_tx.clone())),
         };
         let proxy = Arc::clone(&proxy);
         let service = service_fn(move |req| {
@@ -94,7 +95,6 @@ pub async fn serve(
         });
         let io = TokioIo::new(SendTimeout::new(stream, config.send_timeout));
         let conn = builder.serve_connection(io, service).with_upgrades();
-        let open = open_tx.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             tokio::pin!(conn);
@@ -110,7 +110,6 @@ pub async fn serve(
                 // Client-side problems (timeouts, resets, parse errors) are routine at a proxy.
                 tracing::debug!(error = %e, client = %peer, "client connection ended with error");
             }
-            drop(open);
         });
     }
 

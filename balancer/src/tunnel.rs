@@ -1,9 +1,11 @@
 //! Upgraded connections (WebSocket): bytes copied both ways until either side closes or the
 //! tunnel stays silent for `TUNNEL_IDLE_TIMEOUT`.
 //!
-//! A tunnel keeps the client connection's `MAX_CONNECTIONS` permit and its backend's
-//! in-flight count for its whole life: it is still an open client connection, even though
-//! hyper's part of it ended at the upgrade.
+//! A tunnel keeps the client connection's hold (its `MAX_CONNECTIONS` permit and its place in
+//! the shutdown drain) and its backend's in-flight count for its whole life: it is still an
+//! open client connection, even though hyper's part of it ended at the upgrade. On shutdown
+//! it keeps running while the drain waits, and is closed when `DRAIN_TIMEOUT` ends the
+//! worker.
 
 use std::io;
 use std::pin::Pin;
@@ -15,10 +17,10 @@ use std::time::Duration;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::backends::InFlight;
+use crate::client_conn::ConnHold;
 
 /// The last time either direction moved a byte, in milliseconds since `start`.
 #[derive(Debug)]
@@ -87,12 +89,12 @@ impl<T: AsyncWrite> AsyncWrite for Noted<T> {
 }
 
 /// Copies bytes both ways between an upgraded client and backend connection, holding the
-/// client's connection `permit` and the backend's in-flight `guard` until it ends.
+/// client connection's `hold` and the backend's in-flight `guard` until it ends.
 pub async fn tunnel(
     client: OnUpgrade,
     upstream: OnUpgrade,
     guard: InFlight,
-    permit: Arc<OwnedSemaphorePermit>,
+    hold: Arc<ConnHold>,
     idle: Duration,
 ) {
     let label = guard.backend().label().to_owned();
@@ -132,5 +134,5 @@ pub async fn tunnel(
         () = silence => tracing::info!(upstream = %label, idle = ?idle, "tunnel idle; closed"),
     }
     drop(guard);
-    drop(permit);
+    drop(hold);
 }

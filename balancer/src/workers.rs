@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::backends::BackendSet;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::server;
 
@@ -26,6 +27,7 @@ use crate::server;
 pub async fn serve(
     listener: TcpListener,
     set: Arc<BackendSet>,
+    metrics: Arc<Metrics>,
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -41,6 +43,7 @@ pub async fn serve(
     for i in 0..threads {
         let listener = std_listener.try_clone()?;
         let set = Arc::clone(&set);
+        let metrics = Arc::clone(&metrics);
         let limit = Arc::clone(&limit);
         let config = config.clone();
         let mut stopped = stopped.clone();
@@ -66,7 +69,7 @@ pub async fn serve(
                             return;
                         }
                     };
-                    let proxy = Arc::new(Proxy::new(&config, set));
+                    let proxy = Arc::new(Proxy::new(&config, set, metrics));
                     // Stop when told to, or when the sender is gone (the caller was dropped).
                     let stop = async move {
                         let _ = stopped.wait_for(|s| *s).await;
