@@ -4,6 +4,15 @@
 # Run with (from anywhere in the repo):
 #   balancer/bench/vs_nginx.sh
 #   DURATION=10s CONNS=64 ROUNDS=3 balancer/bench/vs_nginx.sh
+#   MODE=proxy balancer/bench/vs_nginx.sh      # the proxy alone, over three cheap upstreams
+#
+# MODE=app (default): 3 app replicas on one redis-server behind both proxies.
+# MODE=proxy: the upstreams are three ports of a separate nginx answering `return 200`, both
+#   proxies run 1 worker with upstream keep-alive, and the route is `/`: what is measured is
+#   the proxy hop itself. It also counts new upstream connections per 1,000 requests (from the
+#   upstream nginx's accept counter) for both proxies.
+# PROFILE=1 adds, for the balancer, `strace -c` (syscalls per request) and a `perf` summary
+#   (where its user-space time goes) over one extra wrk run.
 #
 # What it does:
 #   1. builds release binaries (app, balancer); NO_BUILD=1 skips this;
@@ -21,6 +30,11 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-1}
 ROUNDS=${ROUNDS:-3}
+MODE=${MODE:-app}
+if [[ $MODE == proxy ]]; then
+    ROUTES=${ROUTES:-"/"}
+    BALANCER_THREADS=${BALANCER_THREADS:-1}
+fi
 ROUTES=${ROUTES:-"/ /session /healthz"} # /healthz: almost no app work, isolates the proxy hop
 BASE_PORT=${BASE_PORT:-21000} # below the ephemeral range, so TIME-WAIT sockets cannot hold them
 BALANCER_THREADS=${BALANCER_THREADS:-} # empty: the balancer default (one worker per core); 1 = like nginx here
@@ -37,7 +51,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in redis-server nginx wrk curl python3; do
+for tool in nginx wrk curl python3 $([[ $MODE == app ]] && echo redis-server); do
     command -v "$tool" >/dev/null || {
         echo "missing $tool (apt-get install redis-server nginx wrk curl python3)" >&2
         exit 1
@@ -47,6 +61,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n 8192
 
 REDIS_PORT=$((BASE_PORT + 1))
 APP_PORTS=($((BASE_PORT + 11)) $((BASE_PORT + 12)) $((BASE_PORT + 13)))
+UPSTREAM_STATUS=$((BASE_PORT + 14))
 LB_PORT=$((BASE_PORT + 80))
 LB_ADMIN=$((BASE_PORT + 81))
 NGINX_PORT=$((BASE_PORT + 90))
@@ -65,17 +80,41 @@ wait_for() { # url what
     exit 1
 }
 
-echo "== starting redis, 3 replicas, balancer, nginx"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --logfile "$WORK/redis.log" &
-PIDS+=($!)
-sleep 0.3
-for i in 0 1 2; do
-    LISTEN_ADDR=127.0.0.1:${APP_PORTS[$i]} REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
-        NODE_NAME=bench-$i RUST_LOG=warn "$TARGET_DIR/release/app" >"$WORK/app-$i.log" 2>&1 &
+if [[ $MODE == app ]]; then
+    echo "== starting redis, 3 replicas, balancer, nginx"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --logfile "$WORK/redis.log" &
     PIDS+=($!)
-done
-for p in "${APP_PORTS[@]}"; do wait_for "http://127.0.0.1:$p/readyz" "app on $p"; done
+    sleep 0.3
+    for i in 0 1 2; do
+        LISTEN_ADDR=127.0.0.1:${APP_PORTS[$i]} REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
+            NODE_NAME=bench-$i RUST_LOG=warn "$TARGET_DIR/release/app" >"$WORK/app-$i.log" 2>&1 &
+        PIDS+=($!)
+    done
+    for p in "${APP_PORTS[@]}"; do wait_for "http://127.0.0.1:$p/readyz" "app on $p"; done
+else
+    echo "== starting 3 cheap upstreams (one nginx, return 200), balancer, nginx"
+    mkdir -p "$WORK/upstream"
+    {
+        echo "worker_processes 1;"
+        echo "daemon off;"
+        echo "pid $WORK/upstream.pid;"
+        echo "error_log $WORK/upstream/error.log warn;"
+        echo "events { worker_connections 4096; }"
+        echo "http {"
+        echo "    access_log off;"
+        echo "    keepalive_requests 1000000;"
+        for t in client_body proxy fastcgi uwsgi scgi; do echo "    ${t}_temp_path $WORK/upstream/$t;"; done
+        for p in "${APP_PORTS[@]}"; do
+            echo "    server { listen 127.0.0.1:$p; location / { return 200 \"ok\\n\"; } }"
+        done
+        echo "    server { listen 127.0.0.1:$UPSTREAM_STATUS; location / { stub_status; } }"
+        echo "}"
+    } >"$WORK/upstream.conf"
+    nginx -p "$WORK/upstream" -e "$WORK/upstream/error.log" -c "$WORK/upstream.conf" &
+    PIDS+=($!)
+    for p in "${APP_PORTS[@]}"; do wait_for "http://127.0.0.1:$p/readyz" "upstream on $p"; done
+fi
 
 UPSTREAMS=$(printf '127.0.0.1:%s,' "${APP_PORTS[@]}")
 UPSTREAMS=${UPSTREAMS%,}
@@ -94,6 +133,7 @@ mkdir -p "$WORK/nginx"
     echo "events { worker_connections 4096; }"
     echo "http {"
     echo "    access_log off;"
+    echo "    keepalive_requests 1000000;"
     for t in client_body proxy fastcgi uwsgi scgi; do echo "    ${t}_temp_path $WORK/nginx/$t;"; done
     echo "    upstream app {"
     for p in "${APP_PORTS[@]}"; do echo "        server 127.0.0.1:$p max_fails=1 fail_timeout=10s;"; done
@@ -120,16 +160,18 @@ PIDS+=($NGINX_PID)
 wait_for "http://127.0.0.1:$LB_PORT/healthz" "balancer"
 wait_for "http://127.0.0.1:$NGINX_PORT/healthz" "nginx"
 
-# Session cookies for /session: 256 sessions so concurrent requests rarely share one (the
+# Session cookies for /session (app mode): 256 sessions so concurrent requests rarely share one (the
 # app serialises writes per session; we measure the proxies, not that lock).
-for _ in $(seq 1 256); do
-    curl -s -D - -o /dev/null "http://127.0.0.1:${APP_PORTS[0]}/session" |
-        tr -d '\r' | awk -F'[:;] *' 'tolower($1)=="set-cookie"{print $2; exit}'
-done >"$WORK/cookies.txt"
-[[ $(wc -l <"$WORK/cookies.txt") -eq 256 ]] || {
-    echo "could not create session cookies" >&2
-    exit 1
-}
+if [[ $MODE == app ]]; then
+    for _ in $(seq 1 256); do
+        curl -s -D - -o /dev/null "http://127.0.0.1:${APP_PORTS[0]}/session" |
+            tr -d '\r' | awk -F'[:;] *' 'tolower($1)=="set-cookie"{print $2; exit}'
+    done >"$WORK/cookies.txt"
+    [[ $(wc -l <"$WORK/cookies.txt") -eq 256 ]] || {
+        echo "could not create session cookies" >&2
+        exit 1
+    }
+fi
 {
     echo 'local cookies = {}'
     echo "for line in io.lines(\"$WORK/cookies.txt\") do cookies[#cookies + 1] = line end"
@@ -143,11 +185,11 @@ done >"$WORK/cookies.txt"
 # 1,000 keep-alive connections that each make one request, then stay open and idle.
 {
     echo 'import socket, sys, time'
-    echo 'port, secs = int(sys.argv[1]), float(sys.argv[2])'
+    echo 'port, secs, path = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]'
     echo 'conns = []'
     echo 'for _ in range(1000):'
     echo '    s = socket.create_connection(("127.0.0.1", port))'
-    echo '    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n")'
+    echo '    s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: bench\r\n\r\n")'
     echo '    conns.append(s)'
     echo 'for s in conns:'
     echo '    s.settimeout(5)'
@@ -174,29 +216,43 @@ rss_mb() { # pids -> summed VmRSS in MB
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
 
-run_wrk() { # who port route -> "rps p50_ms p99_ms cpu_us_per_req errors"
+upstream_accepts() { # the upstream nginx's accepted connections so far (proxy mode), else 0
+    if [[ $MODE == proxy ]]; then
+        curl -fs "http://127.0.0.1:$UPSTREAM_STATUS/" | awk 'NR==3{print $1}'
+    else
+        echo 0
+    fi
+}
+
+run_wrk() { # who port route -> "rps p50_ms p99_ms cpu_us_per_req new_upstream_conns_per_1000 errors"
     local args=(-t"$THREADS" -c"$CONNS" -d"$DURATION" --latency)
     [[ $3 == /session ]] && args+=(-s "$WORK/session.lua")
-    local pids c0 c1 out rps p50 p99 n cpu errs
+    local pids c0 c1 a0 a1 out rps p50 p99 n cpu errs reuse
     read -r -a pids <<<"$(proxy_pids "$1")"
+    a0=$(upstream_accepts)
     c0=$(cpu_ticks "${pids[@]}")
     out=$(wrk "${args[@]}" "http://127.0.0.1:$2$3")
     c1=$(cpu_ticks "${pids[@]}")
+    a1=$(upstream_accepts)
     rps=$(awk '/^Requests\/sec/{print $2}' <<<"$out")
     p50=$(awk '$1=="50%"{print $2}' <<<"$out" | to_ms)
     p99=$(awk '$1=="99%"{print $2}' <<<"$out" | to_ms)
     n=$(awk '/requests in/{print $1}' <<<"$out")
     cpu=$(awk -v c=$((c1 - c0)) -v t="$TICK_US" -v n="$n" 'BEGIN{printf "%.1f", c*t/n}')
+    reuse=-1 # not measured in app mode
+    [[ $MODE == proxy ]] && reuse=$(awk -v a=$((a1 - a0)) -v n="$n" 'BEGIN{printf "%.2f", a*1000/n}')
     errs=$(awk '/Non-2xx|Socket errors/{s=s $0 "; "} END{print (s==""?"none":s)}' <<<"$out")
-    echo "$rps $p50 $p99 $cpu $errs"
+    echo "$rps $p50 $p99 $cpu $reuse $errs"
 }
 
+HOLD_PATH=/healthz
+[[ $MODE == proxy ]] && HOLD_PATH=/
 MEM="$WORK/mem.txt"
 mem_idle() { # who port
     local pids holder before idle
     read -r -a pids <<<"$(proxy_pids "$1")"
     before=$(rss_mb "${pids[@]}")
-    python3 "$WORK/hold.py" "$2" 3 &
+    python3 "$WORK/hold.py" "$2" 3 "$HOLD_PATH" &
     holder=$!
     sleep 2.5
     idle=$(rss_mb "${pids[@]}")
@@ -207,7 +263,7 @@ mem_idle() { # who port
 mem_load() { # who port
     local pids loader loaded
     read -r -a pids <<<"$(proxy_pids "$1")"
-    wrk -t"$THREADS" -c1000 -d6s "http://127.0.0.1:$2/healthz" >"$WORK/wrk1000-$1.txt" &
+    wrk -t"$THREADS" -c1000 -d6s "http://127.0.0.1:$2$HOLD_PATH" >"$WORK/wrk1000-$1.txt" &
     loader=$!
     sleep 4
     loaded=$(rss_mb "${pids[@]}")
@@ -231,10 +287,10 @@ for round in $(seq 1 "$ROUNDS"); do
         for who in $order; do
             port=$LB_PORT
             [[ $who == nginx ]] && port=$NGINX_PORT
-            read -r rps p50 p99 cpu errs <<<"$(run_wrk "$who" "$port" "$route")"
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$route" "$who" "$rps" "$p50" "$p99" "$cpu" "$errs" >>"$RESULTS"
-            printf '  round %d %-8s %-9s %10s req/s  p50 %7s ms  p99 %7s ms  proxy CPU %5s us/req  errors: %s\n' \
-                "$round" "$route" "$who" "$rps" "$p50" "$p99" "$cpu" "$errs"
+            read -r rps p50 p99 cpu reuse errs <<<"$(run_wrk "$who" "$port" "$route")"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$route" "$who" "$rps" "$p50" "$p99" "$cpu" "$reuse" "$errs" >>"$RESULTS"
+            printf '  round %d %-8s %-9s %10s req/s  p50 %7s ms  p99 %7s ms  proxy CPU %5s us/req  new upstream conns/1000 req %s  errors: %s\n' \
+                "$round" "$route" "$who" "$rps" "$p50" "$p99" "$cpu" "$reuse" "$errs"
         done
     done
 done
@@ -251,17 +307,18 @@ python3 - "$RESULTS" "$ROUTES" <<'PY'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 runs = {}
-for route, who, rps, p50, p99, cpu, _ in rows:
-    runs.setdefault((route, who), []).append((float(rps), float(p50), float(p99), float(cpu)))
-print("| route | proxy | req/s | p50 ms | p99 ms | proxy CPU µs/req |")
-print("|---|---|---|---|---|---|")
+for route, who, rps, p50, p99, cpu, reuse, _ in rows:
+    runs.setdefault((route, who), []).append((float(rps), float(p50), float(p99), float(cpu), float(reuse)))
+print("| route | proxy | req/s | p50 ms | p99 ms | proxy CPU µs/req | new upstream conns per 1,000 req |")
+print("|---|---|---|---|---|---|---|")
 lines = []
 for route in sys.argv[2].split():
     med = {}
     for who in ("balancer", "nginx"):
-        med[who] = [statistics.median(r[i] for r in runs[(route, who)]) for i in range(4)]
-        rps, p50, p99, cpu = med[who]
-        print(f"| `{route}` | {who} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu:.1f} |")
+        med[who] = [statistics.median(r[i] for r in runs[(route, who)]) for i in range(5)]
+        rps, p50, p99, cpu, reuse = med[who]
+        shown = f"{reuse:.2f}" if reuse >= 0 else "n/a"
+        print(f"| `{route}` | {who} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu:.1f} | {shown} |")
     b, n = med["balancer"], med["nginx"]
     lines.append(f"`{route}`: req/s ratio balancer/nginx {b[0]/n[0]:.2f}; p99 {b[2]:.2f} vs {n[2]:.2f} ms "
                  f"(ratio {b[2]/n[2]:.2f}); p50 {b[1]:.2f} vs {n[1]:.2f} ms; proxy CPU/req ratio {b[3]/n[3]:.2f}")
@@ -270,4 +327,30 @@ print("\n".join(lines))
 PY
 echo
 cat "$MEM"
+
+if [[ -n "${PROFILE:-}" ]]; then
+    route=${ROUTES%% *}
+    echo
+    echo "== balancer syscalls per request (strace -c, wrk -c$CONNS -d5s $route; strace slows it down)"
+    strace -c -f -p "$LB_PID" -o "$WORK/strace.txt" &
+    tracer=$!
+    sleep 0.5
+    n=$(wrk -t"$THREADS" -c"$CONNS" -d5s "http://127.0.0.1:$LB_PORT$route" | awk '/requests in/{print $1}')
+    kill -INT "$tracer"
+    wait "$tracer" 2>/dev/null || true
+    awk -v n="$n" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {printf "  %-16s %6.2f per request\n", $NF, $4/n}' "$WORK/strace.txt" | sort -k2 -nr | head -8
+    echo
+    echo "== balancer perf profile (wrk -c$CONNS -d5s $route): top symbols"
+    if perf record -F 999 -p "$LB_PID" -o "$WORK/perf.data" -- sleep 5 >/dev/null 2>&1 &
+        sleep 0.2
+        wrk -t"$THREADS" -c"$CONNS" -d5s "http://127.0.0.1:$LB_PORT$route" >/dev/null
+        wait $!
+    then
+        perf report -i "$WORK/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
+            grep -E '^ +[0-9]' | head -25 | cut -c1-150
+        perf report -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -6
+    else
+        echo "  (perf not available here)"
+    fi
+fi
 echo "load average during the run: $(cut -d' ' -f1-3 /proc/loadavg) (other work on this machine competes for the same cores)"

@@ -8,11 +8,14 @@
 //! - `HEADER_READ_TIMEOUT`: from accept, and from the end of each response on a kept-alive
 //!   connection, to the end of the next request's headers: silent and idle sockets close;
 //! - `BODY_IDLE_TIMEOUT`: between request body chunks (see [`crate::body`]);
-//! - `SEND_TIMEOUT`: a client that stops reading the response ([`crate::timed_io`]);
+//! - `SEND_TIMEOUT`: a client that stops reading the response ([`crate::client_io`]);
 //! - `TUNNEL_IDLE_TIMEOUT`: an upgraded connection with no traffic ([`crate::tunnel`]).
 //!
 //! A client that speaks HTTP/2 without negotiating it (`PRI * HTTP/2.0`) is refused by
 //! hyper's HTTP/1 parser at once.
+//!
+//! Between requests a kept-alive connection is parked without hyper's buffers
+//! ([`crate::keep_alive`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,14 +25,15 @@ use std::time::Duration;
 use http::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::client_conn::{ClientConn, ConnHold};
+use crate::client_io::Activity;
 use crate::config::Config;
+use crate::keep_alive::{self, InFlight, Tracked};
 use crate::proxy::Proxy;
-use crate::timed_io::SendTimeout;
 
 /// Serves clients on `listener` until `shutdown` completes, then stops accepting and waits up
 /// to `DRAIN_TIMEOUT` for open requests to finish.
@@ -88,24 +92,36 @@ pub async fn serve(
             hold: Arc::new(ConnHold::new(permit, open_tx.clone())),
         };
         let proxy = Arc::clone(&proxy);
+        let activity = Arc::new(Activity::default());
+        let tracked = Arc::clone(&activity);
         let service = service_fn(move |req| {
             let proxy = Arc::clone(&proxy);
             let client = client.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, &client).await) }
-        });
-        let io = TokioIo::new(SendTimeout::new(stream, config.send_timeout));
-        let conn = builder.serve_connection(io, service).with_upgrades();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            tokio::pin!(conn);
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    // Finish the request in flight, then close instead of keeping alive.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let activity = Arc::clone(&tracked);
+            let request = InFlight::start(&activity);
+            async move {
+                let resp = proxy.handle(req, &client).await;
+                if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    activity.upgrading();
                 }
-            };
+                Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
+            }
+        });
+        let builder = builder.clone();
+        let stop = stop_rx.clone();
+        let send_timeout = config.send_timeout;
+        let idle_timeout = config.header_read_timeout;
+        tokio::spawn(async move {
+            let ended = keep_alive::serve(
+                &builder,
+                stream,
+                send_timeout,
+                activity,
+                service,
+                idle_timeout,
+                stop,
+            )
+            .await;
             if let Err(e) = ended {
                 // Client-side problems (timeouts, resets, parse errors) are routine at a proxy.
                 tracing::debug!(error = %e, client = %peer, "client connection ended with error");

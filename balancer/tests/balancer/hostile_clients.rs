@@ -297,3 +297,126 @@ async fn tunnels_hold_their_connection_permit_and_close_when_idle() {
     let res = http_client().get(lb.url("/")).send().await.expect("served");
     assert_eq!(res.status(), 200);
 }
+
+/// Reads until `n` complete responses (each `content-length: 1`-style small body) arrived,
+/// within 3 s; returns their status lines and bodies.
+async fn read_responses(stream: &mut TcpStream, n: usize) -> Vec<(String, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut out = Vec::new();
+        let mut rest = &buf[..];
+        while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&rest[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if rest.len() < end + 4 + len {
+                break;
+            }
+            let status = head.lines().next().unwrap_or_default().to_owned();
+            let body = String::from_utf8_lossy(&rest[end + 4..end + 4 + len]).into_owned();
+            out.push((status, body));
+            rest = &rest[end + 4 + len..];
+        }
+        if out.len() >= n {
+            return out;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Ok(Ok(k)) if k > 0 => buf.extend_from_slice(&chunk[..k]),
+            _ => return out,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_and_split_requests_survive_idle_parking() {
+    // Arrange: the balancer parks idle keep-alive connections without hyper's buffers.
+    let backend = echo_length().await;
+    let lb = TestBalancer::start(test_config(&upstreams(&[backend.addr]))).await;
+    lb.wait_healthy(1).await;
+    let mut s = TcpStream::connect(lb.addr).await.expect("connect");
+
+    // Act: two whole requests and the first half of a third in one write; the rest of the
+    // third after a pause (the connection idles in between); then, after another pause, a
+    // fourth on the same connection.
+    let post = |body: &str| {
+        format!(
+            "POST /p HTTP/1.1\r\nHost: x\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let third = post("ccc");
+    let (head, tail) = third.split_at(20);
+    s.write_all(format!("{}{}{head}", post("a"), post("bb")).as_bytes())
+        .await
+        .expect("write");
+    let first_two = read_responses(&mut s, 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(tail.as_bytes()).await.expect("write");
+    let third = read_responses(&mut s, 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(post("dddd").as_bytes()).await.expect("write");
+    let fourth = read_responses(&mut s, 1).await;
+
+    // Assert: every request answered in order, with its own body length; nothing lost.
+    let bodies: Vec<_> = first_two
+        .iter()
+        .chain(&third)
+        .chain(&fourth)
+        .map(|(status, body)| {
+            assert!(status.starts_with("http/1.1 200"), "{status}");
+            body.clone()
+        })
+        .collect();
+    assert_eq!(bodies, ["1", "2", "3", "4"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_trickling_keep_alive_connections_are_closed_in_bounded_time() {
+    // Arrange
+    let backend = echo_length().await;
+    let mut config = test_config(&upstreams(&[backend.addr]));
+    config.header_read_timeout = Duration::from_millis(500);
+    let lb = TestBalancer::start(config).await;
+    lb.wait_healthy(1).await;
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    // Act 1: one request, then silence.
+    let mut idle = TcpStream::connect(lb.addr).await.expect("connect");
+    idle.write_all(request).await.expect("write");
+    let answered = read_responses(&mut idle, 1).await;
+    let idle_closed = closed_within(&mut idle, Duration::from_secs(2)).await;
+
+    // Act 2: one request, then the next one a byte every 150 ms (slower than it may take).
+    let mut trickle = TcpStream::connect(lb.addr).await.expect("connect");
+    trickle.write_all(request).await.expect("write");
+    let _ = read_responses(&mut trickle, 1).await;
+    let start = Instant::now();
+    let mut cut_off = None;
+    for byte in request.iter().cycle().take(40) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if trickle.write_all(&[*byte]).await.is_err() {
+            cut_off = Some(start.elapsed());
+            break;
+        }
+        let mut probe = [0u8; 512];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(1), trickle.read(&mut probe)).await
+        {
+            cut_off = Some(start.elapsed());
+            break;
+        }
+    }
+
+    // Assert: the idle one closed after the keep-alive wait; the trickling one was cut off
+    // within two header timeouts (the idle wait, then hyper's header timeout), not served.
+    assert_eq!(answered.len(), 1);
+    assert!(idle_closed, "an idle keep-alive connection stayed open");
+    let cut_off = cut_off.expect("a trickling request was cut off");
+    assert!(cut_off < Duration::from_millis(1500), "{cut_off:?}");
+}

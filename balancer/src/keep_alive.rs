@@ -1,0 +1,163 @@
+//! Serving one client connection: hyper's HTTP/1.1 dispatcher while requests come, and
+//! nothing but the socket while the connection idles between them.
+//!
+//! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for a connection's whole life,
+//! where nginx frees an idle keep-alive connection's buffers. With thousands of idle
+//! keep-alive clients that is most of a proxy's memory. So when a connection is idle (no
+//! request in flight, nothing read since the last response, every write done; see
+//! [`Activity`]), its hyper connection is taken apart (`into_parts`: the socket, the bytes
+//! read but not parsed, the service) and dropped with its buffers, and the socket waits to
+//! become readable; then a new hyper connection is built on it. Bytes hyper had read but not
+//! parsed are read again first, so nothing is lost.
+//!
+//! Every wait stays bounded: a parked connection closes after `HEADER_READ_TIMEOUT` without a
+//! byte (as hyper's keep-alive wait does), and at once on shutdown; once a byte comes, hyper's
+//! own header timeout runs. A new connection starts parked, so a silent socket holds no hyper
+//! state either.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::HttpService;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::client_io::{Activity, ClientIo};
+
+pin_project_lite::pin_project! {
+    /// A response body that tells the connection's [`Activity`] when it is done (sent or
+    /// dropped).
+    #[derive(Debug)]
+    pub struct Tracked<B> {
+        #[pin]
+        inner: B,
+        request: InFlight,
+    }
+}
+
+/// One request counted in flight on its connection's [`Activity`], from the moment hyper
+/// hands it to the service (before the service's future first runs: hyper may yield in
+/// between) until its response is done or dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    /// Counts a request in flight on `activity`; call it in the service's `call`, not in
+    /// the future it returns.
+    pub fn start(activity: &Arc<Activity>) -> InFlight {
+        activity.request_started();
+        InFlight(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.response_done();
+    }
+}
+
+impl<B> Tracked<B> {
+    /// `inner`, its request kept in flight until the body is dropped.
+    pub fn new(inner: B, request: InFlight) -> Tracked<B> {
+        Tracked { inner, request }
+    }
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Resolves once shutdown was signalled (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Serves `stream` with `service` until the client closes, an idle wait times out
+/// (`idle_timeout`), the connection is upgraded, or `stop` (then the request in flight is
+/// finished first). `activity` must be the one `service` reports to.
+pub async fn serve<S, B>(
+    builder: &http1::Builder,
+    stream: TcpStream,
+    send_timeout: Duration,
+    activity: Arc<Activity>,
+    service: S,
+    idle_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    S: HttpService<Incoming, ResBody = Tracked<B>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut io = ClientIo::new(stream, send_timeout, Arc::clone(&activity));
+    let mut service = service;
+    let mut unread = false;
+    loop {
+        // Parked: only the socket and this task are held.
+        if !unread {
+            tokio::select! {
+                biased;
+                () = stopped(&mut stop) => return Ok(()),
+                ready = io.get_ref().readable() => {
+                    if ready.is_err() {
+                        return Ok(());
+                    }
+                }
+                () = tokio::time::sleep(idle_timeout) => return Ok(()),
+            }
+        }
+        let mut conn = builder
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        let ended = tokio::select! {
+            ended = poll_fn(|cx| match Pin::new(&mut conn).poll(cx) {
+                Poll::Ready(r) => Poll::Ready(Some(r)),
+                Poll::Pending if activity.is_idle() => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }) => ended,
+            () = stopped(&mut stop) => {
+                // Finish the request in flight, then close instead of keeping alive.
+                Pin::new(&mut conn).graceful_shutdown();
+                return conn.await;
+            }
+        };
+        if let Some(ended) = ended {
+            return ended;
+        }
+        // Idle: take the connection apart and let its buffers go.
+        let Some(parts) = conn.into_parts() else {
+            return Ok(());
+        };
+        io = parts.io.into_inner();
+        unread = !parts.read_buf.is_empty();
+        if unread {
+            io.unread(parts.read_buf);
+        }
+        service = parts.service;
+    }
+}
