@@ -341,14 +341,14 @@ if [[ -n "${PROFILE:-}" ]]; then
     awk -v n="$n" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {printf "  %-16s %6.2f per request\n", $NF, $4/n}' "$WORK/strace.txt" | sort -k2 -nr | head -8
     echo
     echo "== balancer perf profile (wrk -c$CONNS -d5s $route): top symbols"
-    if perf record -F 999 -p "$LB_PID" -o "$WORK/perf.data" -- sleep 5 >/dev/null 2>&1 &
+    if perf record -F 999 ${PERF_ARGS:-} -p "$LB_PID" -o "$WORK/perf.data" -- sleep 5 >/dev/null 2>&1 &
         sleep 0.2
         wrk -t"$THREADS" -c"$CONNS" -d5s "http://127.0.0.1:$LB_PORT$route" >/dev/null
         wait $!
     then
-        perf report -i "$WORK/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
-            grep -E '^ +[0-9]' | head -25 | cut -c1-150
-        perf report -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -6
+        perf report -i "$WORK/perf.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null |
+            grep -E '^ +[0-9]' | head -40 | cut -c1-150
+        perf report -i "$WORK/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -6
     else
         echo "  (perf not available here)"
     fi

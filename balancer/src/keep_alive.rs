@@ -3,9 +3,9 @@
 //!
 //! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for a connection's whole life,
 //! where nginx frees an idle keep-alive connection's buffers. With thousands of idle
-//! keep-alive clients that is most of a proxy's memory. So when a connection is idle (no
-//! request in flight, nothing read since the last response, every write done; see
-//! [`Activity`]), its hyper connection is taken apart (`into_parts`: the socket, the bytes
+//! keep-alive clients that is most of a proxy's memory. So when a connection has been idle
+//! for [`PARK_AFTER`] (no request in flight, nothing read since the last response, every write
+//! done; see [`Activity`]), its hyper connection is taken apart (`into_parts`: the socket, the bytes
 //! read but not parsed, the service) and dropped with its buffers, and the socket waits to
 //! become readable; then a new hyper connection is built on it. Bytes hyper had read but not
 //! parsed are read again first, so nothing is lost.
@@ -31,6 +31,11 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::client_io::{Activity, ClientIo};
+
+/// How long a connection stays idle before it is parked. A busy keep-alive connection (the
+/// next request within this time) keeps its hyper connection, so parking costs nothing
+/// under load; rebuilding one costs a few allocations.
+pub const PARK_AFTER: Duration = Duration::from_millis(500);
 
 pin_project_lite::pin_project! {
     /// A response body that tells the connection's [`Activity`] when it is done (sent or
@@ -117,6 +122,11 @@ where
     let mut io = ClientIo::new(stream, send_timeout, Arc::clone(&activity));
     let mut service = service;
     let mut unread = false;
+    // Runs while the connection is idle; reset when it becomes idle again.
+    let park = tokio::time::sleep(PARK_AFTER);
+    tokio::pin!(park);
+    // A new connection waits the whole timeout; a parked one already idled PARK_AFTER of it.
+    let mut wait = idle_timeout;
     loop {
         // Parked: only the socket and this task are held.
         if !unread {
@@ -128,17 +138,27 @@ where
                         return Ok(());
                     }
                 }
-                () = tokio::time::sleep(idle_timeout) => return Ok(()),
+                () = tokio::time::sleep(wait) => return Ok(()),
             }
         }
         let mut conn = builder
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
+        let mut idle_timer_armed = false;
         let ended = tokio::select! {
             ended = poll_fn(|cx| match Pin::new(&mut conn).poll(cx) {
                 Poll::Ready(r) => Poll::Ready(Some(r)),
-                Poll::Pending if activity.is_idle() => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
+                Poll::Pending if activity.is_idle() => {
+                    if !idle_timer_armed {
+                        idle_timer_armed = true;
+                        park.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
+                    }
+                    park.as_mut().poll(cx).map(|()| None)
+                }
+                Poll::Pending => {
+                    idle_timer_armed = false;
+                    Poll::Pending
+                }
             }) => ended,
             () = stopped(&mut stop) => {
                 // Finish the request in flight, then close instead of keeping alive.
@@ -159,5 +179,6 @@ where
             io.unread(parts.read_buf);
         }
         service = parts.service;
+        wait = idle_timeout.saturating_sub(PARK_AFTER);
     }
 }
