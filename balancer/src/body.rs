@@ -33,6 +33,9 @@ use crate::backends::InFlight;
 use crate::stall::StallTimer;
 use crate::upstream_pool::Conn;
 
+/// A pooled upstream connection, carrying request bodies of this module.
+pub type UpstreamConn = Conn<RequestBody>;
+
 /// The error type of both bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -265,7 +268,7 @@ pub struct ResponseBody {
     /// Set when the backend stalled, so it is blamed once.
     stalled: bool,
     /// The connection it comes on; back to the pool when the body was read to the end.
-    conn: Option<Conn>,
+    conn: Option<UpstreamConn>,
     /// Set once the body ended cleanly.
     finished: bool,
 }
@@ -273,7 +276,12 @@ pub struct ResponseBody {
 impl ResponseBody {
     /// Streams `inner`, keeping `guard` until the body is done or dropped; a backend silent
     /// for `idle` mid-body is cut off. `conn` is reused if the body is read to the end.
-    pub fn new(inner: Incoming, guard: InFlight, idle: Duration, conn: Conn) -> ResponseBody {
+    pub fn new(
+        inner: Incoming,
+        guard: InFlight,
+        idle: Duration,
+        conn: UpstreamConn,
+    ) -> ResponseBody {
         ResponseBody {
             inner,
             guard,

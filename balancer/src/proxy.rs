@@ -46,7 +46,7 @@ use hyper::upgrade::OnUpgrade;
 
 use crate::backends::{Backend, BackendSet, InFlight};
 
-use crate::body::{BodySlot, ClientFault, RequestBody, ResponseBody};
+use crate::body::{BodySlot, ClientFault, RequestBody, ResponseBody, UpstreamConn};
 use crate::client_conn::ClientConn;
 use crate::config::Config;
 use crate::error::{ProxyError, UpstreamError};
@@ -54,7 +54,7 @@ use crate::framing;
 use crate::headers::{Hop, X_UPSTREAM, is_upgrade_request, set_forwarded, strip_hop_by_hop};
 use crate::metrics::Metrics;
 use crate::tunnel::tunnel;
-use crate::upstream_pool::{Conn, UpstreamPool};
+use crate::upstream_pool::UpstreamPool;
 
 /// What the client receives: a streamed backend body, or a small body the balancer made.
 pub type ProxyBody = Either<ResponseBody, Full<Bytes>>;
@@ -70,7 +70,7 @@ pub struct Proxy {
     /// What is counted.
     metrics: Arc<Metrics>,
     /// This worker's connections to the backends.
-    pool: Arc<UpstreamPool>,
+    pool: Arc<UpstreamPool<RequestBody>>,
     /// Time to get a request slot, and time to response headers once the body was sent.
     upstream_timeout: Duration,
     /// Longest pause between body chunks, either way.
@@ -116,7 +116,7 @@ struct Exchange {
 /// How an attempt ended.
 enum Outcome {
     /// A response to relay, on this connection.
-    Answered(Response<Incoming>, InFlight, Conn),
+    Answered(Response<Incoming>, InFlight, UpstreamConn),
     /// Nothing was written: the request is back, for the next backend.
     NotSent(Request<RequestBody>, UpstreamError),
     /// The request may have reached the backend.
@@ -367,7 +367,7 @@ impl Proxy {
         &self,
         mut resp: Response<Incoming>,
         guard: InFlight,
-        upstream: Conn,
+        upstream: UpstreamConn,
         ex: &mut Exchange,
         conn: &ClientConn,
     ) -> Response<ProxyBody> {

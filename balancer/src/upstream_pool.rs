@@ -24,32 +24,46 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body::Body;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 
-use crate::body::RequestBody;
+/// What a request body must be to travel over a pooled connection.
+pub trait UpstreamBody:
+    Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + Unpin + 'static
+{
+}
+
+impl<B> UpstreamBody for B where
+    B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static
+{
+}
 
 /// Idle connections to one backend address, oldest first.
 #[derive(Debug)]
-struct IdleList {
+struct IdleList<B> {
     addr: SocketAddr,
-    conns: Vec<Idle>,
+    conns: Vec<Idle<B>>,
 }
 
 /// A kept-alive connection and when it went idle.
 #[derive(Debug)]
-struct Idle {
-    sender: SendRequest<RequestBody>,
+struct Idle<B> {
+    sender: SendRequest<B>,
     since: Instant,
 }
 
-/// The pool of one worker.
+/// The pool of one worker, for requests with bodies of type `B`.
 #[derive(Debug)]
-pub struct UpstreamPool {
+pub struct UpstreamPool<B> {
     /// Idle connections by backend.
-    idle: Mutex<Vec<IdleList>>,
+    idle: Mutex<Vec<IdleList<B>>>,
     /// `POOL_MAX_IDLE`: most idle connections kept per backend.
     max_idle: usize,
     /// `POOL_IDLE_TIMEOUT`: an idle connection older than this is closed.
@@ -59,21 +73,21 @@ pub struct UpstreamPool {
     /// Counts every connection opened (the rest of the requests reused one).
     opened: Counter,
     /// This pool, for the connections it hands out to come back to.
-    this: Weak<UpstreamPool>,
+    this: Weak<UpstreamPool<B>>,
 }
 
 /// A connection to one backend, in use by one request.
 #[derive(Debug)]
-pub struct Conn {
-    sender: SendRequest<RequestBody>,
+pub struct Conn<B> {
+    sender: SendRequest<B>,
     addr: SocketAddr,
     /// Whether it served an earlier request (then a failure before anything was written
     /// means the backend closed it while idle, not that the backend is down).
     reused: bool,
-    pool: Weak<UpstreamPool>,
+    pool: Weak<UpstreamPool<B>>,
 }
 
-impl UpstreamPool {
+impl<B: UpstreamBody> UpstreamPool<B> {
     /// An empty pool; every connection it opens is counted in `opened`. Starts the sweep of
     /// idle connections on the current (worker) runtime; it ends with the pool.
     pub fn new(
@@ -81,7 +95,7 @@ impl UpstreamPool {
         idle_timeout: Duration,
         connect_timeout: Duration,
         opened: Counter,
-    ) -> Arc<UpstreamPool> {
+    ) -> Arc<UpstreamPool<B>> {
         let pool = Arc::new_cyclic(|this| UpstreamPool {
             idle: Mutex::new(Vec::new()),
             max_idle,
@@ -96,14 +110,14 @@ impl UpstreamPool {
         pool
     }
 
-    fn lists(&self) -> std::sync::MutexGuard<'_, Vec<IdleList>> {
+    fn lists(&self) -> std::sync::MutexGuard<'_, Vec<IdleList<B>>> {
         // Only this worker's thread takes it, and nothing in it can panic half-way.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A connection to `addr`: the most recently used idle one that is still open and
     /// ready, else a new one. Fails only when connecting fails (nothing was sent).
-    pub async fn get(&self, addr: SocketAddr) -> io::Result<Conn> {
+    pub async fn get(&self, addr: SocketAddr) -> io::Result<Conn<B>> {
         while let Some(mut sender) = self.pop(addr) {
             if !sender.is_ready() {
                 // Its last response just ended; the dispatcher (on this thread) has not run
@@ -129,7 +143,7 @@ impl UpstreamPool {
 
     /// The newest idle connection to `addr` that is open and not too old; older or closed
     /// ones met on the way are dropped.
-    fn pop(&self, addr: SocketAddr) -> Option<SendRequest<RequestBody>> {
+    fn pop(&self, addr: SocketAddr) -> Option<SendRequest<B>> {
         let mut lists = self.lists();
         let list = lists.iter_mut().find(|l| l.addr == addr)?;
         while let Some(idle) = list.conns.pop() {
@@ -142,7 +156,7 @@ impl UpstreamPool {
 
     /// Opens a new connection to `addr` within `CONNECT_TIMEOUT`; its task runs on this
     /// worker.
-    pub async fn connect(&self, addr: SocketAddr) -> io::Result<Conn> {
+    pub async fn connect(&self, addr: SocketAddr) -> io::Result<Conn<B>> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
@@ -167,7 +181,7 @@ impl UpstreamPool {
 
     /// Keeps `sender` for the next request to `addr`, unless the backend's list is full or
     /// the connection closed.
-    fn put(&self, addr: SocketAddr, sender: SendRequest<RequestBody>) {
+    fn put(&self, addr: SocketAddr, sender: SendRequest<B>) {
         if self.max_idle == 0 || sender.is_closed() {
             return;
         }
@@ -209,7 +223,7 @@ impl UpstreamPool {
 }
 
 /// Sweeps `pool` every half `POOL_IDLE_TIMEOUT` until it is gone.
-async fn sweep(pool: Weak<UpstreamPool>, idle_timeout: Duration) {
+async fn sweep<B: UpstreamBody>(pool: Weak<UpstreamPool<B>>, idle_timeout: Duration) {
     let period = (idle_timeout / 2).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(period).await;
@@ -220,7 +234,7 @@ async fn sweep(pool: Weak<UpstreamPool>, idle_timeout: Duration) {
     }
 }
 
-impl Conn {
+impl<B: UpstreamBody> Conn<B> {
     /// The backend it is connected to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -235,10 +249,10 @@ impl Conn {
     /// carries the request back.
     pub async fn send(
         &mut self,
-        req: http::Request<RequestBody>,
+        req: http::Request<B>,
     ) -> Result<
         http::Response<hyper::body::Incoming>,
-        hyper::client::conn::TrySendError<http::Request<RequestBody>>,
+        hyper::client::conn::TrySendError<http::Request<B>>,
     > {
         self.sender.try_send_request(req).await
     }
@@ -259,7 +273,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_connect_is_an_error_and_counts_nothing() {
         let opened = Counter::default();
-        let pool = UpstreamPool::new(
+        let pool = UpstreamPool::<http_body_util::Empty<Bytes>>::new(
             4,
             Duration::from_secs(1),
             Duration::from_secs(1),
