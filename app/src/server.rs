@@ -180,7 +180,10 @@ fn session_routes<C: CookieController + Send + Sync + 'static>(
         }
     };
     Router::new()
-        .route("/", write(get(page::index)))
+        .route(
+            "/",
+            write(get(page::index)).layer(middleware::from_fn(page::hello_unless_html)),
+        )
         .route("/logout", write(post(page::logout)))
         .route("/session", write(get(api::seed_counter)))
         .route(

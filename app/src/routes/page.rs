@@ -1,15 +1,17 @@
-//! The HTML page a person sees at the balancer's port.
+//! `GET /`: the HTML page a person sees at the balancer's port, or, for a client that does
+//! not ask for HTML (curl), the original demo's `Hello, World!!`.
 //!
-//! Each load counts a visit and shows which replica served it, the counter, and the last
+//! Each page load counts a visit and shows which replica served it, the counter, and the last
 //! replicas that served this session, each with its own colour so hops stand out. No
 //! build step and no script: two forms, a little CSS.
 
 use std::fmt::Write as _;
 
 use axum::{
-    extract::State,
-    http::header,
-    response::{Html, IntoResponse, Redirect},
+    extract::{Request, State},
+    http::{HeaderMap, header},
+    middleware::Next,
+    response::{Html, IntoResponse, Redirect, Response},
 };
 use html_escape::encode_text as esc;
 use tower_sessions::Session;
@@ -120,7 +122,43 @@ pub fn render(node: &str, visits: &Visits, session_id: Option<&str>) -> String {
     )
 }
 
-/// `GET /`: counts a visit and shows the page.
+/// What `GET /` answers a client that does not ask for HTML, byte for byte the original
+/// Express demo's.
+pub const HELLO: &str = "Hello, World!!";
+
+/// True when the `Accept` headers name `text/html` (or XHTML) with a non-zero quality: a
+/// browser. curl's `*/*`, no `Accept` at all, or `text/html;q=0` are not.
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default();
+            let html = media.eq_ignore_ascii_case("text/html")
+                || media.eq_ignore_ascii_case("application/xhtml+xml");
+            let refused = parts.any(|p| {
+                p.split_once('=').is_some_and(|(k, q)| {
+                    k.trim().eq_ignore_ascii_case("q")
+                        && q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+                })
+            });
+            html && !refused
+        })
+}
+
+/// Middleware on `GET /`, outside the session layer: a client that does not ask for HTML
+/// gets `Hello, World!!` as `text/plain`, and no session is read, made or locked for it.
+pub async fn hello_unless_html(req: Request, next: Next) -> Response {
+    if wants_html(req.headers()) {
+        return next.run(req).await;
+    }
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], HELLO).into_response()
+}
+
+/// `GET /` from a browser: counts a visit and shows the page.
 pub async fn index(
     State(state): State<AppState>,
     request: RequestKey,
@@ -160,6 +198,27 @@ mod tests {
         assert!(c < a, "newest first");
         assert!(page.contains("#3"));
         assert!(page.contains("#1"));
+    }
+
+    #[test]
+    fn only_an_accept_that_names_html_gets_the_page() {
+        let accept = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::ACCEPT, v.parse().expect("value"));
+            }
+            wants_html(&h)
+        };
+        assert!(accept(&[
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ]));
+        assert!(accept(&["application/json", "TEXT/HTML"]));
+        assert!(accept(&["application/xhtml+xml"]));
+        assert!(!accept(&[]));
+        assert!(!accept(&["*/*"]));
+        assert!(!accept(&["text/plain"]));
+        assert!(!accept(&["text/html;q=0", "*/*"]));
+        assert!(!accept(&["text/htmlx"]));
     }
 
     #[test]

@@ -82,9 +82,15 @@ async fn memory_sessions_reset_when_requests_hop() {
 async fn the_page_shows_node_counter_and_history() {
     let cluster = Cluster::start(2, |_| {}).await;
     let client = user();
-    client.get(cluster.url(0, "/")).send().await.expect("first");
+    client
+        .get(cluster.url(0, "/"))
+        .header("accept", BROWSER_ACCEPT)
+        .send()
+        .await
+        .expect("first");
     let res = client
         .get(cluster.url(1, "/"))
+        .header("accept", BROWSER_ACCEPT)
         .send()
         .await
         .expect("second");
@@ -129,4 +135,31 @@ async fn a_replayed_request_id_counts_once_on_any_replica() {
     assert_eq!(visit(1, "req-2").await, "Session View Cnt  2");
     assert_eq!(visit(0, "req-2").await, "Session View Cnt  2");
     assert_eq!(seed_visit(&client, &cluster.url(0, "/session")).await.0, 3);
+}
+
+/// What Chromium sends for a page.
+const BROWSER_ACCEPT: &str =
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8";
+
+#[tokio::test]
+async fn a_client_that_does_not_ask_for_html_gets_hello_world_and_no_session() {
+    let cluster = Cluster::start(1, |_| {}).await;
+    let client = user();
+    for accept in [None, Some("*/*"), Some("text/plain"), Some("text/html;q=0")] {
+        let mut req = client.get(cluster.url(0, "/"));
+        if let Some(accept) = accept {
+            req = req.header("accept", accept);
+        }
+        let res = req.send().await.expect("request");
+        assert_eq!(res.status(), 200, "{accept:?}");
+        assert_eq!(
+            res.headers()["content-type"],
+            "text/plain; charset=utf-8",
+            "{accept:?}"
+        );
+        assert!(res.headers().get("set-cookie").is_none(), "{accept:?}");
+        assert_eq!(res.bytes().await.expect("body").as_ref(), b"Hello, World!!");
+    }
+    // Nothing was written for them.
+    assert_eq!(cluster.redis.cli(&["dbsize"]), "0");
 }

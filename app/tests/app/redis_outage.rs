@@ -29,6 +29,7 @@ async fn redis_down_gives_503_within_a_second_then_recovers() {
         let start = Instant::now();
         let res = client
             .get(cluster.url(0, path))
+            .header("accept", "text/html")
             .send()
             .await
             .expect("an answer, not a hang");
