@@ -33,8 +33,16 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => registry
             .with(fmt::layer().json().flatten_event(true))
             .init(),
-        LogFormat::Text => registry.with(fmt::layer()).init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_ansi(colour(&std::io::stdout())))
+            .init(),
     }
+}
+
+/// Colours only for a person at a terminal: never in a file, a pipe, `docker compose logs`
+/// or a log collector, and never with `NO_COLOR` set (no-color.org).
+pub fn colour(out: &impl std::io::IsTerminal) -> bool {
+    out.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// The abbreviated session id a response was served for, for the request log.

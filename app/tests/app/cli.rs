@@ -56,3 +56,32 @@ fn bad_environment_values_exit_2_naming_the_variable() {
         assert!(stderr.contains(name), "{name}={value}: {stderr}");
     }
 }
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    // Arrange: the binary with its log on a pipe (as under `docker compose logs > file`).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_app"))
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .env_remove("LOG_FORMAT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the app binary runs");
+
+    // Act: let it log its start, then stop it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Assert
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\x1b'), "{log:?}");
+}

@@ -56,9 +56,9 @@ async fn sigterm_drains_the_binary_and_exits_zero() {
         .env("LISTEN_ADDR", listen.to_string())
         .env("ADMIN_ADDR", admin.to_string())
         .env("HEALTH_INTERVAL", "100ms")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn balancer");
     let client = http_client();
@@ -100,10 +100,18 @@ async fn sigterm_drains_the_binary_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
+    let mut log = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut log);
+    }
+
     // Assert
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.expect("body"), "finished");
     assert_eq!(exit.code(), Some(0));
+    // Logs to a pipe carry no terminal colour codes.
+    assert!(log.contains("drained"), "{log}");
+    assert!(!log.contains('\x1b'), "{log:?}");
 }
 
 #[test]
