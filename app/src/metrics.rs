@@ -24,10 +24,11 @@ use prometheus_client::{
 /// Labels of the request counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// The route pattern (`/api/session`), never the raw path, to bound cardinality.
+    /// The route pattern (`/api/session`), never the raw path, to bound cardinality;
+    /// `unmatched` for every path no route matched.
     pub route: String,
-    /// HTTP method.
-    pub method: String,
+    /// HTTP method, from a closed set ([`method_label`]).
+    pub method: &'static str,
     /// Status code.
     pub status: u16,
 }
@@ -135,6 +136,18 @@ impl Default for Metrics {
     }
 }
 
+/// The label of a request's method: one of the standard methods, else `OTHER`. Any token is a
+/// valid HTTP method, so the raw method would let a client create series without bound.
+pub fn method_label(method: &http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or("OTHER")
+}
+
 /// Middleware counting every request by matched route.
 pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -143,7 +156,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let res = next.run(req).await;
     metrics
         .latency

@@ -99,3 +99,41 @@ async fn metrics_count_redis_errors() {
         .expect("body");
     assert!(metric(&text, "redis_errors_total") >= 1.0, "{text}");
 }
+
+#[tokio::test]
+async fn random_methods_and_paths_do_not_grow_the_metrics() {
+    // Arrange
+    let cluster = Cluster::start(1, |_| {}).await;
+    let client = user();
+    let series = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("http_requests_total{"))
+            .count()
+    };
+
+    // Act: 500 requests, each with its own made-up method (any token is a valid method)
+    // on its own made-up path.
+    for i in 0..500u32 {
+        let method = reqwest::Method::from_bytes(format!("X{i:04}Q").as_bytes()).expect("token");
+        let _ = client
+            .request(method, cluster.url(0, &format!("/p{i}")))
+            .send()
+            .await
+            .expect("an answer");
+    }
+    let text = client
+        .get(cluster.url(0, "/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+
+    // Assert: they all share one series.
+    assert!(series(&text) <= 3, "{text}");
+    assert!(
+        text.contains(r#"http_requests_total{route="unmatched",method="OTHER",status="#),
+        "{text}"
+    );
+}
