@@ -138,11 +138,12 @@ app_ids() {
 # Node names of the running app containers: the app names itself after its hostname, the short container id.
 app_nodes() { app_ids | cut -c1-12 | sort; }
 
-# Replica names the balancer routes to, from N requests to /healthz (it carries X-Served-By, touches no session).
+# Replica names the balancer routes to, from N requests to / (curl gets Hello, World!!: it carries
+# X-Served-By and touches no session).
 served_nodes() {
     local n=$1 i
     for ((i = 0; i < n; i++)); do
-        curl -s -o /dev/null --max-time 3 -w '%header{x-served-by}\n' "$BASE/healthz"
+        curl -s -o /dev/null --max-time 3 -w '%header{x-served-by}\n' "$BASE/"
     done | grep -v '^$' | sort -u
 }
 
@@ -171,12 +172,17 @@ wait_redis_healthy() {
     return 1
 }
 
-# Waits until GET /readyz through the balancer answers 200 N times in a row.
+# Waits until every app container is in the balancer's rotation (each passed its /readyz check,
+# which needs Redis; the public port hides /readyz) and GET / through the balancer answers 200
+# 10 times in a row.
 wait_ready_through_balancer() {
-    local timeout=$1 streak=0
+    local timeout=$1 streak=0 want healthy
     local deadline=$((SECONDS + timeout))
     while ((SECONDS < deadline)); do
-        if [[ $(curl -s -o /dev/null --max-time 2 -w '%{http_code}' "$BASE/readyz") == 200 ]]; then
+        want=$(app_ids | wc -l)
+        healthy=$(curl -s --max-time 2 "http://127.0.0.1:$BALANCER_ADMIN_PORT/status" | grep -Eo '"healthy":[0-9]+' | cut -d: -f2)
+        if [[ ${healthy:-0} -ge $want && $want -gt 0 &&
+            $(curl -s -o /dev/null --max-time 2 -w '%{http_code}' "$BASE/") == 200 ]]; then
             streak=$((streak + 1))
             ((streak >= 10)) && return 0
         else
@@ -317,6 +323,19 @@ step_up() {
         pass "1 run loadtest" "'compose run --rm loadtest' (profile) passed inside the network"
     else
         fail "1 run loadtest" "'compose run --rm loadtest' failed (see $out/loadtest.run.txt)"
+    fi
+
+    # The public port serves the application, not the replicas' internals; curl gets the original greeting.
+    local internal="" path code hello
+    for path in /metrics /readyz /healthz; do
+        code=$(curl -s -o /dev/null --max-time 3 -w '%{http_code}' "$BASE$path")
+        internal+="$path $code; "
+    done
+    hello=$(curl -s --max-time 3 "$BASE/")
+    if [[ $internal == "/metrics 404; /readyz 404; /healthz 404; " && $hello == "Hello, World!!" ]]; then
+        pass "1 public port" "$internal GET / with curl: $hello"
+    else
+        fail "1 public port" "expected 404 for the internals and Hello, World!! at /: ${internal}GET / -> $hello"
     fi
 }
 

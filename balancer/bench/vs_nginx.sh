@@ -118,7 +118,8 @@ fi
 
 UPSTREAMS=$(printf '127.0.0.1:%s,' "${APP_PORTS[@]}")
 UPSTREAMS=${UPSTREAMS%,}
-env ${BALANCER_THREADS:+WORKER_THREADS=$BALANCER_THREADS} \
+# INTERNAL_PATHS=none: /healthz is proxied like nginx does, as the cheapest app route.
+env ${BALANCER_THREADS:+WORKER_THREADS=$BALANCER_THREADS} INTERNAL_PATHS=none \
     UPSTREAMS="$UPSTREAMS" LISTEN_ADDR=127.0.0.1:$LB_PORT ADMIN_ADDR=127.0.0.1:$LB_ADMIN \
     RUST_LOG=warn "$TARGET_DIR/release/balancer" >"$WORK/balancer.log" 2>&1 &
 LB_PID=$!

@@ -95,6 +95,41 @@ fn parse_via_name(s: &str) -> Result<String, String> {
     }
 }
 
+/// Paths the public port answers 404 itself: the replicas' internals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InternalPaths(Vec<String>);
+
+impl InternalPaths {
+    /// True when `path` (percent-decoded, without its query) is one of them.
+    pub fn contains(&self, path: &str) -> bool {
+        if self.0.is_empty() {
+            return false;
+        }
+        let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+        self.0.iter().any(|p| *p == decoded)
+    }
+}
+
+/// A comma-separated list of absolute paths, or `none`.
+fn parse_internal_paths(s: &str) -> Result<InternalPaths, String> {
+    if s.trim().is_empty() || s.trim().eq_ignore_ascii_case("none") {
+        return Ok(InternalPaths::default());
+    }
+    s.split(',')
+        .map(str::trim)
+        .map(|p| {
+            if p.starts_with('/') && !p.bytes().any(|b| b.is_ascii_whitespace() || b == b'?') {
+                Ok(p.to_owned())
+            } else {
+                Err(format!(
+                    "`{p}` must be an absolute path without a query (e.g. /metrics), or `none`"
+                ))
+            }
+        })
+        .collect::<Result<_, _>>()
+        .map(InternalPaths)
+}
+
 /// Balancer configuration. Each flag can also be given by the environment variable in its name.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "balancer", version, about)]
@@ -170,6 +205,12 @@ pub struct Config {
     /// internal addresses).
     #[arg(long, env = "EXPOSE_UPSTREAM", default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub expose_upstream: bool,
+
+    /// Paths the public port answers 404 without asking a replica (comma-separated, or
+    /// `none`): the replicas' internals. The balancer checks replicas directly, and metrics
+    /// are scraped from each replica and from `ADMIN_ADDR`.
+    #[arg(long, env = "INTERNAL_PATHS", default_value = "/metrics,/readyz,/healthz", value_parser = parse_internal_paths)]
+    pub internal_paths: InternalPaths,
 
     /// Consecutive passing health checks that put a backend in rotation.
     #[arg(long, env = "HEALTH_RISE", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -247,6 +288,11 @@ impl Config {
             trusted_proxies: Vec::new(),
             via_name: "session-cluster-balancer".to_owned(),
             expose_upstream: false,
+            internal_paths: InternalPaths(vec![
+                "/metrics".to_owned(),
+                "/readyz".to_owned(),
+                "/healthz".to_owned(),
+            ]),
             health_rise: 2,
             health_fall: 2,
             max_connections: 10_000,

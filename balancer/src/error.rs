@@ -26,6 +26,9 @@ pub enum ProxyError {
     /// A transfer coding other than `chunked` (RFC 9112 §6.1): 501.
     #[error("transfer coding not implemented")]
     NotImplemented,
+    /// A path of `INTERNAL_PATHS` (a replica's internals) on the public port: 404.
+    #[error("not found")]
+    NotFound,
     /// The request already passed through this proxy (`Via`): 508.
     #[error("request loop: already passed through this proxy")]
     Loop,
@@ -80,6 +83,7 @@ impl ProxyError {
                 | ProxyError::ClientStalled
                 | ProxyError::MethodNotAllowed
                 | ProxyError::NotImplemented
+                | ProxyError::NotFound
                 | ProxyError::Loop
         )
     }
@@ -91,6 +95,7 @@ impl ProxyError {
             ProxyError::ClientStalled => StatusCode::REQUEST_TIMEOUT,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::Loop => StatusCode::LOOP_DETECTED,
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -115,6 +120,7 @@ impl ProxyError {
             ProxyError::Loop => {
                 "508 Loop Detected: the request already passed through this proxy\n"
             }
+            ProxyError::NotFound => "404 Not Found\n",
             ProxyError::NoBackend => "503 Service Unavailable: no healthy backend\n",
             ProxyError::Timeout { .. } => {
                 "504 Gateway Timeout: the backend did not answer in time\n"

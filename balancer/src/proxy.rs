@@ -48,7 +48,7 @@ use crate::backends::{Backend, BackendSet, InFlight};
 
 use crate::body::{BodySlot, ClientFault, RequestBody, ResponseBody, UpstreamConn};
 use crate::client_conn::ClientConn;
-use crate::config::Config;
+use crate::config::{Config, InternalPaths};
 use crate::error::{ProxyError, UpstreamError};
 use crate::framing;
 use crate::headers::{Hop, X_UPSTREAM, is_upgrade_request, set_forwarded, strip_hop_by_hop};
@@ -86,6 +86,8 @@ pub struct Proxy {
     via: HeaderValue,
     /// Whether responses name their backend in `X-Upstream`.
     expose_upstream: bool,
+    /// Paths answered 404 here: the replicas' internals.
+    internal_paths: InternalPaths,
 }
 
 /// One client request on its way through the phases.
@@ -156,6 +158,7 @@ impl Proxy {
             via: framing::via_value(&config.via_name),
             via_name: config.via_name.clone(),
             expose_upstream: config.expose_upstream,
+            internal_paths: config.internal_paths.clone(),
         }
     }
 
@@ -207,7 +210,8 @@ impl Proxy {
         self.fail(ProxyError::NoBackend, None, ex.started)
     }
 
-    /// Phase 1: refuses what must not be forwarded, and rewrites the rest for the backend
+    /// Phase 1: refuses what must not be forwarded (the replicas' internals, bad framing,
+    /// loops), and rewrites the rest for the backend
     /// (hop-by-hop headers out, `X-Forwarded-*`, `Via`, framing, `X-Request-Id`).
     fn prepare(
         &self,
@@ -215,6 +219,9 @@ impl Proxy {
         conn: &ClientConn,
     ) -> Result<Exchange, (ProxyError, Instant)> {
         let started = Instant::now();
+        if self.internal_paths.contains(req.uri().path()) {
+            return Err((ProxyError::NotFound, started));
+        }
         let upgrade = is_upgrade_request(req.headers());
         // Must be taken before the request is split: it is the client side of the tunnel.
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));

@@ -17,11 +17,7 @@ async fn spread(lb: &TestBalancer, n: usize) -> HashMap<String, usize> {
     let client = http_client();
     let mut served = HashMap::new();
     for _ in 0..n {
-        let resp = client
-            .get(lb.url("/healthz"))
-            .send()
-            .await
-            .expect("request");
+        let resp = client.get(lb.url("/")).send().await.expect("request");
         assert_eq!(resp.status(), 200);
         let node = resp.headers()["x-served-by"]
             .to_str()

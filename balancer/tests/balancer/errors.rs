@@ -1,5 +1,7 @@
-//! Error answers: 503 at once with no backend, 504 on a slow backend.
+//! Error answers: 503 at once with no backend, 504 on a slow backend, 404 for the replicas'
+//! internals on the public port.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
@@ -102,4 +104,67 @@ async fn slow_backend_gives_504() {
     let status = lb.status().await;
     assert_eq!(status["backends"][0]["ejections"], 0, "{status}");
     assert_eq!(status["backends"][0]["responses"]["5xx"], 1, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replicas_internals_are_404_on_the_public_port() {
+    // Arrange: a backend that answers every path and notes what reached it.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = Arc::clone(&seen);
+    let backend = TestServer::start(move |req| {
+        let log = Arc::clone(&log);
+        async move {
+            if req.uri().path() != "/readyz" {
+                log.lock().expect("lock").push(req.uri().to_string());
+            }
+            text("internal")
+        }
+    })
+    .await;
+    let lb = TestBalancer::start(test_config(&upstreams(&[backend.addr]))).await;
+    lb.wait_healthy(1).await;
+    let mut open = test_config(&upstreams(&[backend.addr]));
+    open.internal_paths = "none".parse::<TestPaths>().expect("none").0;
+    let client = http_client();
+
+    // Act + Assert: every spelling of the default internal paths is refused here...
+    for path in [
+        "/metrics",
+        "/readyz",
+        "/healthz",
+        "/metrics?format=prometheus",
+        "/%6Detrics",
+        "/health%7A",
+    ] {
+        let res = client.get(lb.url(path)).send().await.expect("request");
+        assert_eq!(res.status(), 404, "{path}");
+    }
+    // ...and never reached the backend; other paths do.
+    assert!(seen.lock().expect("lock").is_empty());
+    for path in ["/metricsx", "/api/metrics", "/"] {
+        let res = client.get(lb.url(path)).send().await.expect("request");
+        assert_eq!(res.status(), 200, "{path}");
+    }
+    // With INTERNAL_PATHS=none they pass through.
+    let lb_open = TestBalancer::start(open).await;
+    lb_open.wait_healthy(1).await;
+    let res = client
+        .get(lb_open.url("/metrics"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200);
+}
+
+/// `INTERNAL_PATHS` as the binary parses it.
+struct TestPaths(balancer::config::InternalPaths);
+
+impl std::str::FromStr for TestPaths {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        use clap::Parser;
+        balancer::Config::try_parse_from(["balancer", "--upstreams", "x:1", "--internal-paths", s])
+            .map(|c| TestPaths(c.internal_paths))
+            .map_err(|e| e.to_string())
+    }
 }

@@ -16,11 +16,7 @@ async fn requests_rotate_evenly_over_three_replicas() {
     let mut served: HashMap<String, usize> = HashMap::new();
     let mut upstream_of: HashMap<String, String> = HashMap::new();
     for _ in 0..30 {
-        let resp = client
-            .get(lb.url("/healthz"))
-            .send()
-            .await
-            .expect("request");
+        let resp = client.get(lb.url("/")).send().await.expect("request");
         assert_eq!(resp.status(), 200);
         let node = resp.headers()["x-served-by"]
             .to_str()

@@ -121,6 +121,8 @@ fn bad_configuration_exits_2_naming_the_variable() {
         ("RESOLVE_INTERVAL", "soonish"),
         ("MAX_HEADER_SIZE", "100"),
         ("HEALTH_PATH", "readyz"),
+        ("INTERNAL_PATHS", "metrics"),
+        ("INTERNAL_PATHS", "/metrics, /has space"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_balancer"))
             .env_clear()
