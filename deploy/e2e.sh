@@ -342,20 +342,23 @@ step_up() {
 # The Redis service as the compose file promises it: password required, FLUSHALL/FLUSHDB gone, published on
 # loopback only, and the sessions visible with the README's redis-cli command.
 step_redis_config() {
-    local id noauth flush flushdb published keys problems=""
+    local id noauth flush flushdb published keys record json problems=""
     id=$(compose ps -q redis)
     noauth=$(compose exec -T redis env -u REDISCLI_AUTH redis-cli ping 2>&1 | tr -d '\r')
     flush=$(compose exec -T redis redis-cli FLUSHALL 2>&1 | tr -d '\r')
     flushdb=$(compose exec -T redis redis-cli FLUSHDB 2>&1 | tr -d '\r')
     published=$(docker port "$id" 6379/tcp | tr '\n' ' ')
-    keys=$(compose exec -T redis redis-cli --scan 2>/dev/null | wc -l)
+    keys=$(compose exec -T redis redis-cli --scan --pattern 'session:*' 2>/dev/null | wc -l)
+    record=$(compose exec -T redis redis-cli --scan --pattern 'session:{*}' 2>/dev/null | tr -d '\r' | head -n 1)
+    json=$(compose exec -T redis redis-cli GET "$record" 2>/dev/null | tr -d '\r')
     [[ $noauth == *NOAUTH* ]] || problems+=" ping without password: '$noauth';"
     [[ $flush == *"unknown command"* ]] || problems+=" FLUSHALL: '$flush';"
     [[ $flushdb == *"unknown command"* ]] || problems+=" FLUSHDB: '$flushdb';"
     [[ $published == "127.0.0.1:$REDIS_HOST_PORT " ]] || problems+=" published on '$published';"
     ((keys > 0)) || problems+=" no session keys seen by redis-cli;"
+    [[ $json == '{"id":'*'"views":'* ]] || problems+=" GET $record is not a readable JSON record: '${json:0:80}';"
     if [[ -z $problems ]]; then
-        pass "1 redis" "password required, FLUSHALL/FLUSHDB disabled, published only on $published, $keys keys via redis-cli"
+        pass "1 redis" "password required, FLUSHALL/FLUSHDB disabled, published only on $published, $keys keys under session:* via redis-cli, records are JSON"
     else
         fail "1 redis" "$problems"
     fi

@@ -18,6 +18,15 @@ pub enum SessionStoreKind {
     Memory,
 }
 
+/// How a session record is written in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SessionCodec {
+    /// Readable JSON: `redis-cli GET` shows the view count, the replicas and the expiry.
+    Json,
+    /// MessagePack, as tower-sessions-redis-store writes it: smaller, not readable.
+    Msgpack,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -78,6 +87,16 @@ pub struct Config {
     /// `redis` (shared by all replicas) or `memory` (per replica, to show the failure).
     #[arg(long, env = "SESSION_STORE", value_enum, default_value = "redis")]
     pub session_store: SessionStoreKind,
+
+    /// Start of every Redis key (and pub/sub channel) the app uses; one ACL pattern covers
+    /// them all. No braces, whitespace or control characters.
+    #[arg(long, env = "SESSION_KEY_PREFIX", default_value = crate::keys::DEFAULT_PREFIX, value_parser = parse_key_prefix)]
+    pub session_key_prefix: crate::keys::Keys,
+
+    /// `json` (readable in `redis-cli`) or `msgpack`. Either codec reads records written by
+    /// the other, so switching loses no session.
+    #[arg(long, env = "SESSION_CODEC", value_enum, default_value = "json")]
+    pub session_codec: SessionCodec,
 
     /// Mark the cookie `Secure`. Browsers do not send Secure cookies over plain
     /// http://localhost, so this is off unless you serve over TLS.
@@ -172,6 +191,8 @@ impl Config {
             node_name: Some(node.to_owned()),
             session_ttl: 3600,
             session_store: SessionStoreKind::Redis,
+            session_key_prefix: crate::keys::Keys::default(),
+            session_codec: SessionCodec::Json,
             cookie_secure: false,
             session_secret: None,
             session_lock: true,
@@ -188,6 +209,10 @@ impl Config {
             save_delay: None,
         }
     }
+}
+
+fn parse_key_prefix(s: &str) -> Result<crate::keys::Keys, String> {
+    crate::keys::Keys::new(s)
 }
 
 /// URL schemes fred understands. fred itself accepts any scheme as plain Redis, which
@@ -266,6 +291,13 @@ mod tests {
                 "REDIS_URL",
             ),
             (&["--session-store", "disk"][..], "SESSION_STORE"),
+            (&["--session-key-prefix", ""][..], "SESSION_KEY_PREFIX"),
+            (&["--session-key-prefix", "a{b}"][..], "SESSION_KEY_PREFIX"),
+            (
+                &["--session-key-prefix", "two words"][..],
+                "SESSION_KEY_PREFIX",
+            ),
+            (&["--session-codec", "yaml"][..], "SESSION_CODEC"),
             (&["--session-secret", "short"][..], "SESSION_SECRET"),
             (&["--node-name", "bad\nname"][..], "NODE_NAME"),
             (&["--session-lock", "maybe"][..], "SESSION_LOCK"),

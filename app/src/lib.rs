@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod error;
+pub mod keys;
 pub mod local_queue;
 pub mod lock_scope;
 mod lock_scripts;

@@ -2,7 +2,8 @@
 //! sleeps until the holder lets go, instead of polling Redis.
 //!
 //! A failed acquire leaves a short "someone waits" marker next to the lock; whoever frees the
-//! lock and finds the marker publishes the session id on [`CHANNEL`], in the same script. Each
+//! lock and finds the marker publishes the session id on the channel
+//! ([`crate::keys::Keys::channel`], `session:lock-free`), in the same script. Each
 //! replica keeps one subscriber connection on that channel and wakes its local waiters of that
 //! session. Pub/sub delivers at most once and drops messages while the subscriber reconnects,
 //! so waiters also retry on a slow fallback timer ([`FALLBACK`]): a lost message costs that
@@ -16,9 +17,6 @@ use fred::clients::SubscriberClient;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::config::Config as FredConfig;
 use tokio::sync::Notify;
-
-/// The channel every replica listens on; messages are session ids.
-pub const CHANNEL: &str = "session-lock:free";
 
 /// How long a waiter sleeps without a wake-up before it tries again anyway.
 pub const FALLBACK: Duration = Duration::from_millis(100);
@@ -77,12 +75,13 @@ impl Wakeups {
         }
     }
 
-    /// Connects one subscriber to [`CHANNEL`] with `config` and wakes waiters on every
+    /// Connects one subscriber to `channel` with `config` and wakes waiters on every
     /// message. The client reconnects and resubscribes by itself; it is returned so the
     /// caller can close it.
     pub fn subscribe(
         self: &Arc<Self>,
         config: &FredConfig,
+        channel: &str,
     ) -> Result<SubscriberClient, fred::error::Error> {
         let subscriber = fred::types::Builder::from_config(config.clone())
             .with_connection_config(|c| {
@@ -100,11 +99,12 @@ impl Wakeups {
             async { Ok(()) }
         });
         let client = subscriber.clone();
+        let channel = channel.to_owned();
         tokio::spawn(async move {
             // `init` waits for the first connection; the policy keeps retrying after that.
             let _ = client.init().await;
             let _resubscribe = client.manage_subscriptions();
-            if let Err(err) = client.subscribe(CHANNEL).await {
+            if let Err(err) = client.subscribe(channel).await {
                 tracing::warn!(%err, "lock wake-up subscription failed; waiters poll instead");
             }
         });

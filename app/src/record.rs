@@ -1,26 +1,72 @@
-//! How a session record is kept in Redis: its bytes (MessagePack, the format of
-//! tower-sessions-redis-store) and its expiry, relative to now on Redis's clock.
+//! How a session record is kept in Redis: its bytes and its expiry, relative to now on
+//! Redis's clock.
 //!
-//! One place for the format, so the plain store, the lock's scripts and the group commit all
-//! write and read records the same way.
+//! Two codecs (`SESSION_CODEC`):
+//! - **json** (the default): readable in `redis-cli GET`, like the original Express demo's
+//!   records: `{"id":"…","expires":"2026-11-25T21:44:03.12Z","data":{"views":13,"history":[…]}}`;
+//! - **msgpack**: tower-sessions-redis-store's format, smaller.
+//!
+//! Reading does not depend on the setting: a JSON record starts with `{`, a MessagePack one
+//! never does, so records written under either codec are read, and switching codec loses no
+//! session. One place for the format, so the plain store, the lock's scripts and the group
+//! commit all write and read records the same way.
 
-use std::time::Duration;
+use std::{collections::HashMap, str::FromStr, time::Duration};
 
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tower_sessions::{session::Record, session_store};
+use tower_sessions::{
+    session::{Id, Record},
+    session_store,
+};
 
-/// The record's bytes.
-pub fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
-    rmp_serde::to_vec(record).map_err(|err| session_store::Error::Encode(err.to_string()))
+use crate::config::SessionCodec;
+
+/// The JSON shape of a record: the id as the cookie carries it, the expiry as RFC 3339.
+#[derive(Serialize, Deserialize)]
+struct JsonRecord {
+    id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    expires: OffsetDateTime,
+    data: HashMap<String, serde_json::Value>,
 }
 
-/// The record in `bytes`; one that cannot be decoded (an older format, a hand edit) is
-/// treated as absent, so the user gets a fresh session instead of a 500.
+/// The record's bytes in `codec`.
+pub fn encode(record: &Record, codec: SessionCodec) -> session_store::Result<Vec<u8>> {
+    let encoded = match codec {
+        SessionCodec::Msgpack => rmp_serde::to_vec(record).map_err(|e| e.to_string()),
+        SessionCodec::Json => serde_json::to_vec(&JsonRecord {
+            id: record.id.to_string(),
+            expires: record.expiry_date,
+            data: record.data.clone(),
+        })
+        .map_err(|e| e.to_string()),
+    };
+    encoded.map_err(session_store::Error::Encode)
+}
+
+/// The record in `bytes`, whichever codec wrote it; one that cannot be decoded (another
+/// format, a hand edit) is treated as absent, so the user gets a fresh session and the log a
+/// warning, never a 500.
 pub fn decode(bytes: &[u8]) -> Option<Record> {
-    match rmp_serde::from_slice(bytes) {
+    let json = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let decoded = if json {
+        serde_json::from_slice::<JsonRecord>(bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
+                Ok(Record {
+                    id: Id::from_str(&r.id).map_err(|e| e.to_string())?,
+                    data: r.data,
+                    expiry_date: r.expires,
+                })
+            })
+    } else {
+        rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+    };
+    match decoded {
         Ok(record) => Some(record),
         Err(err) => {
-            tracing::warn!(%err, "undecodable session record; starting a fresh session");
+            tracing::warn!(%err, json, "undecodable session record; starting a fresh session");
             None
         }
     }
@@ -50,15 +96,45 @@ mod tests {
         );
     }
 
+    fn sample() -> Record {
+        Record {
+            id: Id::default(),
+            data: HashMap::from([
+                ("views".to_owned(), 13.into()),
+                ("history".to_owned(), serde_json::json!(["app-1", "app-2"])),
+            ]),
+            // Whole seconds: RFC 3339 keeps nanoseconds too, but compare simply.
+            expiry_date: OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time"),
+        }
+    }
+
     #[test]
-    fn a_record_survives_the_round_trip_and_garbage_reads_as_absent() {
-        let record = Record {
-            id: tower_sessions::session::Id::default(),
-            data: std::collections::HashMap::from([("views".to_owned(), 3.into())]),
-            expiry_date: OffsetDateTime::now_utc(),
-        };
-        let bytes = encode(&record).expect("encodes");
-        assert_eq!(decode(&bytes).map(|r| r.id), Some(record.id));
+    fn either_codec_reads_what_the_other_wrote() {
+        let record = sample();
+        for codec in [SessionCodec::Json, SessionCodec::Msgpack] {
+            let bytes = encode(&record, codec).expect("encodes");
+            assert_eq!(decode(&bytes), Some(record.clone()), "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn json_records_are_readable() {
+        let bytes = encode(&sample(), SessionCodec::Json).expect("encodes");
+        let text = String::from_utf8(bytes).expect("utf-8");
+        assert!(text.starts_with(r#"{"id":""#), "{text}");
+        assert!(
+            text.contains(r#""expires":"2027-01-15T08:00:00Z""#),
+            "{text}"
+        );
+        assert!(text.contains(r#""views":13"#), "{text}");
+        assert!(text.contains(r#""history":["app-1","app-2"]"#), "{text}");
+    }
+
+    #[test]
+    fn garbage_reads_as_absent() {
         assert!(decode(b"not msgpack").is_none());
+        assert!(decode(b"{\"id\":\"not an id\"}").is_none());
+        assert!(decode(b"{truncated").is_none());
+        assert!(decode(b"").is_none());
     }
 }

@@ -66,7 +66,7 @@ impl Redis {
     ) -> Result<(), RedisSetupError> {
         let fred_config = FredConfig::from_url(&config.redis_url).map_err(RedisSetupError::Url)?;
         let subscriber = wakeups
-            .subscribe(&fred_config)
+            .subscribe(&fred_config, config.session_key_prefix.channel())
             .map_err(RedisSetupError::Pool)?;
         self.subscriber = Some(subscriber);
         Ok(())

@@ -88,6 +88,8 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
                 redis.pool.clone(),
                 config.session_lock,
                 metrics.redis_errors.clone(),
+                config.session_key_prefix.clone(),
+                config.session_codec,
             );
             (store, Some(redis))
         }
@@ -106,10 +108,12 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
                 resolve: config.redis_timeout() * 2,
                 hand_offs: config.session_lock_handoffs,
                 group_commit: config.session_lock_group_commit,
+                codec: config.session_codec,
             };
             Some(SessionLock::new(
                 redis.pool.clone(),
                 settings,
+                config.session_key_prefix.clone(),
                 wakeups,
                 metrics.clone(),
             ))

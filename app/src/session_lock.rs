@@ -36,8 +36,9 @@
 //!   still arrive, refuse. Retried until Redis answers, so no lock outlives its requester by
 //!   more than Redis's own silence.
 //!
-//! Keys carry the session id as a hash tag (`session-lock:{id}`), so the lock, its lists and
-//! the record live in one Redis Cluster slot and one script can touch them all. Leases and
+//! Keys ([`crate::keys`]) carry the session id as a hash tag (`session:{id}:lock`), so the
+//! lock, its lists and the record (`session:{id}`) live in one Redis Cluster slot and one
+//! script can touch them all. Leases and
 //! expiries are relative (`PX`), measured by Redis's clock: replicas' clocks do not matter.
 //!
 //! What this does **not** guarantee: Redis replication is asynchronous, so a failover can
@@ -52,6 +53,8 @@ use tokio::time::Instant;
 use tower_sessions::session::{Id, Record};
 
 use crate::{
+    config::SessionCodec,
+    keys::Keys,
     local_queue::{Ack, HandOff, LocalQueues},
     lock_scripts::{ABANDON, ACQUIRE, DELETE_HELD, RELEASE, RENEW, RESOLVE, SAVE, WAITING_MS},
     lock_wakeups::{self, Wakeups},
@@ -65,24 +68,6 @@ const SAVES_KEPT: u32 = 16;
 const SAVES_TTL: Duration = Duration::from_secs(10);
 /// How long an abandoned acquire keeps trying to undo itself while Redis is silent.
 const ABANDON_FOR: Duration = Duration::from_secs(60);
-
-/// The Redis key of the lock of session `id`. The `{id}` hash tag puts it in the record's
-/// Redis Cluster slot.
-pub fn lock_key(id: &str) -> String {
-    format!("session-lock:{{{id}}}")
-}
-
-fn saves_key(id: &str) -> String {
-    format!("session-lock:{{{id}}}:saves")
-}
-
-fn waiting_key(id: &str) -> String {
-    format!("session-lock:{{{id}}}:waiting")
-}
-
-fn tombstone_key(id: &str, token: &str) -> String {
-    format!("session-lock:{{{id}}}:abandoned:{token}")
-}
 
 /// A fresh lock token: 128 random bits in hex.
 pub(crate) fn new_token() -> String {
@@ -110,6 +95,10 @@ pub struct SessionLock {
     pub wakeups: Arc<Wakeups>,
     /// Wait times, timeouts and unknown outcomes are exported here.
     pub metrics: Arc<Metrics>,
+    /// Where the record, the lock and its helper keys live.
+    pub keys: Keys,
+    /// How records are written.
+    pub codec: SessionCodec,
 }
 
 /// Why no lock was taken.
@@ -146,6 +135,8 @@ pub struct LockSettings {
     pub hand_offs: u32,
     /// See [`SessionLock::group_commit`].
     pub group_commit: bool,
+    /// See [`SessionLock::codec`].
+    pub codec: SessionCodec,
 }
 
 impl SessionLock {
@@ -154,6 +145,7 @@ impl SessionLock {
     pub fn new(
         pool: Pool,
         settings: LockSettings,
+        keys: Keys,
         wakeups: Arc<Wakeups>,
         metrics: Arc<Metrics>,
     ) -> Arc<SessionLock> {
@@ -174,6 +166,8 @@ impl SessionLock {
                 local: Arc::new(LocalQueues::new(orphaned)),
                 wakeups,
                 metrics,
+                keys,
+                codec: settings.codec,
             }
         })
     }
@@ -242,10 +236,10 @@ impl SessionLock {
     ) -> Result<Option<Record>, LockError> {
         let id = id.to_string();
         let keys = vec![
-            lock_key(&id),
-            id.clone(),
-            tombstone_key(&id, token),
-            waiting_key(&id),
+            self.keys.lock(&id),
+            self.keys.record(&id),
+            self.keys.tombstone(&id, token),
+            self.keys.waiting(&id),
         ];
         let lease_ms = self.lease.as_millis().to_string();
         self.wait_for(&id, start, deadline, || async {
@@ -288,7 +282,12 @@ impl SessionLock {
         let sent: Result<i64, _> = SAVE
             .run(
                 &self.pool,
-                vec![id.clone(), lock_key(&id), saves_key(&id), waiting_key(&id)],
+                vec![
+                    self.keys.record(&id),
+                    self.keys.lock(&id),
+                    self.keys.saves(&id),
+                    self.keys.waiting(&id),
+                ],
                 vec![
                     Value::from(bytes),
                     Value::from(millis(ttl)),
@@ -297,7 +296,7 @@ impl SessionLock {
                     Value::from(millis(SAVES_TTL)),
                     Value::from(if keep { "1" } else { "0" }),
                     Value::from(millis(self.lease)),
-                    Value::from(lock_wakeups::CHANNEL),
+                    Value::from(self.keys.channel()),
                     Value::from(id.as_str()),
                     Value::from(save_id.as_str()),
                 ],
@@ -324,7 +323,11 @@ impl SessionLock {
     /// later if it has not yet. Frees the lock either way.
     async fn resolve(&self, id: &str, token: &str, save_id: &str) -> Result<(), Failure> {
         let deadline = Instant::now() + self.resolve;
-        let keys = vec![lock_key(id), saves_key(id), waiting_key(id)];
+        let keys = vec![
+            self.keys.lock(id),
+            self.keys.saves(id),
+            self.keys.waiting(id),
+        ];
         let kept = SAVES_KEPT.to_string();
         let lease_ms = millis(self.lease).to_string();
         while Instant::now() < deadline {
@@ -337,7 +340,7 @@ impl SessionLock {
                         save_id,
                         kept.as_str(),
                         lease_ms.as_str(),
-                        lock_wakeups::CHANNEL,
+                        self.keys.channel(),
                         id,
                     ],
                 )
@@ -362,13 +365,17 @@ impl SessionLock {
     /// Deletes session `id`'s record under the lock `token` holds, letting go of the lock.
     pub async fn delete(&self, id: &Id, token: &str) -> Result<(), Failure> {
         let id = id.to_string();
-        let keys = vec![id.clone(), lock_key(&id), waiting_key(&id)];
+        let keys = vec![
+            self.keys.record(&id),
+            self.keys.lock(&id),
+            self.keys.waiting(&id),
+        ];
         let lease_ms = millis(self.lease).to_string();
         let deleted: Result<i64, _> = DELETE_HELD
             .run(
                 &self.pool,
                 keys,
-                vec![token, lease_ms.as_str(), lock_wakeups::CHANNEL, id.as_str()],
+                vec![token, lease_ms.as_str(), self.keys.channel(), id.as_str()],
             )
             .await;
         match deleted {
@@ -389,7 +396,7 @@ impl SessionLock {
         let renewed: i64 = RENEW
             .run(
                 &self.pool,
-                vec![lock_key(&id.to_string())],
+                vec![self.keys.lock(&id.to_string())],
                 vec![token, lease_ms.as_str()],
             )
             .await?;
@@ -402,11 +409,11 @@ impl SessionLock {
         let _: i64 = RELEASE
             .run(
                 &self.pool,
-                vec![lock_key(&id), waiting_key(&id)],
+                vec![self.keys.lock(&id), self.keys.waiting(&id)],
                 vec![
                     token,
                     &millis(self.lease).to_string(),
-                    lock_wakeups::CHANNEL,
+                    self.keys.channel(),
                     id.as_str(),
                 ],
             )
@@ -417,7 +424,7 @@ impl SessionLock {
     /// Writes `record` under `token` and lets go of the lock, then tells every request whose
     /// changes it carries (`acks`, deferred by group commit) what became of the write.
     pub(crate) async fn write_carried(&self, token: &str, record: &Record, acks: Vec<Ack>) {
-        let result = match crate::record::encode(record) {
+        let result = match crate::record::encode(record, self.codec) {
             Ok(bytes) => {
                 let ttl = crate::record::ttl(record.expiry_date);
                 self.save(&record.id, token, &bytes, ttl, false)
@@ -456,9 +463,9 @@ impl SessionLock {
         };
         runtime.spawn(async move {
             let keys = vec![
-                lock_key(&id),
-                tombstone_key(&id, &token),
-                waiting_key(&id),
+                self.keys.lock(&id),
+                self.keys.tombstone(&id, &token),
+                self.keys.waiting(&id),
             ];
             let tombstone_ms = millis(self.lease.max(Duration::from_secs(1))).to_string();
             let lease_ms = millis(self.lease).to_string();
@@ -471,7 +478,7 @@ impl SessionLock {
                             token.as_str(),
                             tombstone_ms.as_str(),
                             lease_ms.as_str(),
-                            lock_wakeups::CHANNEL,
+                            self.keys.channel(),
                             id.as_str(),
                         ],
                     )

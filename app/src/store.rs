@@ -1,8 +1,9 @@
 //! The session store every replica uses: sessions in the shared Redis, or a per-replica
 //! memory store for the "what goes wrong without sharing" demo.
 //!
-//! The Redis store keeps tower-sessions-redis-store's format (the record as MessagePack
-//! under the bare session id) but writes differently:
+//! The Redis store keeps the record under `SESSION_KEY_PREFIX{id}` ([`crate::keys`]), as JSON
+//! or MessagePack ([`crate::record`]), and writes differently from
+//! tower-sessions-redis-store:
 //! - **Relative expiry.** Every write sets `PX` (milliseconds from now, on Redis's clock),
 //!   never an absolute `EXAT` from this replica's clock: clock skew between replicas and
 //!   Redis cannot shorten or end a session, and a 1 s session lives its full second.
@@ -37,6 +38,8 @@ use tower_sessions::{
 };
 
 use crate::{
+    config::SessionCodec,
+    keys::Keys,
     lock_scope::{self, WriteError},
     outcome::{self, Failure},
     record,
@@ -65,15 +68,28 @@ pub struct RedisSessions {
     locking: bool,
     /// Counts backend failures for `/metrics`.
     errors: Counter,
+    /// Where records live.
+    keys: Keys,
+    /// How records are written.
+    codec: SessionCodec,
 }
 
 impl AppStore {
-    /// A Redis-backed store on `pool`; `locking` refuses unfenced writes.
-    pub fn redis(pool: Pool, locking: bool, errors: Counter) -> Self {
+    /// A Redis-backed store on `pool`, records under `keys` written in `codec`; `locking`
+    /// refuses unfenced writes.
+    pub fn redis(
+        pool: Pool,
+        locking: bool,
+        errors: Counter,
+        keys: Keys,
+        codec: SessionCodec,
+    ) -> Self {
         AppStore::Redis(RedisSessions {
             pool,
             locking,
             errors,
+            keys,
+            codec,
         })
     }
 
@@ -113,13 +129,19 @@ impl RedisSessions {
         let ttl = Expiration::PX(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         let set: Value = self
             .pool
-            .set(id.to_string(), bytes, Some(ttl), Some(only), false)
+            .set(
+                self.keys.record(&id.to_string()),
+                bytes,
+                Some(ttl),
+                Some(only),
+                false,
+            )
             .await?;
         Ok(!set.is_null())
     }
 
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let bytes = record::encode(record)?;
+        let bytes = record::encode(record, self.codec)?;
         let ttl = record::ttl(record.expiry_date);
         for _ in 0..CREATE_TRIES {
             let created = self
@@ -139,7 +161,7 @@ impl RedisSessions {
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let bytes = record::encode(record)?;
+        let bytes = record::encode(record, self.codec)?;
         let ttl = record::ttl(record.expiry_date);
         outcome::write_sent();
         if self.locking {
@@ -169,7 +191,7 @@ impl RedisSessions {
             }
             None => self
                 .pool
-                .get::<Option<Vec<u8>>, _>(id.to_string())
+                .get::<Option<Vec<u8>>, _>(self.keys.record(&id.to_string()))
                 .await
                 .map(|bytes| bytes.as_deref().and_then(record::decode))
                 .map_err(|err| self.failed(Failure::Unavailable, err)),
@@ -184,7 +206,7 @@ impl RedisSessions {
                 .map_err(|err| self.write_failed(err));
         }
         self.pool
-            .del::<i64, _>(id.to_string())
+            .del::<i64, _>(self.keys.record(&id.to_string()))
             .await
             .map(|_| ())
             .map_err(|err| self.failed(Failure::Unknown, err))

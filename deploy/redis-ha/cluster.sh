@@ -10,7 +10,7 @@
 # and the balancer in front. Pass means, all through the balancer:
 #   1. the loadtest's sequential mode passes (every session counts 1, 2, 3... while hopping replicas);
 #   2. its parallel mode passes: 0 lost updates on one session (the lock works on a cluster: the lock
-#      key `session-lock:<sid>` and the session key are single-key commands, each routed to its slot);
+#      keys `session:{<sid>}:lock` and `session:{<sid>}` are single-key commands, each routed to its slot);
 #   3. the sessions are spread over all 3 masters (the cluster really shards them), and the replicas
 #      hold copies;
 #   4. a coordinated failover of one shard (`CLUSTER FAILOVER` on its replica) during a sequential run

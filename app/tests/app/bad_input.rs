@@ -130,11 +130,18 @@ async fn a_session_deleted_between_load_and_save_stays_deleted_and_is_a_409() {
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         // The record goes (an admin, an expiry); a lock, if any, stays.
-        assert_eq!(cluster.redis.cli(&["DEL", &id]), "1");
+        assert_eq!(
+            cluster
+                .redis
+                .cli(&["DEL", &app::keys::Keys::default().record(&id)]),
+            "1"
+        );
 
         assert_eq!(request.await.expect("task"), 409, "lock {lock}");
         assert_eq!(
-            cluster.redis.cli(&["EXISTS", &id]),
+            cluster
+                .redis
+                .cli(&["EXISTS", &app::keys::Keys::default().record(&id)]),
             "0",
             "lock {lock}: not revived"
         );

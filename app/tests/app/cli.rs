@@ -50,6 +50,10 @@ fn bad_environment_values_exit_2_naming_the_variable() {
         ("SESSION_LOCK", "sometimes"),
         ("REDIS_TIMEOUT_MS", "0"),
         ("SHUTDOWN_DELAY", "-1"),
+        ("SESSION_KEY_PREFIX", ""),
+        ("SESSION_KEY_PREFIX", "sessions:{x}"),
+        ("SESSION_KEY_PREFIX", "my sessions:"),
+        ("SESSION_CODEC", "yaml"),
     ] {
         let (code, stderr) = run_with_env(name, value);
         assert_eq!(code, Some(2), "{name}={value}: {stderr}");

@@ -179,5 +179,5 @@ async fn concurrent_requests_on_an_expired_cookie_each_start_a_session_of_their_
             .iter()
             .all(|(body, _)| body == "Session View Cnt  1")
     );
-    assert_eq!(cluster.redis.cli(&["KEYS", "session-lock:{*}"]), "");
+    assert_eq!(cluster.redis.cli(&["KEYS", "session:{*}:lock"]), "");
 }

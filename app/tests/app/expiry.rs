@@ -13,7 +13,9 @@ async fn an_idle_session_expires_and_a_new_one_starts() {
     assert_eq!(seed_visit(&client, &cluster.url(0, "/session")).await.0, 2);
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert_eq!(
-        cluster.redis.cli(&["KEYS", "??????????????????????"]),
+        cluster
+            .redis
+            .cli(&["KEYS", "session:{??????????????????????}"]),
         "",
         "the record is gone from Redis"
     );
@@ -32,15 +34,31 @@ async fn a_one_second_session_lives_its_full_second_and_no_longer() {
         let id = cookie.split_once('=').expect("name=value").1.to_owned();
         let written = Instant::now();
 
-        let pttl: i64 = cluster.redis.cli(&["PTTL", &id]).parse().expect("PTTL");
+        let pttl: i64 = cluster
+            .redis
+            .cli(&["PTTL", &app::keys::Keys::default().record(&id)])
+            .parse()
+            .expect("PTTL");
         assert!(
             (900..=1000).contains(&pttl),
             "a fresh 1 s session has about 1000 ms left, got {pttl}"
         );
         tokio::time::sleep(Duration::from_millis(700).saturating_sub(written.elapsed())).await;
-        assert_eq!(cluster.redis.cli(&["EXISTS", &id]), "1", "alive at 0.7 s");
+        assert_eq!(
+            cluster
+                .redis
+                .cli(&["EXISTS", &app::keys::Keys::default().record(&id)]),
+            "1",
+            "alive at 0.7 s"
+        );
         tokio::time::sleep(Duration::from_millis(1_030).saturating_sub(written.elapsed())).await;
-        assert_eq!(cluster.redis.cli(&["EXISTS", &id]), "0", "gone by 1.03 s");
+        assert_eq!(
+            cluster
+                .redis
+                .cli(&["EXISTS", &app::keys::Keys::default().record(&id)]),
+            "0",
+            "gone by 1.03 s"
+        );
     }
 }
 

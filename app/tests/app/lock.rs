@@ -84,7 +84,7 @@ async fn a_dead_holders_lock_expires_and_others_proceed() {
     let cookie = set_cookie(&first).expect("cookie");
     let value = cookie.split_once('=').expect("name=value").1;
     // A holder that died: its lock stays behind with 800 ms left and is never released.
-    let key = app::session_lock::lock_key(value); // plain cookies carry the bare id
+    let key = app::keys::Keys::default().lock(value); // plain cookies carry the bare id
     assert_eq!(
         cluster
             .redis
@@ -114,7 +114,7 @@ async fn a_lock_held_past_the_wait_gives_503_with_retry_after() {
     let client = reqwest::Client::new();
     let url = cluster.url(0, "/session");
     let cookie = set_cookie(&client.get(&url).send().await.expect("first")).expect("cookie");
-    let key = app::session_lock::lock_key(cookie.split_once('=').expect("kv").1);
+    let key = app::keys::Keys::default().lock(cookie.split_once('=').expect("kv").1);
     cluster
         .redis
         .cli(&["SET", &key, "someone-else", "PX", "10000"]);
@@ -192,7 +192,7 @@ async fn no_lock_is_taken_without_a_session_or_for_reads() {
     let text = metrics_text(&anonymous, &metrics_url).await;
     assert_eq!(lock_acquisitions(&text), 1.0);
     assert_eq!(
-        cluster.redis.cli(&["KEYS", "session-lock:{*}"]),
+        cluster.redis.cli(&["KEYS", "session:{*}:lock"]),
         "",
         "released"
     );
@@ -217,7 +217,7 @@ async fn a_write_whose_lock_was_taken_over_is_refused_not_applied() {
     let client = reqwest::Client::new();
     let url = cluster.url(0, "/api/session/views");
     let cookie = set_cookie(&client.post(&url).send().await.expect("first")).expect("cookie");
-    let key = app::session_lock::lock_key(cookie.split_once('=').expect("kv").1);
+    let key = app::keys::Keys::default().lock(cookie.split_once('=').expect("kv").1);
 
     let slow = tokio::spawn({
         let (client, url, cookie) = (client.clone(), url.clone(), cookie.clone());

@@ -50,7 +50,9 @@ async fn logout_racing_a_locked_write_stays_deleted_whatever_the_spelling() {
         // Assert: the delete waited for the write, then ended the session for good.
         assert_eq!((write, delete), (200, 204), "{spelling}");
         assert_eq!(
-            cluster.redis.cli(&["EXISTS", &id]),
+            cluster
+                .redis
+                .cli(&["EXISTS", &app::keys::Keys::default().record(&id)]),
             "0",
             "{spelling}: not revived"
         );
@@ -70,14 +72,19 @@ async fn logout_racing_an_unlocked_write_stays_deleted() {
 
     // Last writer wins, but a deleted session is never written back.
     assert_eq!((write, delete), (409, 204));
-    assert_eq!(cluster.redis.cli(&["EXISTS", &id]), "0");
+    assert_eq!(
+        cluster
+            .redis
+            .cli(&["EXISTS", &app::keys::Keys::default().record(&id)]),
+        "0"
+    );
 }
 
 #[tokio::test]
 async fn a_logout_waits_for_the_lock_and_is_refused_while_it_stays_taken() {
     let cluster = Cluster::start(1, |c| c.session_lock_wait_ms = 200).await;
     let (cookie, id) = open_session(&cluster, "/api/session/views").await;
-    let lock = app::session_lock::lock_key(&id);
+    let lock = app::keys::Keys::default().lock(&id);
     cluster
         .redis
         .cli(&["SET", &lock, "someone-else", "PX", "10000"]);
@@ -91,5 +98,11 @@ async fn a_logout_waits_for_the_lock_and_is_refused_while_it_stays_taken() {
 
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "1");
-    assert_eq!(cluster.redis.cli(&["EXISTS", &id]), "1", "nothing deleted");
+    assert_eq!(
+        cluster
+            .redis
+            .cli(&["EXISTS", &app::keys::Keys::default().record(&id)]),
+        "1",
+        "nothing deleted"
+    );
 }

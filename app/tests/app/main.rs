@@ -14,6 +14,7 @@ mod lock;
 mod logout;
 mod observability;
 mod redis_outage;
+mod redis_view;
 mod replay;
 mod round_trips;
 mod shutdown;

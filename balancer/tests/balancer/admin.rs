@@ -14,7 +14,7 @@ async fn admin_endpoints_report_backends_and_metrics() {
     for _ in 0..4 {
         assert_eq!(
             client
-                .get(lb.url("/healthz"))
+                .get(lb.url("/"))
                 .send()
                 .await
                 .expect("request")

@@ -111,12 +111,12 @@ async fn open_loop_counts_queueing_from_the_intended_send_time() {
     );
 }
 
-/// Session records in Redis: keys that are a bare 22-character session id (the session
-/// lock's bookkeeping keys are longer).
+/// Session records in Redis: `session:{<22-character id>}` (the session lock's bookkeeping
+/// keys are longer).
 fn session_records(cluster: &Cluster) -> usize {
     cluster
         .redis
-        .cli(&["KEYS", &"?".repeat(22)])
+        .cli(&["KEYS", &format!("session:{{{}}}", "?".repeat(22))])
         .lines()
         .filter(|l| !l.is_empty())
         .count()
