@@ -11,6 +11,8 @@
 #   2. Throughput with many distinct sessions (200 users), lock on vs off, alternating which
 #      goes first, 3 rounds, and the ratio of the medians.
 #   3. One hot session with 16 parallel clients, lock on vs off: req/s and lost updates.
+#   4. The record codec: SESSION_CODEC=json vs msgpack (lock on, 200 users), alternating,
+#      3 rounds, ratio of the medians.
 # Everything runs on loopback; every run is bounded by its duration.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,12 +35,12 @@ pids+=($!)
 rcli() { redis-cli -p "$rport" "$@"; }
 for _ in $(seq 50); do rcli ping >/dev/null 2>&1 && break; sleep 0.1; done
 
-start_replicas() { # lock on|off -> comma-separated URLs
-  local lock=$1 urls=()
+start_replicas() { # lock on|off, [codec json|msgpack] -> comma-separated URLs
+  local lock=$1 codec=${2:-json} urls=()
   for i in 1 2 3; do
     local port; port=$(free_port)
-    RUST_LOG=warn SESSION_LOCK=$lock NODE_NAME="lock-$lock-$i" LISTEN_ADDR=127.0.0.1:$port \
-      REDIS_URL=redis://127.0.0.1:$rport "$APP" >"$work/app-$lock-$i.log" 2>&1 &
+    RUST_LOG=warn SESSION_LOCK=$lock SESSION_CODEC=$codec NODE_NAME="lock-$lock-$codec-$i" LISTEN_ADDR=127.0.0.1:$port \
+      REDIS_URL=redis://127.0.0.1:$rport "$APP" >"$work/app-$lock-$codec-$i.log" 2>&1 &
     pids+=($!)
     urls+=("http://127.0.0.1:$port")
   done
@@ -49,6 +51,7 @@ start_replicas() { # lock on|off -> comma-separated URLs
 }
 ON=$(start_replicas on)
 OFF=$(start_replicas off)
+MSGPACK=$(start_replicas on msgpack)
 first() { echo "${1%%,*}"; }
 
 # Fields of a loadtest --json report, space-separated: json FILE key.sub key ...
@@ -122,3 +125,18 @@ hot() { "$LT" --target "$1" --parallel 16 --duration "${secs}s" --json --no-prog
   echo "$rps req/s  acknowledged $acked  final $final  lost $lost  errors $err  p99 $p99 ms"; }
 echo "lock off: $(hot "$OFF")"
 echo "lock on:  $(hot "$ON")"
+
+echo
+echo "== 4. Record codec, lock on, 200 users, POST /api/session/views, ${secs}s per run =="
+declare -a json_rps msgpack_rps
+for round in 1 2 3; do
+  if ((round % 2)); then order="json msgpack"; else order="msgpack json"; fi
+  for codec in $order; do
+    if [[ $codec == json ]]; then url=$ON; else url=$MSGPACK; fi
+    read -r r p50 p99 err <<<"$(thr "$url")"
+    if [[ $codec == json ]]; then json_rps+=("$r"); else msgpack_rps+=("$r"); fi
+    echo "round $round  $codec: $r req/s  p50 ${p50} ms  p99 ${p99} ms  errors $err"
+  done
+done
+python3 -c "import statistics,sys; j=statistics.median(float(x) for x in sys.argv[1].split()); m=statistics.median(float(x) for x in sys.argv[2].split()); print(f'ratio json/msgpack (medians of 3 rounds): {j/m:.2f}x')" "${json_rps[*]}" "${msgpack_rps[*]}"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
