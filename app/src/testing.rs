@@ -21,12 +21,24 @@ const INSTALL_HINT: &str = "redis-server is not on PATH. The tests need a real R
      install it with `apt-get install -y redis-server` (Debian/Ubuntu) or `brew install redis`.";
 
 /// A real `redis-server` process on a free loopback port, killed on drop.
+///
+/// With `TEST_REDIS_ACL=1` in the environment (or [`RedisServer::start_with_acl`]) it runs
+/// with the shipped `deploy/redis/users.acl`: replicas then connect as the least-privilege
+/// `app` user, and [`RedisServer::cli`] runs as the `default` admin.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
     dir: std::path::PathBuf,
+    acl: bool,
 }
+
+/// The `default` (admin) user's password under the ACL, in tests.
+pub const TEST_ADMIN_PASSWORD: &str = "test-admin-password";
+/// The `app` user's password under the ACL, in tests.
+pub const TEST_APP_PASSWORD: &str = "test-app-password";
+/// The shipped ACL template.
+pub const USERS_ACL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/redis/users.acl");
 
 fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
@@ -36,8 +48,25 @@ fn free_port() -> u16 {
 }
 
 impl RedisServer {
-    /// Starts a fresh, empty Redis and waits until it answers PING.
+    /// Starts a fresh, empty Redis and waits until it answers PING; with the shipped ACL
+    /// when `TEST_REDIS_ACL=1`.
     pub fn start() -> RedisServer {
+        let acl = std::env::var("TEST_REDIS_ACL").is_ok_and(|v| v == "1");
+        RedisServer::start_as(acl)
+    }
+
+    /// Starts a fresh, empty Redis without any ACL, whatever `TEST_REDIS_ACL` says (for tests
+    /// of settings the shipped ACL does not allow, such as another key prefix).
+    pub fn start_without_acl() -> RedisServer {
+        RedisServer::start_as(false)
+    }
+
+    /// Starts a fresh, empty Redis with the shipped `deploy/redis/users.acl`.
+    pub fn start_with_acl() -> RedisServer {
+        RedisServer::start_as(true)
+    }
+
+    fn start_as(acl: bool) -> RedisServer {
         let dir = std::env::temp_dir().join(format!(
             "session-cluster-redis-{}-{}",
             std::process::id(),
@@ -48,13 +77,57 @@ impl RedisServer {
             port: free_port(),
             child: None,
             dir,
+            acl,
         };
+        if acl {
+            server.render_acl();
+        }
         server.spawn();
         server
     }
 
+    /// Writes the shipped ACL with the test passwords' hashes, as `deploy/redis/start.sh`
+    /// does (without comments, which Redis's ACL files do not take).
+    fn render_acl(&self) {
+        let template = std::fs::read_to_string(USERS_ACL).expect("deploy/redis/users.acl");
+        let sha = |password: &str| {
+            let out = Command::new("sha256sum")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .and_then(|mut child| {
+                    child
+                        .stdin
+                        .take()
+                        .expect("stdin")
+                        .write_all(password.as_bytes())?;
+                    child.wait_with_output()
+                })
+                .expect("sha256sum runs");
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .expect("a hash")
+                .to_owned()
+        };
+        let rendered: String = template
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                l.replace("@ADMIN_SHA256@", &sha(TEST_ADMIN_PASSWORD))
+                    .replace("@APP_SHA256@", &sha(TEST_APP_PASSWORD))
+                    + "\n"
+            })
+            .collect();
+        std::fs::write(self.dir.join("users.acl"), rendered).expect("write users.acl");
+    }
+
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if self.acl {
+            command.args(["--aclfile", "users.acl"]);
+        }
+        let child = command
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -92,15 +165,35 @@ impl RedisServer {
             return false;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        if self.acl {
+            let auth = format!("AUTH default {TEST_ADMIN_PASSWORD}\r\n");
+            let mut ok = [0u8; 5];
+            if stream.write_all(auth.as_bytes()).is_err()
+                || stream.read_exact(&mut ok).is_err()
+                || &ok != b"+OK\r\n"
+            {
+                return false;
+            }
+        }
         let mut buf = [0u8; 7];
         stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut buf).is_ok()
             && &buf == b"+PONG\r\n"
     }
 
-    /// `redis://127.0.0.1:PORT`
+    /// `redis://127.0.0.1:PORT`, or with the ACL `redis://app:PASSWORD@127.0.0.1:PORT`: what a
+    /// replica connects with.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        if self.acl {
+            format!("redis://app:{TEST_APP_PASSWORD}@127.0.0.1:{}", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+    }
+
+    /// Whether it runs with the shipped ACL.
+    pub fn has_acl(&self) -> bool {
+        self.acl
     }
 
     /// The port it listens on.
@@ -122,14 +215,50 @@ impl RedisServer {
         self.spawn();
     }
 
-    /// Runs one command with `redis-cli` and returns its output, trimmed.
+    /// Runs one command with `redis-cli` (as the admin user under the ACL) and returns its
+    /// output, trimmed.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
+        let mut command = Command::new("redis-cli");
+        command.args(["-p", &self.port.to_string()]);
+        if self.acl {
+            command.args([
+                "--user",
+                "default",
+                "--pass",
+                TEST_ADMIN_PASSWORD,
+                "--no-auth-warning",
+            ]);
+        }
+        let out = command
             .args(args)
             .output()
             .expect("redis-cli runs (it comes with redis-server)");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Runs one command with `redis-cli` as the least-privilege `app` user (needs the ACL);
+    /// returns stdout and stderr, trimmed.
+    pub fn cli_as_app(&self, args: &[&str]) -> String {
+        assert!(self.acl, "cli_as_app needs a RedisServer with the ACL");
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args([
+                "--user",
+                "app",
+                "--pass",
+                TEST_APP_PASSWORD,
+                "--no-auth-warning",
+            ])
+            .args(args)
+            .output()
+            .expect("redis-cli runs (it comes with redis-server)");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .trim()
+        .to_owned()
     }
 }
 

@@ -59,7 +59,15 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(n: usize, configure: impl Fn(&mut Config)) -> Cluster {
-        let redis = RedisServer::start();
+        Cluster::start_on(RedisServer::start(), n, configure).await
+    }
+
+    /// `n` replicas on `redis`.
+    pub async fn start_on(
+        redis: RedisServer,
+        n: usize,
+        configure: impl Fn(&mut Config),
+    ) -> Cluster {
         let mut replicas = Vec::new();
         for i in 0..n {
             let mut config = Config::for_test(&redis.url(), &format!("node-{i}"));
@@ -144,8 +152,19 @@ pub async fn commands_during<Fut: std::future::Future<Output = ()>>(
     cluster: &Cluster,
     requests: Fut,
 ) -> Vec<String> {
-    let mut monitor = std::process::Command::new("redis-cli")
-        .args(["-p", &cluster.redis.port().to_string(), "MONITOR"])
+    let mut monitor = std::process::Command::new("redis-cli");
+    monitor.args(["-p", &cluster.redis.port().to_string()]);
+    if cluster.redis.has_acl() {
+        monitor.args([
+            "--user",
+            "default",
+            "--pass",
+            app::testing::TEST_ADMIN_PASSWORD,
+            "--no-auth-warning",
+        ]);
+    }
+    let mut monitor = monitor
+        .arg("MONITOR")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("redis-cli MONITOR");
@@ -167,7 +186,7 @@ pub async fn commands_during<Fut: std::future::Future<Output = ()>>(
         .filter(|command| {
             !matches!(
                 command.as_str(),
-                "PING" | "CLIENT" | "INFO" | "SCRIPT" | "SUBSCRIBE"
+                "PING" | "CLIENT" | "INFO" | "SCRIPT" | "SUBSCRIBE" | "AUTH"
             )
         })
         .collect()

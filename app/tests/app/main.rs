@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod acl;
 mod bad_input;
 mod cli;
 mod cookies;

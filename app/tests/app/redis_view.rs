@@ -2,14 +2,15 @@
 //! JSON (or MessagePack), either codec reading the other's records, and an undecodable record
 //! starting a fresh session instead of a 500.
 
-use app::{config::SessionCodec, keys::Keys};
+use app::{config::SessionCodec, keys::Keys, testing::RedisServer};
 
 use crate::helpers::{Cluster, seed_visit, user};
 
 #[tokio::test]
 async fn sessions_live_under_the_prefix_as_readable_json() {
-    // Arrange: the original demo's namespace, locking on (its helper keys too).
-    let cluster = Cluster::start(2, |c| {
+    // Arrange: the original demo's namespace, locking on (its helper keys too). The shipped
+    // ACL allows `session:*` only, so this runs without it.
+    let cluster = Cluster::start_on(RedisServer::start_without_acl(), 2, |c| {
         c.session_key_prefix = Keys::new("oauth.session:").expect("valid");
     })
     .await;
