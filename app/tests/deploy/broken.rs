@@ -127,16 +127,18 @@ fn an_env_var_the_balancer_does_not_read_is_caught() {
 fn a_misspelt_interpolation_is_caught() {
     let files = broken(
         "app.yaml",
-        "redis://:$(REDIS_PASSWORD)@",
-        "redis://:$(REDIS_PASS)@",
+        "redis://app:$(REDIS_APP_PASSWORD)@",
+        "redis://app:$(REDIS_APP_PASS)@",
     );
     assert_caught(
         &files,
-        &["env REDIS_URL uses $(REDIS_PASS), which is not defined earlier"],
+        &["env REDIS_URL uses $(REDIS_APP_PASS), which is not defined earlier"],
     );
     assert_caught(
         &files,
-        &["env REDIS_PASSWORD is not read by the app binary and not used as $(REDIS_PASSWORD)"],
+        &[
+            "env REDIS_APP_PASSWORD is not read by the app binary and not used as $(REDIS_APP_PASSWORD)",
+        ],
     );
 }
 
