@@ -357,8 +357,18 @@ step_redis_config() {
     [[ $published == "127.0.0.1:$REDIS_HOST_PORT " ]] || problems+=" published on '$published';"
     ((keys > 0)) || problems+=" no session keys seen by redis-cli;"
     [[ $json == '{"id":'*'"views":'* ]] || problems+=" GET $record is not a readable JSON record: '${json:0:80}';"
+    # The replicas run as the ACL's `app` user: Redis denied them nothing so far (ACL LOG is empty)...
+    local denied as_app probe answer
+    denied=$(compose exec -T redis redis-cli ACL LOG 2>&1 | tr -d '\r')
+    [[ -z $denied ]] || problems+=" ACL LOG shows commands the app was denied: '${denied:0:120}';"
+    # ...and `app` can do nothing but its job.
+    as_app='redis-cli --user app --pass "$REDIS_APP_PASSWORD" --no-auth-warning'
+    for probe in "KEYS '*'" "CONFIG GET '*'" "GET not-a-session" "SET not-a-session x"; do
+        answer=$(compose exec -T redis sh -c "$as_app $probe" 2>&1 | tr -d '\r')
+        [[ $answer == NOPERM* ]] || problems+=" app user '$probe' was not denied: '$answer';"
+    done
     if [[ -z $problems ]]; then
-        pass "1 redis" "password required, FLUSHALL/FLUSHDB disabled, published only on $published, $keys keys under session:* via redis-cli, records are JSON"
+        pass "1 redis" "password required, FLUSHALL/FLUSHDB disabled, published only on $published, $keys keys under session:* via redis-cli, records are JSON; replicas run as ACL user app (ACL LOG empty; KEYS, CONFIG, other keys denied)"
     else
         fail "1 redis" "$problems"
     fi
