@@ -6,7 +6,8 @@
 #
 # Builds a 6-node cluster (3 masters, 3 replicas; `redis-server --cluster-enabled yes` on free loopback
 # ports, `redis-cli --cluster create --cluster-replicas 1`), with a password, then 3 app replicas
-# with REDIS_URL=redis-cluster://:PASSWORD@master1?node=master2&node=master3 and SESSION_LOCK=on,
+# with the shipped ACL (deploy/redis/users.acl) on every node and the replicas connecting as its
+# least-privilege `app` user: REDIS_URL=redis-cluster://app:PASSWORD@master1?node=master2&node=master3 and SESSION_LOCK=on,
 # and the balancer in front. Pass means, all through the balancer:
 #   1. the loadtest's sequential mode passes (every session counts 1, 2, 3... while hopping replicas);
 #   2. its parallel mode passes: 0 lost updates on one session (the lock works on a cluster: the lock
@@ -32,7 +33,7 @@ start_node() {
     spawn "redis-$port" redis-server --bind 127.0.0.1 --port "$port" --cluster-enabled yes \
       --cluster-config-file "$WORK/redis-$port/nodes.conf" --cluster-node-timeout 2000 \
       --dir "$WORK/redis-$port" --appendonly no --save "" \
-      --requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD"
+      --aclfile "$ACL_FILE" --masterauth "$REDIS_PASSWORD"
     if wait_alive 10 "${PIDS[-1]}" redis-cli -p "$port" ping; then
       REDIS_PORTS+=("$port")
       return 0
@@ -63,7 +64,7 @@ mapfile -t MASTERS < <(masters_of)
 log "cluster up: masters ${MASTERS[*]}, 3 replicas"
 
 # --- apps and balancer -------------------------------------------------------------------------------
-url="redis-cluster://:$REDIS_PASSWORD@${MASTERS[0]}?node=${MASTERS[1]}&node=${MASTERS[2]}"
+url="redis-cluster://app:$REDIS_APP_PASSWORD@${MASTERS[0]}?node=${MASTERS[1]}&node=${MASTERS[2]}"
 start_apps 3 "$url"
 start_balancer
 

@@ -18,8 +18,14 @@ WATCHDOG=
 FAILED=1
 SCRIPT=$(basename "$0" .sh)
 # A demo password, used for every Redis and in the URLs: exercises AUTH through cluster and sentinel.
+# The admin (`default` user of deploy/redis/users.acl, also what redis-cli uses here) and the
+# replicas' least-privilege `app` user: the data nodes run with the shipped ACL.
 REDIS_PASSWORD=redis-ha-test-password
+REDIS_APP_PASSWORD=redis-ha-app-password
 export REDISCLI_AUTH=$REDIS_PASSWORD
+ACL_FILE=$WORK/users.acl
+REDIS_PASSWORD=$REDIS_PASSWORD REDIS_APP_PASSWORD=$REDIS_APP_PASSWORD ACL_RENDER_ONLY=1 \
+  ACL_TEMPLATE="$ROOT/deploy/redis/users.acl" ACL_OUT="$ACL_FILE" sh "$ROOT/deploy/redis/start.sh"
 
 log() { printf '[%s %s] %s\n' "$SCRIPT" "$(date +%H:%M:%S)" "$*" >&2; }
 

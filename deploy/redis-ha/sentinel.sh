@@ -6,7 +6,8 @@
 #
 # Setup, all on free loopback ports: 1 master + REPLICAS (default 1) replicas (password on all),
 # 3 sentinels (quorum 2, password too), 3 app replicas with
-#   REDIS_URL=redis-sentinel://:PASSWORD@127.0.0.1:S1?sentinelServiceName=mymaster&sentinelPassword=PASSWORD&node=127.0.0.1:S2&node=127.0.0.1:S3
+#   REDIS_URL=redis-sentinel://app:APP_PASSWORD@127.0.0.1:S1?sentinelServiceName=mymaster&sentinelPassword=PASSWORD&node=127.0.0.1:S2&node=127.0.0.1:S3
+#   (the data nodes run the shipped ACL, deploy/redis/users.acl; the app is its `app` user)
 # and the balancer in front. Then, through the balancer:
 #   1. warm-up: a short sequential loadtest must pass (sessions work through Sentinel discovery);
 #   2. the failover run: a sequential loadtest (many users, each counting on its own session) and a
@@ -68,7 +69,7 @@ start_redis() {
     free_port REDIS_PORT
     mkdir -p "$WORK/$name"
     spawn "$name" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK/$name" --save "" \
-      --appendonly no --requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD" "${GUARD[@]}" "$@"
+      --appendonly no --aclfile "$ACL_FILE" --masterauth "$REDIS_PASSWORD" "${GUARD[@]}" "$@"
     wait_alive 10 "${PIDS[-1]}" redis-cli -p "$REDIS_PORT" ping && return 0
     log "$name on $REDIS_PORT did not start (attempt $attempt)"
   done
@@ -122,7 +123,8 @@ wait_until 30 sentinels_ready || die "the sentinels did not discover each other 
 log "master :$MASTER, replicas :${REPLICA_PORTS[*]}, sentinels ${SENTINELS[*]} (quorum 2)"
 
 # --- apps and balancer --------------------------------------------------------------------------------------
-url="redis-sentinel://:$REDIS_PASSWORD@127.0.0.1:${SENTINELS[0]}?sentinelServiceName=mymaster"
+# The data nodes as the ACL's `app` user; the sentinels with their own password.
+url="redis-sentinel://app:$REDIS_APP_PASSWORD@127.0.0.1:${SENTINELS[0]}?sentinelServiceName=mymaster"
 url+="&sentinelPassword=$REDIS_PASSWORD&node=127.0.0.1:${SENTINELS[1]}&node=127.0.0.1:${SENTINELS[2]}"
 start_apps 3 "$url"
 start_balancer

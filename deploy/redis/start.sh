@@ -6,6 +6,7 @@
 # image that has sh, sed and sha256sum.
 #
 #   start.sh [redis-server options...]      ACL_TEMPLATE=/etc/redis/users.acl by default
+#   ACL_RENDER_ONLY=1 ACL_OUT=FILE start.sh  only writes FILE (the HA test scripts use this)
 set -eu
 : "${REDIS_PASSWORD:?set REDIS_PASSWORD}"
 : "${REDIS_APP_PASSWORD:?set REDIS_APP_PASSWORD}"
@@ -17,6 +18,7 @@ umask 077
 sed -e '/^#/d' -e '/^[[:space:]]*$/d' \
     -e "s/@ADMIN_SHA256@/$(sha "$REDIS_PASSWORD")/" \
     -e "s/@APP_SHA256@/$(sha "$REDIS_APP_PASSWORD")/" "$template" >"$out"
+[ -z "${ACL_RENDER_ONLY:-}" ] || exit 0
 if [ "$(id -u)" = 0 ] && id redis >/dev/null 2>&1; then chown redis "$out"; fi
 if command -v docker-entrypoint.sh >/dev/null 2>&1; then
     exec docker-entrypoint.sh redis-server --aclfile "$out" "$@"
