@@ -32,26 +32,36 @@ trap cleanup EXIT
 rport=$(free_port)
 redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &
 pids+=($!)
+REDIS_PID=$!
 rcli() { redis-cli -p "$rport" "$@"; }
 for _ in $(seq 50); do rcli ping >/dev/null 2>&1 && break; sleep 0.1; done
 
-start_replicas() { # lock on|off, [codec json|msgpack] -> comma-separated URLs
-  local lock=$1 codec=${2:-json} urls=()
+# Not run in a $(...) subshell: the replicas' pids must reach `pids`, or they outlive the script.
+start_replicas() { # lock on|off, codec json|msgpack, variable that gets the comma-separated URLs
+  local lock=$1 codec=$2 out=$3 urls=() started=()
   for i in 1 2 3; do
     local port; port=$(free_port)
     RUST_LOG=warn SESSION_LOCK=$lock SESSION_CODEC=$codec NODE_NAME="lock-$lock-$codec-$i" LISTEN_ADDR=127.0.0.1:$port \
       REDIS_URL=redis://127.0.0.1:$rport "$APP" >"$work/app-$lock-$codec-$i.log" 2>&1 &
     pids+=($!)
+    started+=($!)
     urls+=("http://127.0.0.1:$port")
   done
   for u in "${urls[@]}"; do
     for _ in $(seq 100); do curl -fs "$u/readyz" >/dev/null && break; sleep 0.05; done
   done
-  (IFS=,; echo "${urls[*]}")
+  printf -v "$out" '%s' "$(IFS=,; echo "${urls[*]}")"
+  printf -v "${out}_PIDS" '%s' "${started[*]}"
 }
-ON=$(start_replicas on)
-OFF=$(start_replicas off)
-MSGPACK=$(start_replicas on msgpack)
+cpu_ticks() { # pids -> user+sys clock ticks
+  local t=0 pid f
+  for pid in "$@"; do read -r -a f <"/proc/$pid/stat"; t=$((t + f[13] + f[14])); done
+  echo "$t"
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+start_replicas on json ON
+start_replicas off json OFF
+start_replicas on msgpack MSGPACK
 first() { echo "${1%%,*}"; }
 
 # Fields of a loadtest --json report, space-separated: json FILE key.sub key ...
@@ -102,18 +112,29 @@ printf '%-34s %s\n' "locked write (POST views, lock on)" "$(count_commands "$(fi
 
 echo
 echo "== 2. Throughput, 200 users with distinct sessions, POST /api/session/views, ${secs}s per run =="
+echo "   (CPU per request: Redis's and the 3 replicas' own user+sys time over the requests served)"
 thr() { "$LT" --target "$1" --throughput --connections 200 --duration "${secs}s" \
   --path /api/session/views --method POST --json --no-progress >"$work/thr.json" || true
   json "$work/thr.json" req_per_s latency.p50_ms latency.p99_ms errors; }
+# thr with the CPU split: url, replica pids -> "req/s p50 p99 errors redis_us app_us"
+thr_cpu() {
+  local url=$1 r0 a0 r1 a1 out n
+  read -r -a apps <<<"$2"
+  r0=$(cpu_ticks "$REDIS_PID"); a0=$(cpu_ticks "${apps[@]}")
+  out=$(thr "$url")
+  r1=$(cpu_ticks "$REDIS_PID"); a1=$(cpu_ticks "${apps[@]}")
+  n=$(json "$work/thr.json" completed)
+  echo "$out $(awk -v r=$((r1 - r0)) -v a=$((a1 - a0)) -v t="$TICK_US" -v n="$n" 'BEGIN{printf "%.1f %.1f", r*t/n, a*t/n}')"
+}
 declare -a on_rps off_rps
 for round in 1 2 3; do
   # Alternate who goes first, so warm-up and drift do not favour one side.
   if ((round % 2)); then order="OFF ON"; else order="ON OFF"; fi
   for mode in $order; do
-    if [[ $mode == OFF ]]; then url=$OFF; else url=$ON; fi
-    read -r r p50 p99 err <<<"$(thr "$url")"
+    if [[ $mode == OFF ]]; then url=$OFF; apps=$OFF_PIDS; else url=$ON; apps=$ON_PIDS; fi
+    read -r r p50 p99 err redis_us app_us <<<"$(thr_cpu "$url" "$apps")"
     if [[ $mode == OFF ]]; then off_rps+=("$r"); else on_rps+=("$r"); fi
-    echo "round $round  lock ${mode,,}: $r req/s  p50 ${p50} ms  p99 ${p99} ms  errors $err"
+    echo "round $round  lock ${mode,,}: $r req/s  p50 ${p50} ms  p99 ${p99} ms  errors $err  CPU/req: Redis ${redis_us} µs, replicas ${app_us} µs"
   done
 done
 python3 -c "import statistics,sys; on=statistics.median(float(x) for x in sys.argv[1].split()); off=statistics.median(float(x) for x in sys.argv[2].split()); print(f'ratio on/off (medians of 3 rounds): {on/off:.2f}x  (target >= 0.90x)')" "${on_rps[*]}" "${off_rps[*]}"
