@@ -11,6 +11,7 @@
 #   proxies run 1 worker with upstream keep-alive, and the route is `/`: what is measured is
 #   the proxy hop itself. It also counts new upstream connections per 1,000 requests (from the
 #   upstream nginx's accept counter) for both proxies.
+# BALANCER_ENV="NAME=value ..." adds environment for the balancer only (e.g. allocator tunables).
 # PROFILE=1 adds, for the balancer, `strace -c` (syscalls per request) and a `perf` summary
 #   (where its user-space time goes) over one extra wrk run.
 #
@@ -119,7 +120,7 @@ fi
 UPSTREAMS=$(printf '127.0.0.1:%s,' "${APP_PORTS[@]}")
 UPSTREAMS=${UPSTREAMS%,}
 # INTERNAL_PATHS=none: /healthz is proxied like nginx does, as the cheapest app route.
-env ${BALANCER_THREADS:+WORKER_THREADS=$BALANCER_THREADS} INTERNAL_PATHS=none \
+env ${BALANCER_THREADS:+WORKER_THREADS=$BALANCER_THREADS} INTERNAL_PATHS=none ${BALANCER_ENV:-} \
     UPSTREAMS="$UPSTREAMS" LISTEN_ADDR=127.0.0.1:$LB_PORT ADMIN_ADDR=127.0.0.1:$LB_ADMIN \
     RUST_LOG=warn "$TARGET_DIR/release/balancer" >"$WORK/balancer.log" 2>&1 &
 LB_PID=$!

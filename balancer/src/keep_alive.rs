@@ -141,12 +141,15 @@ where
                 () = tokio::time::sleep(wait) => return Ok(()),
             }
         }
-        let mut conn = builder
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
+        // Boxed: while parked, the task keeps a pointer, not hyper's connection state inline.
+        let mut conn = Box::new(
+            builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades(),
+        );
         let mut idle_timer_armed = false;
         let ended = tokio::select! {
-            ended = poll_fn(|cx| match Pin::new(&mut conn).poll(cx) {
+            ended = poll_fn(|cx| match Pin::new(&mut *conn).poll(cx) {
                 Poll::Ready(r) => Poll::Ready(Some(r)),
                 Poll::Pending if activity.is_idle() => {
                     if !idle_timer_armed {
@@ -162,7 +165,7 @@ where
             }) => ended,
             () = stopped(&mut stop) => {
                 // Finish the request in flight, then close instead of keeping alive.
-                Pin::new(&mut conn).graceful_shutdown();
+                Pin::new(&mut *conn).graceful_shutdown();
                 return conn.await;
             }
         };
@@ -170,7 +173,7 @@ where
             return ended;
         }
         // Idle: take the connection apart and let its buffers go.
-        let Some(parts) = conn.into_parts() else {
+        let Some(parts) = (*conn).into_parts() else {
             return Ok(());
         };
         io = parts.io.into_inner();
