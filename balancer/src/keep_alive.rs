@@ -61,6 +61,11 @@ impl InFlight {
         activity.request_started();
         InFlight(Arc::clone(activity))
     }
+
+    /// Its response switches protocols: the connection is never parked again.
+    pub fn upgrading(&self) {
+        self.0.upgrading();
+    }
 }
 
 impl Drop for InFlight {
@@ -105,7 +110,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// (`idle_timeout`), the connection is upgraded, or `stop` (then the request in flight is
 /// finished first). `activity` must be the one `service` reports to.
 pub async fn serve<S, B>(
-    builder: &http1::Builder,
+    builder: Arc<http1::Builder>,
     stream: TcpStream,
     send_timeout: Duration,
     activity: Arc<Activity>,
@@ -122,7 +127,7 @@ where
     let mut io = ClientIo::new(stream, send_timeout, Arc::clone(&activity));
     let mut service = service;
     let mut unread = false;
-    // Runs while the connection is idle; reset when it becomes idle again.
+    // Fires PARK_AFTER into an idle period (see `idle_since` below).
     let park = tokio::time::sleep(PARK_AFTER);
     tokio::pin!(park);
     // A new connection waits the whole timeout; a parked one already idled PARK_AFTER of it.
@@ -147,19 +152,27 @@ where
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades(),
         );
-        let mut idle_timer_armed = false;
+        // When the current idle period began; `park` is moved only when it fired before the
+        // connection had been idle for PARK_AFTER, so a busy connection costs a clock read per
+        // request, not a timer-wheel update.
+        let mut idle_since: Option<tokio::time::Instant> = None;
         let ended = tokio::select! {
             ended = poll_fn(|cx| match Pin::new(&mut *conn).poll(cx) {
                 Poll::Ready(r) => Poll::Ready(Some(r)),
                 Poll::Pending if activity.is_idle() => {
-                    if !idle_timer_armed {
-                        idle_timer_armed = true;
-                        park.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
+                    let due = *idle_since.get_or_insert_with(tokio::time::Instant::now) + PARK_AFTER;
+                    loop {
+                        if park.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        if tokio::time::Instant::now() >= due {
+                            return Poll::Ready(None);
+                        }
+                        park.as_mut().reset(due);
                     }
-                    park.as_mut().poll(cx).map(|()| None)
                 }
                 Poll::Pending => {
-                    idle_timer_armed = false;
+                    idle_since = None;
                     Poll::Pending
                 }
             }) => ended,

@@ -266,7 +266,8 @@ impl Proxy {
     }
 
     /// Phase 2: the next backend in rotation not tried yet. A replay goes to another
-    /// backend, or, with none left, to the same one over a fresh connection.
+    /// backend, or, with none left, to the same one again (the failed connection was
+    /// dropped, so on another connection).
     fn choose(&self, ex: &Exchange) -> Option<Arc<Backend>> {
         match self.set.pick(&ex.tried[..ex.attempts]) {
             None if ex.replayed => self.set.pick(&[]),
@@ -469,9 +470,8 @@ impl Exchange {
         };
         if self.no_host {
             // An HTTP/1.1 request needs a Host; name the backend, as any client would.
-            let host = HeaderValue::from_str(backend.authority().as_str())
-                .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
-            req.headers_mut().insert(HOST, host);
+            req.headers_mut()
+                .insert(HOST, backend.header_value().clone());
         }
         Some(req)
     }

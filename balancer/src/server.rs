@@ -51,6 +51,8 @@ pub async fn serve(
         .header_read_timeout(config.header_read_timeout)
         .max_header_size(config.max_header_size as usize)
         .keep_alive(true);
+    // Shared by the connections, which rebuild their hyper connection after each park.
+    let builder = Arc::new(builder);
     // Each connection (and each tunnel) holds a sender; all of them gone means every
     // connection closed.
     let (open_tx, mut all_closed) = mpsc::channel::<()>(1);
@@ -97,23 +99,22 @@ pub async fn serve(
         let service = service_fn(move |req| {
             let proxy = Arc::clone(&proxy);
             let client = client.clone();
-            let activity = Arc::clone(&tracked);
-            let request = InFlight::start(&activity);
+            let request = InFlight::start(&tracked);
             async move {
                 let resp = proxy.handle(req, &client).await;
                 if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                    activity.upgrading();
+                    request.upgrading();
                 }
                 Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
             }
         });
-        let builder = builder.clone();
+        let builder = Arc::clone(&builder);
         let stop = stop_rx.clone();
         let send_timeout = config.send_timeout;
         let idle_timeout = config.header_read_timeout;
         tokio::spawn(async move {
             let ended = keep_alive::serve(
-                &builder,
+                builder,
                 stream,
                 send_timeout,
                 activity,

@@ -147,11 +147,16 @@ impl<B: UpstreamBody> UpstreamPool<B> {
         let mut lists = self.lists();
         let list = lists.iter_mut().find(|l| l.addr == addr)?;
         while let Some(idle) = list.conns.pop() {
-            if !idle.sender.is_closed() && idle.since.elapsed() < self.idle_timeout {
+            if self.usable(&idle) {
                 return Some(idle.sender);
             }
         }
         None
+    }
+
+    /// Still open and idle for less than `POOL_IDLE_TIMEOUT`.
+    fn usable(&self, idle: &Idle<B>) -> bool {
+        !idle.sender.is_closed() && idle.since.elapsed() < self.idle_timeout
     }
 
     /// Opens a new connection to `addr` within `CONNECT_TIMEOUT`; its task runs on this
@@ -210,8 +215,7 @@ impl<B: UpstreamBody> UpstreamPool<B> {
     fn sweep_once(&self) {
         let mut lists = self.lists();
         for list in lists.iter_mut() {
-            list.conns
-                .retain(|i| !i.sender.is_closed() && i.since.elapsed() < self.idle_timeout);
+            list.conns.retain(|idle| self.usable(idle));
         }
         lists.retain(|l| !l.conns.is_empty());
     }
