@@ -90,7 +90,7 @@ pub struct Config {
 
     /// Start of every Redis key (and pub/sub channel) the app uses; one ACL pattern covers
     /// them all. No braces, whitespace or control characters.
-    #[arg(long, env = "SESSION_KEY_PREFIX", default_value = crate::keys::DEFAULT_PREFIX, value_parser = parse_key_prefix)]
+    #[arg(long, env = "SESSION_KEY_PREFIX", default_value = crate::keys::DEFAULT_PREFIX, value_parser = crate::keys::Keys::new)]
     pub session_key_prefix: crate::keys::Keys,
 
     /// `json` (readable in `redis-cli`) or `msgpack`. Either codec reads records written by
@@ -209,10 +209,6 @@ impl Config {
             save_delay: None,
         }
     }
-}
-
-fn parse_key_prefix(s: &str) -> Result<crate::keys::Keys, String> {
-    crate::keys::Keys::new(s)
 }
 
 /// URL schemes fred understands. fred itself accepts any scheme as plain Redis, which

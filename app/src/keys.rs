@@ -7,7 +7,7 @@
 //! so in Redis Cluster the record, its lock and the lock's helper keys live in one slot and
 //! one Lua script may touch them all.
 
-use std::sync::Arc;
+use std::{fmt::Display, sync::Arc};
 
 /// The default `SESSION_KEY_PREFIX`.
 pub const DEFAULT_PREFIX: &str = "session:";
@@ -56,27 +56,27 @@ impl Keys {
     }
 
     /// Session `id`'s record: `session:{id}`.
-    pub fn record(&self, id: &str) -> String {
+    pub fn record(&self, id: impl Display) -> String {
         format!("{}{{{id}}}", self.prefix)
     }
 
     /// Session `id`'s lock: `session:{id}:lock`.
-    pub fn lock(&self, id: &str) -> String {
+    pub fn lock(&self, id: impl Display) -> String {
         format!("{}{{{id}}}:lock", self.prefix)
     }
 
     /// The ids of session `id`'s recent saves, for resolving a save whose answer was lost.
-    pub fn saves(&self, id: &str) -> String {
+    pub fn saves(&self, id: impl Display) -> String {
         format!("{}{{{id}}}:saves", self.prefix)
     }
 
     /// The token next in line for session `id`'s lock.
-    pub fn waiting(&self, id: &str) -> String {
+    pub fn waiting(&self, id: impl Display) -> String {
         format!("{}{{{id}}}:waiting", self.prefix)
     }
 
     /// The tombstone of an acquire with `token` whose answer was lost.
-    pub fn tombstone(&self, id: &str, token: &str) -> String {
+    pub fn tombstone(&self, id: impl Display, token: &str) -> String {
         format!("{}{{{id}}}:abandoned:{token}", self.prefix)
     }
 

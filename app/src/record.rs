@@ -23,12 +23,13 @@ use tower_sessions::{
 use crate::config::SessionCodec;
 
 /// The JSON shape of a record: the id as the cookie carries it, the expiry as RFC 3339.
+/// Written from borrowed parts (`&Data`), read into owned ones, so a save copies nothing.
 #[derive(Serialize, Deserialize)]
-struct JsonRecord {
+struct JsonRecord<D> {
     id: String,
     #[serde(with = "time::serde::rfc3339")]
     expires: OffsetDateTime,
-    data: HashMap<String, serde_json::Value>,
+    data: D,
 }
 
 /// The record's bytes in `codec`.
@@ -38,7 +39,7 @@ pub fn encode(record: &Record, codec: SessionCodec) -> session_store::Result<Vec
         SessionCodec::Json => serde_json::to_vec(&JsonRecord {
             id: record.id.to_string(),
             expires: record.expiry_date,
-            data: record.data.clone(),
+            data: &record.data,
         })
         .map_err(|e| e.to_string()),
     };
@@ -51,7 +52,7 @@ pub fn encode(record: &Record, codec: SessionCodec) -> session_store::Result<Vec
 pub fn decode(bytes: &[u8]) -> Option<Record> {
     let json = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let decoded = if json {
-        serde_json::from_slice::<JsonRecord>(bytes)
+        serde_json::from_slice::<JsonRecord<HashMap<String, serde_json::Value>>>(bytes)
             .map_err(|e| e.to_string())
             .and_then(|r| {
                 Ok(Record {

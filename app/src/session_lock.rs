@@ -396,7 +396,7 @@ impl SessionLock {
         let renewed: i64 = RENEW
             .run(
                 &self.pool,
-                vec![self.keys.lock(&id.to_string())],
+                vec![self.keys.lock(id)],
                 vec![token, lease_ms.as_str()],
             )
             .await?;

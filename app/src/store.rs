@@ -129,13 +129,7 @@ impl RedisSessions {
         let ttl = Expiration::PX(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         let set: Value = self
             .pool
-            .set(
-                self.keys.record(&id.to_string()),
-                bytes,
-                Some(ttl),
-                Some(only),
-                false,
-            )
+            .set(self.keys.record(id), bytes, Some(ttl), Some(only), false)
             .await?;
         Ok(!set.is_null())
     }
@@ -191,7 +185,7 @@ impl RedisSessions {
             }
             None => self
                 .pool
-                .get::<Option<Vec<u8>>, _>(self.keys.record(&id.to_string()))
+                .get::<Option<Vec<u8>>, _>(self.keys.record(id))
                 .await
                 .map(|bytes| bytes.as_deref().and_then(record::decode))
                 .map_err(|err| self.failed(Failure::Unavailable, err)),
@@ -206,7 +200,7 @@ impl RedisSessions {
                 .map_err(|err| self.write_failed(err));
         }
         self.pool
-            .del::<i64, _>(self.keys.record(&id.to_string()))
+            .del::<i64, _>(self.keys.record(id))
             .await
             .map(|_| ())
             .map_err(|err| self.failed(Failure::Unknown, err))

@@ -39,6 +39,8 @@ pub const TEST_ADMIN_PASSWORD: &str = "test-admin-password";
 pub const TEST_APP_PASSWORD: &str = "test-app-password";
 /// The shipped ACL template.
 pub const USERS_ACL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/redis/users.acl");
+/// The shipped script that renders it.
+const START_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/redis/start.sh");
 
 fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
@@ -86,40 +88,22 @@ impl RedisServer {
         server
     }
 
-    /// Writes the shipped ACL with the test passwords' hashes, as `deploy/redis/start.sh`
-    /// does (without comments, which Redis's ACL files do not take).
+    /// Writes the shipped ACL with the test passwords, rendered by the shipped
+    /// `deploy/redis/start.sh` itself (`ACL_RENDER_ONLY=1`), as compose and Kubernetes do.
     fn render_acl(&self) {
-        let template = std::fs::read_to_string(USERS_ACL).expect("deploy/redis/users.acl");
-        let sha = |password: &str| {
-            let out = Command::new("sha256sum")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .and_then(|mut child| {
-                    child
-                        .stdin
-                        .take()
-                        .expect("stdin")
-                        .write_all(password.as_bytes())?;
-                    child.wait_with_output()
-                })
-                .expect("sha256sum runs");
-            String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .next()
-                .expect("a hash")
-                .to_owned()
-        };
-        let rendered: String = template
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .map(|l| {
-                l.replace("@ADMIN_SHA256@", &sha(TEST_ADMIN_PASSWORD))
-                    .replace("@APP_SHA256@", &sha(TEST_APP_PASSWORD))
-                    + "\n"
-            })
-            .collect();
-        std::fs::write(self.dir.join("users.acl"), rendered).expect("write users.acl");
+        let rendered = Command::new("sh")
+            .arg(START_SH)
+            .env("REDIS_PASSWORD", TEST_ADMIN_PASSWORD)
+            .env("REDIS_APP_PASSWORD", TEST_APP_PASSWORD)
+            .env("ACL_TEMPLATE", USERS_ACL)
+            .env("ACL_OUT", self.dir.join("users.acl"))
+            .env("ACL_RENDER_ONLY", "1")
+            .status()
+            .expect("sh runs deploy/redis/start.sh");
+        assert!(
+            rendered.success(),
+            "deploy/redis/start.sh could not render the ACL"
+        );
     }
 
     fn spawn(&mut self) {

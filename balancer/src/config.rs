@@ -111,23 +111,27 @@ impl InternalPaths {
 }
 
 /// A comma-separated list of absolute paths, or `none`.
-fn parse_internal_paths(s: &str) -> Result<InternalPaths, String> {
-    if s.trim().is_empty() || s.trim().eq_ignore_ascii_case("none") {
-        return Ok(InternalPaths::default());
+impl std::str::FromStr for InternalPaths {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<InternalPaths, String> {
+        if s.trim().is_empty() || s.trim().eq_ignore_ascii_case("none") {
+            return Ok(InternalPaths::default());
+        }
+        s.split(',')
+            .map(str::trim)
+            .map(|p| {
+                if p.starts_with('/') && !p.bytes().any(|b| b.is_ascii_whitespace() || b == b'?') {
+                    Ok(p.to_owned())
+                } else {
+                    Err(format!(
+                        "`{p}` must be an absolute path without a query (e.g. /metrics), or `none`"
+                    ))
+                }
+            })
+            .collect::<Result<_, _>>()
+            .map(InternalPaths)
     }
-    s.split(',')
-        .map(str::trim)
-        .map(|p| {
-            if p.starts_with('/') && !p.bytes().any(|b| b.is_ascii_whitespace() || b == b'?') {
-                Ok(p.to_owned())
-            } else {
-                Err(format!(
-                    "`{p}` must be an absolute path without a query (e.g. /metrics), or `none`"
-                ))
-            }
-        })
-        .collect::<Result<_, _>>()
-        .map(InternalPaths)
 }
 
 /// Balancer configuration. Each flag can also be given by the environment variable in its name.
@@ -209,7 +213,7 @@ pub struct Config {
     /// Paths the public port answers 404 without asking a replica (comma-separated, or
     /// `none`): the replicas' internals. The balancer checks replicas directly, and metrics
     /// are scraped from each replica and from `ADMIN_ADDR`.
-    #[arg(long, env = "INTERNAL_PATHS", default_value = "/metrics,/readyz,/healthz", value_parser = parse_internal_paths)]
+    #[arg(long, env = "INTERNAL_PATHS", default_value = "/metrics,/readyz,/healthz", value_parser = clap::value_parser!(InternalPaths))]
     pub internal_paths: InternalPaths,
 
     /// Consecutive passing health checks that put a backend in rotation.
