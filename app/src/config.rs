@@ -129,6 +129,14 @@ pub struct Config {
     #[arg(long, env = "SESSION_LOCK_GROUP_COMMIT", default_value = "on", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub session_lock_group_commit: bool,
 
+    /// Optimistic first try (`on`): a write of a session that nobody else on this replica is
+    /// using, and whose lock is free, runs without taking the lock and is written only if
+    /// the record is still the one it read (compare-and-set); if it changed or was locked
+    /// meanwhile, nothing is written and the request runs again under the lock. `off`: every
+    /// write takes the lock first.
+    #[arg(long, env = "SESSION_LOCK_OPTIMISTIC", default_value = "on", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub session_lock_optimistic: bool,
+
     /// Milliseconds a request waits for its session's lock before answering 503.
     #[arg(long, env = "SESSION_LOCK_WAIT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub session_lock_wait_ms: u64,
@@ -200,6 +208,7 @@ impl Config {
             session_lock_wait_ms: 5000,
             session_lock_handoffs: 8,
             session_lock_group_commit: true,
+            session_lock_optimistic: true,
             redis_timeout_ms: 500,
             redis_pool_size: 2,
             request_timeout: 10,
@@ -297,6 +306,10 @@ mod tests {
             (&["--session-secret", "short"][..], "SESSION_SECRET"),
             (&["--node-name", "bad\nname"][..], "NODE_NAME"),
             (&["--session-lock", "maybe"][..], "SESSION_LOCK"),
+            (
+                &["--session-lock-optimistic", "maybe"][..],
+                "SESSION_LOCK_OPTIMISTIC",
+            ),
         ] {
             let err = parse(args).expect_err("must be rejected");
             assert_eq!(err.exit_code(), 2, "{args:?}");

@@ -15,6 +15,7 @@ pub mod outcome;
 pub mod record;
 pub mod redis;
 pub mod replay;
+pub mod rerun;
 pub mod routes;
 pub mod sentinel;
 pub mod server;

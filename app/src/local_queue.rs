@@ -12,13 +12,22 @@
 //! carries both changes. Each request is answered only once that write is acknowledged (or
 //! with the write's failure).
 //!
-//! Nothing is kept between requests once the line is empty. A hand-off that nobody takes
+//! A write that tries without the lock first (optimistic, see [`crate::lock_scope`]) does
+//! so only from an empty line, and holds the line's turn meanwhile: a second request of the
+//! same session here queues behind it and then takes the lock, instead of racing it. A
+//! session is marked *contended* for [`CONTENDED_FOR`] whenever one of its requests had to
+//! wait in line, found its lock held, or lost an optimistic write: its writes then take the
+//! lock at once (with the hand-offs above).
+//!
+//! Nothing is kept between requests once the line is empty (but the contended mark, which
+//! is bounded in number and time). A hand-off that nobody takes
 //! (the next in line gave up) is settled by whoever notices last: its record written if it
 //! carries deferred changes, its lock released.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedMutexGuard;
 use tower_sessions::session::{Id, Record};
@@ -52,9 +61,43 @@ struct Line {
 /// Called with a hand-off nobody took: the lock must be freed in Redis.
 pub type Orphaned = Arc<dyn Fn(Id, HandOff) + Send + Sync>;
 
+/// How long a session counts as contended after the last sign of it.
+pub const CONTENDED_FOR: Duration = Duration::from_secs(2);
+/// Most contended marks kept; past it, expired ones are dropped, and if none has expired
+/// the marks are cleared (a mark only saves an optimistic try that would fail).
+const CONTENDED_KEPT: usize = 4096;
+
+/// Sessions recently contended, and when that was last seen.
+#[derive(Debug, Default)]
+struct Recent {
+    contended: HashMap<Id, Instant>,
+}
+
+impl Recent {
+    fn is_contended(&self, id: Id) -> bool {
+        self.contended
+            .get(&id)
+            .is_some_and(|seen| seen.elapsed() < CONTENDED_FOR)
+    }
+
+    fn mark_contended(&mut self, id: Id) {
+        let now = Instant::now();
+        let marks = &mut self.contended;
+        if marks.len() >= CONTENDED_KEPT && !marks.contains_key(&id) {
+            marks.retain(|_, seen| now.duration_since(*seen) < CONTENDED_FOR);
+            if marks.len() >= CONTENDED_KEPT {
+                marks.clear();
+            }
+        }
+        marks.insert(id, now);
+    }
+}
+
 /// Every session's line on this replica.
 pub struct LocalQueues {
     lines: Mutex<HashMap<Id, Arc<Line>>>,
+    /// Sessions recently contended.
+    recent: Mutex<Recent>,
     orphaned: Orphaned,
 }
 
@@ -94,16 +137,69 @@ impl LocalQueues {
     pub fn new(orphaned: Orphaned) -> LocalQueues {
         LocalQueues {
             lines: Mutex::new(HashMap::new()),
+            recent: Mutex::new(Recent::default()),
             orphaned,
         }
     }
 
-    /// Waits for this request's turn at session `id` (first come, first served).
-    pub async fn turn(self: &Arc<Self>, id: Id) -> Turn {
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The turn at session `id` for an optimistic write, when the session is quiet here:
+    /// nobody of it in line, not marked contended. `None` (and the session marked, if it has
+    /// a line) otherwise.
+    pub fn uncontended_turn(self: &Arc<Self>, id: Id) -> Option<Turn> {
+        if self.is_contended(id) {
+            return None;
+        }
         let line = {
             let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::clone(lines.entry(id).or_default())
+            if lines.contains_key(&id) {
+                drop(lines);
+                self.mark_contended(id);
+                return None;
+            }
+            let line = Arc::new(Line::default());
+            lines.insert(id, Arc::clone(&line));
+            line
         };
+        // Nobody else can hold a line made just now.
+        let guard = Arc::clone(&line.turn).try_lock_owned().ok();
+        Some(Turn {
+            id,
+            line,
+            guard,
+            queues: Arc::clone(self),
+        })
+    }
+
+    /// Marks session `id` contended from now on, for [`CONTENDED_FOR`].
+    pub fn mark_contended(&self, id: Id) {
+        self.recent().mark_contended(id);
+    }
+
+    /// True when session `id` was contended within [`CONTENDED_FOR`].
+    pub fn is_contended(&self, id: Id) -> bool {
+        self.recent().is_contended(id)
+    }
+
+    /// Waits for this request's turn at session `id` (first come, first served).
+    pub async fn turn(self: &Arc<Self>, id: Id) -> Turn {
+        let (line, queued) = {
+            let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+            match lines.get(&id) {
+                Some(line) => (Arc::clone(line), true),
+                None => {
+                    let line = Arc::new(Line::default());
+                    lines.insert(id, Arc::clone(&line));
+                    (line, false)
+                }
+            }
+        };
+        if queued {
+            self.mark_contended(id);
+        }
         line.waiting.fetch_add(1, Ordering::AcqRel);
         let waiting = Waiting {
             id,

@@ -15,6 +15,15 @@
 //! Requests of one session on this replica wait in line ([`crate::local_queue`]); the head
 //! takes the lock from Redis, or from the previous request's hand-off.
 //!
+//! With `SESSION_LOCK_OPTIMISTIC=on`, a request that can be replayed whole ([`Rerun`]) first
+//! runs without the lock when its session is quiet here (no line, not contended lately): the
+//! load peeks at the record and the lock, and the save is a compare-and-set
+//! ([`SessionLock::save_optimistic`]). If that finds the record changed or locked, nothing
+//! was written: the answer of this run is dropped and the request runs again under the lock,
+//! keeping its turn in the line. An optimistic run holds no lock, so nothing of it needs
+//! giving back; if it meets a held lock at the peek, or deletes the session, it takes the lock
+//! in the same run instead.
+//!
 //! While the lock is held its lease is renewed every third of a lease. The hold ends with the
 //! save, or when the request ends (answered, failed, cut off by `REQUEST_TIMEOUT`, or dropped
 //! because the client went away): a lock still held, or an acquire or save still in flight,
@@ -28,19 +37,17 @@ use std::{
     time::Duration,
 };
 
-use axum::{
-    extract::{Request, State},
-    middleware::Next,
-    response::Response,
-};
+use axum::{extract::Request, response::Response};
+use fred::bytes::Bytes;
 use tower_sessions::session::{Id, Record};
 
 use tokio::time::Instant;
 
 use crate::{
     local_queue::{Ack, HandOff, Turn},
-    outcome::Failure,
-    session_lock::{LockError, SessionLock, new_token},
+    outcome::{self, Failure},
+    rerun::Rerun,
+    session_lock::{LockError, Optimistic, OptimisticKeys, Peeked, SessionLock, new_token},
 };
 
 /// Where this request is with its session's lock.
@@ -48,6 +55,13 @@ use crate::{
 enum Hold {
     /// Nothing taken yet.
     Idle,
+    /// Running without the lock: the record was read as `seen` while nobody held the lock,
+    /// and will be written only if it is still `seen` (compare-and-set).
+    Optimistic {
+        id: Id,
+        seen: Bytes,
+        keys: OptimisticKeys,
+    },
     /// An acquire was sent with this token; it may or may not have been applied.
     Acquiring { id: Id, token: String },
     /// The lock is ours.
@@ -72,6 +86,11 @@ struct Scope {
     hand_offs: Cell<u32>,
     /// Earlier requests' changes that came unwritten with the record (group commit).
     carried: RefCell<Option<Carried>>,
+    /// Whether this run may try without the lock first (it can be run again).
+    optimistic: bool,
+    /// Set when the optimistic write found the record changed: nothing was written, and the
+    /// request must run again under the lock.
+    conflict: Cell<bool>,
 }
 
 /// The record as the previous request left it, unwritten, and the requests whose changes
@@ -109,7 +128,7 @@ impl Drop for Scope {
             | Hold::Writing { id, token } => {
                 SessionLock::clone(&self.lock).abandon(id.to_string(), token);
             }
-            Hold::Idle | Hold::Done | Hold::Deferred => {}
+            Hold::Idle | Hold::Done | Hold::Deferred | Hold::Optimistic { .. } => {}
         }
     }
 }
@@ -172,23 +191,62 @@ fn take_hand_off() -> Option<HandOff> {
     SCOPE.with(|s| s.turn.borrow_mut().as_mut().and_then(Turn::take_hand_off))
 }
 
-/// Locks session `id` and loads its record: from the previous request's hand-off on this
-/// replica (no round trip), or with the lock from Redis (one). `None` when this request
-/// takes no lock (outside [`lock_session`], or the lock is held already): the store then
-/// loads the plain way.
+/// Loads session `id`'s record for a write. Optimistically, when this run may and nobody
+/// else uses the session here or holds its lock: the record and the lock's state in one
+/// round trip, no lock taken. Otherwise it locks the session: from the previous request's
+/// hand-off on this replica (no round trip), or with the lock from Redis (one). `None` when
+/// this request takes no lock (outside [`lock_session`], or the lock is held already): the
+/// store then loads the plain way.
 pub(crate) async fn load(id: &Id) -> Option<Result<Option<Record>, LockError>> {
     let lock = lock()?;
-    let idle = SCOPE.with(|s| matches!(&*s.state.borrow(), Hold::Idle));
+    let (idle, optimistic) = SCOPE.with(|s| {
+        let idle = matches!(&*s.state.borrow(), Hold::Idle);
+        (idle, s.optimistic && s.turn.borrow().is_none())
+    });
     if !idle {
         return None;
     }
+    if optimistic && let Some(turn) = lock.local.uncontended_turn(*id) {
+        // Held while the write runs: a later request of the session here queues behind it.
+        SCOPE.with(|s| *s.turn.borrow_mut() = Some(turn));
+        match lock.peek(id).await {
+            // Nothing was taken: nothing to undo.
+            Err(err) => return Some(Err(LockError::Redis(err))),
+            Ok(Peeked {
+                record: seen,
+                locked: false,
+                keys,
+            }) => {
+                let record = seen.as_deref().and_then(crate::record::decode);
+                // A record that is absent or undecodable makes a fresh session (a create,
+                // which needs no lock).
+                if let (Some(seen), Some(_)) = (seen, &record) {
+                    replace(Hold::Optimistic {
+                        id: *id,
+                        seen,
+                        keys,
+                    });
+                }
+                return Some(Ok(record));
+            }
+            // Locked elsewhere: take the lock, keeping this request's place in line.
+            Ok(_) => lock.local.mark_contended(*id),
+        }
+    }
+    // Boxed: the lock's wait and acquire make a large future, which the optimistic path
+    // (most writes) should not carry.
+    Some(Box::pin(load_locked(&lock, id)).await)
+}
+
+/// Locks session `id` and loads its record (see [`load`]).
+async fn load_locked(lock: &Arc<SessionLock>, id: &Id) -> Result<Option<Record>, LockError> {
     let start = Instant::now();
     let deadline = start + lock.wait;
-    if let Err(err) = take_turn(&lock, id, deadline).await {
+    if let Err(err) = take_turn(lock, id, deadline).await {
         lock.metrics
             .lock_wait
             .observe(start.elapsed().as_secs_f64());
-        return Some(Err(err));
+        return Err(err);
     }
     if let Some(hand_off) = take_hand_off() {
         replace(Hold::Held {
@@ -208,7 +266,7 @@ pub(crate) async fn load(id: &Id) -> Option<Result<Option<Record>, LockError>> {
             .lock_wait
             .observe(start.elapsed().as_secs_f64());
         lock.metrics.lock_hand_offs.inc();
-        return Some(Ok(Some(hand_off.record)));
+        return Ok(Some(hand_off.record));
     }
     let token = new_token();
     replace(Hold::Acquiring {
@@ -224,15 +282,15 @@ pub(crate) async fn load(id: &Id) -> Option<Result<Option<Record>, LockError>> {
         // attempt: leave the line and let go once Redis answers.
         Err(LockError::Timeout) => {
             replace(Hold::Idle);
-            SessionLock::clone(&lock).abandon(id.to_string(), token);
+            SessionLock::clone(lock).abandon(id.to_string(), token);
         }
         // The acquire may still run at Redis: undo it once Redis answers.
         Err(LockError::Redis(_)) => {
             replace(Hold::Done);
-            SessionLock::clone(&lock).abandon(id.to_string(), token);
+            SessionLock::clone(lock).abandon(id.to_string(), token);
         }
     }
-    Some(acquired)
+    acquired
 }
 
 /// Why a locked write did not happen.
@@ -244,6 +302,46 @@ pub(crate) enum WriteError {
     /// A write of a session this request does not hold the lock of: a bug in the routes.
     #[error("refused a write of a session whose lock this request does not hold")]
     Unlocked,
+    /// The optimistic write found the record changed or locked; nothing was written, and
+    /// [`lock_session`] runs the request again under the lock.
+    #[error("the session changed meanwhile; running the request again under the lock")]
+    Conflict,
+}
+
+/// The bytes this request read of session `id` and the keys, when it runs optimistically.
+fn optimistic_seen(id: &Id) -> Option<(Bytes, OptimisticKeys)> {
+    SCOPE
+        .try_with(|s| match &*s.state.borrow() {
+            Hold::Optimistic {
+                id: read,
+                seen,
+                keys,
+            } if read == id => Some((seen.clone(), keys.clone())),
+            _ => None,
+        })
+        .ok()
+        .flatten()
+}
+
+/// The optimistic write: compare-and-set; on a conflict, the request is marked to run again.
+async fn save_optimistic(
+    lock: &SessionLock,
+    id: &Id,
+    (seen, keys): (Bytes, OptimisticKeys),
+    bytes: &[u8],
+    ttl: Duration,
+) -> Result<(), WriteError> {
+    replace(Hold::Done);
+    match lock.save_optimistic(id, &keys, &seen, bytes, ttl).await {
+        Ok(Optimistic::Written) => Ok(()),
+        Ok(Optimistic::Conflict) => {
+            lock.local.mark_contended(*id);
+            SCOPE.with(|s| s.conflict.set(true));
+            outcome::nothing_written();
+            Err(WriteError::Conflict)
+        }
+        Err(failure) => Err(WriteError::Store(failure)),
+    }
 }
 
 /// Answers the earlier requests whose changes the write just made carried.
@@ -259,6 +357,15 @@ fn settle_carried(result: Result<(), Failure>) {
 /// changes; without, written first with the lease renewed. Refused outside
 /// [`lock_session`] or when this request does not hold the lock.
 pub(crate) async fn save(record: &Record, bytes: &[u8], ttl: Duration) -> Result<(), WriteError> {
+    if let (Some(lock), Some(seen)) = (lock(), optimistic_seen(&record.id)) {
+        return save_optimistic(&lock, &record.id, seen, bytes, ttl).await;
+    }
+    // Boxed, like the locked load: the optimistic path's future stays small.
+    Box::pin(save_locked(record, bytes, ttl)).await
+}
+
+/// [`save`] under the lock.
+async fn save_locked(record: &Record, bytes: &[u8], ttl: Duration) -> Result<(), WriteError> {
     let id = &record.id;
     let (Some(lock), Some(token)) = (lock(), held(id)) else {
         return Err(WriteError::Unlocked);
@@ -346,8 +453,15 @@ async fn flush_carried(lock: &SessionLock) {
 /// (waiting in line like a write). Refused outside [`lock_session`].
 pub(crate) async fn delete(id: &Id) -> Result<(), WriteError> {
     let lock = lock().ok_or(WriteError::Unlocked)?;
-    if held(id).is_none()
-        && let Some(Err(err)) = load(id).await
+    if optimistic_seen(id).is_some() {
+        // A delete always takes the lock: it has nothing to compare.
+        replace(Hold::Idle);
+        if let Err(err) = load_locked(&lock, id).await {
+            return Err(WriteError::Store(err.failure()));
+        }
+    } else if held(id).is_none()
+        && SCOPE.with(|s| matches!(&*s.state.borrow(), Hold::Idle))
+        && let Err(err) = Box::pin(load_locked(&lock, id)).await
     {
         return Err(WriteError::Store(err.failure()));
     }
@@ -370,34 +484,158 @@ async fn release_or_abandon(lock: &SessionLock, id: &Id, token: String) {
     }
 }
 
-/// Middleware: opens the lock scope for a route that writes, renews the lease while the lock
-/// is held, and gives it back when the request is done.
-pub async fn lock_session(
-    State(lock): State<Arc<SessionLock>>,
+/// The layer that opens the lock scope for a route that writes ([`lock_session`]). A plain
+/// tower layer rather than `axum::middleware::from_fn`: it composes with the session layer
+/// into one route level, so a write pays for no extra boxed service per request.
+#[derive(Debug, Clone)]
+pub struct LockLayer {
+    lock: Arc<SessionLock>,
+}
+
+impl LockLayer {
+    /// Lock scopes on `lock`.
+    pub fn new(lock: Arc<SessionLock>) -> LockLayer {
+        LockLayer { lock }
+    }
+}
+
+impl<S> tower::Layer<S> for LockLayer {
+    type Service = LockService<S>;
+
+    fn layer(&self, inner: S) -> LockService<S> {
+        LockService {
+            inner,
+            lock: self.lock.clone(),
+        }
+    }
+}
+
+/// See [`LockLayer`].
+#[derive(Debug, Clone)]
+pub struct LockService<S> {
+    inner: S,
+    lock: Arc<SessionLock>,
+}
+
+impl<S> tower::Service<Request> for LockService<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Response, std::convert::Infallible>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The instance polled ready serves this request; a fresh clone waits for the next.
+        let fresh = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, fresh);
+        Box::pin(lock_session(self.lock.clone(), req, ready))
+    }
+}
+
+/// Opens the lock scope for a request that writes, renews the lease while the lock is held,
+/// and gives it back when the request is done. With optimistic writes on, a request that can
+/// be run again ([`Rerun`]) first runs without the lock; when its compare-and-set finds the
+/// session changed, nothing was written, its answer is dropped, and it runs again under the
+/// lock.
+async fn lock_session<S>(
+    lock: Arc<SessionLock>,
     req: Request,
-    next: Next,
-) -> Response {
+    mut inner: S,
+) -> Result<Response, std::convert::Infallible>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
+    if !lock.optimistic {
+        return Ok(run_in_scope(&lock, inner.call(req), Run::Locked(None))
+            .await
+            .0);
+    }
+    let (req, rerun) = match Rerun::keep(req).await {
+        Ok(kept) => kept,
+        Err(res) => return Ok(res),
+    };
+    let Some(rerun) = rerun else {
+        return Ok(run_in_scope(&lock, inner.call(req), Run::Locked(None))
+            .await
+            .0);
+    };
+    let (res, conflict) = run_in_scope(&lock, inner.call(req), Run::Optimistic).await;
+    let Some(turn) = conflict else {
+        return Ok(res);
+    };
+    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+    // Boxed: the rare second run should not double the size of every request's future.
+    let again = run_in_scope(&lock, inner.call(rerun.request()), Run::Locked(turn));
+    Ok(Box::pin(again).await.0)
+}
+
+/// How a run of the request goes at its session.
+enum Run {
+    /// Without the lock first, if the session is quiet here.
+    Optimistic,
+    /// Under the lock, from the given place in line if it has one (a second run keeps the
+    /// first run's turn, so it does not go to the back of the line).
+    Locked(Option<Turn>),
+}
+
+/// One run of the request in a fresh lock scope. Returns the answer and, when the run's
+/// optimistic write found the session changed (nothing was written), `Some` with the
+/// request's turn in line, if it held one, for the second run.
+async fn run_in_scope<F>(
+    lock: &Arc<SessionLock>,
+    run: F,
+    how: Run,
+) -> (Response, Option<Option<Turn>>)
+where
+    F: Future<Output = Result<Response, std::convert::Infallible>>,
+{
+    let (optimistic, turn) = match how {
+        Run::Optimistic => (true, None),
+        Run::Locked(turn) => (false, turn),
+    };
     let scope = Scope {
         lock: lock.clone(),
         state: RefCell::new(Hold::Idle),
-        turn: RefCell::new(None),
+        turn: RefCell::new(turn),
         hand_offs: Cell::new(0),
         carried: RefCell::new(None),
+        optimistic,
+        conflict: Cell::new(false),
     };
     SCOPE
         .scope(scope, async move {
-            let run = next.run(req);
             tokio::pin!(run);
             let res = tokio::select! {
                 biased;
                 res = &mut run => res,
                 // Lock lost (Redis unreachable for a whole lease): let the request finish;
                 // its fenced save will refuse to write.
-                () = renew_after_a_third(&lock) => run.await,
+                () = renew_once_held(lock) => run.await,
             };
-            flush_carried(&lock).await;
+            let res = match res {
+                Ok(res) => res,
+                Err(never) => match never {},
+            };
+            // The Redis calls below are rare at this point, and their futures are large:
+            // boxed, they cost only the requests that make them, not every request's future.
+            if SCOPE.with(|s| s.carried.borrow().is_some()) {
+                Box::pin(flush_carried(lock)).await;
+            }
             if let Some(Hold::Held { id, token }) = replace(Hold::Done) {
-                release_or_abandon(&lock, &id, token).await;
+                Box::pin(release_or_abandon(lock, &id, token)).await;
             }
             // A hand-off left for a request that gave up: free the lock in Redis now.
             let unclaimed = SCOPE.with(|s| {
@@ -405,17 +643,30 @@ pub async fn lock_session(
                 turn.as_mut().and_then(Turn::unclaimed_hand_off)
             });
             if let Some(left) = unclaimed {
-                release_or_abandon(&lock, &left.record.id, left.token).await;
+                Box::pin(release_or_abandon(lock, &left.record.id, left.token)).await;
             }
-            res
+            let conflict = SCOPE.with(|s| s.conflict.get().then(|| s.turn.borrow_mut().take()));
+            (res, conflict)
         })
         .await
 }
 
-/// Waits a third of a lease, then renews while the request runs: most requests end before,
-/// and pay only for one timer (the renewal future, with its Redis call, is boxed and made
-/// only for slow ones).
-async fn renew_after_a_third(lock: &SessionLock) {
+/// Once the request holds the lock, waits a third of a lease, then renews while the request
+/// runs: most requests end before, and pay only for one timer (the renewal future, with its
+/// Redis call, is boxed and made only for slow ones); an optimistic run, which never takes
+/// the lock, pays for none.
+///
+/// No waker is needed for the first step: the lock is only ever taken while the request
+/// itself is polled, and the `select!` in [`run_in_scope`] polls this right after it.
+async fn renew_once_held(lock: &SessionLock) {
+    std::future::poll_fn(|_| {
+        if held_lock().is_some() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
     tokio::time::sleep(lock.lease / 3).await;
     Box::pin(renew_while_held(lock)).await;
 }

@@ -59,8 +59,8 @@ const ACQUIRE_LUA: &str = concat!(
     "redis.call('set', KEYS[4], ARGV[1], 'PX', ARGV[3]) end ",
     "return {0}"
 );
-/// KEYS: record, lock, saves, waiting. ARGV: bytes, expiry ms, token, saves kept, saves ttl
-/// ms, keep (1: renew the lease for a hand-off, 0: let go), lease ms, channel, id, save id.
+/// KEYS: record, lock, saves, waiting. ARGV: bytes, expiry ms, token, last index of the saves
+/// kept (a string: Lua arithmetic would format a float for every call), saves ttl ms, keep (1: renew the lease for a hand-off, 0: let go), lease ms, channel, id, save id.
 /// 1 written, 0 the lock is not ours (nothing written), 2 the record is gone (not revived).
 const SAVE_LUA: &str = concat!(
     "if redis.call('get', KEYS[2]) ~= ARGV[3] then return 0 end ",
@@ -69,7 +69,7 @@ const SAVE_LUA: &str = concat!(
     let_go!("2", "4", "7", "8", "9"),
     "return 2 end ",
     "redis.call('lpush', KEYS[3], ARGV[10]) ",
-    "redis.call('ltrim', KEYS[3], 0, tonumber(ARGV[4]) - 1) ",
+    "redis.call('ltrim', KEYS[3], 0, ARGV[4]) ",
     "redis.call('pexpire', KEYS[3], ARGV[5]) ",
     "if ARGV[6] == '1' then redis.call('pexpire', KEYS[2], ARGV[7]) else ",
     let_go!("2", "4", "7", "8", "9"),
@@ -111,6 +111,25 @@ const ABANDON_LUA: &str = concat!(
     let_go!("1", "3", "3", "4", "5"),
     "return 1 end ",
     "redis.call('set', KEYS[2], '1', 'PX', ARGV[2]) return 0"
+);
+/// KEYS: record, lock. ARGV: the record's bytes as the request read them, the new bytes,
+/// expiry ms. The optimistic write: compare-and-set, refused while anyone holds the lock.
+/// 1 written, 0 changed or locked meanwhile (nothing written), 2 the record is gone.
+const CAS_SAVE_LUA: &str = concat!(
+    "local cur = redis.call('get', KEYS[1]) ",
+    "if not cur then return 2 end ",
+    "if cur ~= ARGV[1] or redis.call('exists', KEYS[2]) == 1 then return 0 end ",
+    "redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1"
+);
+/// KEYS: record. ARGV: the bytes read, the bytes written. After an optimistic write whose
+/// answer was lost: 1 applied (the record holds what it wrote); 0 not applied, and now never
+/// will be (the record still holds what it read: one trailing space is appended, which
+/// changes no decoded value but fails the late compare-and-set); 2 cannot tell.
+const CAS_RESOLVE_LUA: &str = concat!(
+    "local cur = redis.call('get', KEYS[1]) ",
+    "if cur == ARGV[2] then return 1 end ",
+    "if cur == ARGV[1] then redis.call('set', KEYS[1], ARGV[1] .. ' ', 'KEEPTTL') return 0 end ",
+    "return 2"
 );
 /// KEYS: lock. ARGV: token, lease ms. Extends the lease only if the lock is still ours.
 const RENEW_LUA: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
@@ -166,6 +185,8 @@ pub(crate) static DELETE_HELD: Lua = Lua::new(DELETE_HELD_LUA);
 pub(crate) static RELEASE: Lua = Lua::new(RELEASE_LUA);
 pub(crate) static ABANDON: Lua = Lua::new(ABANDON_LUA);
 pub(crate) static RENEW: Lua = Lua::new(RENEW_LUA);
+pub(crate) static CAS_SAVE: Lua = Lua::new(CAS_SAVE_LUA);
+pub(crate) static CAS_RESOLVE: Lua = Lua::new(CAS_RESOLVE_LUA);
 
 /// Loads every script into Redis (every master, in a cluster) once it answers, so even the
 /// first calls go as `EVALSHA`.
@@ -181,6 +202,8 @@ pub fn preload(pool: &Pool) {
             &RELEASE,
             &ABANDON,
             &RENEW,
+            &CAS_SAVE,
+            &CAS_RESOLVE,
         ] {
             if let Err(err) = client.script_load_cluster::<(), _>(lua.text).await {
                 tracing::debug!(%err, "preloading a lock script failed; EVAL will load it");

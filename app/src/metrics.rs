@@ -58,6 +58,11 @@ pub struct Metrics {
     pub unknown_outcomes: Counter,
     /// Locks passed from one request of a session to the next on this replica.
     pub lock_hand_offs: Counter,
+    /// Writes that ran without the lock and were written by compare-and-set.
+    pub optimistic_writes: Counter,
+    /// Optimistic writes that found the record changed or locked: nothing was written and
+    /// the request ran again under the lock.
+    pub optimistic_conflicts: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -78,6 +83,8 @@ impl Metrics {
         let lock_timeouts = Counter::default();
         let unknown_outcomes = Counter::default();
         let lock_hand_offs = Counter::default();
+        let optimistic_writes = Counter::default();
+        let optimistic_conflicts = Counter::default();
         registry.register("http_requests", "HTTP requests served", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -109,6 +116,16 @@ impl Metrics {
             "Session locks handed from one request to the next on this replica, without Redis",
             lock_hand_offs.clone(),
         );
+        registry.register(
+            "session_optimistic_writes",
+            "Session writes made without the lock, by compare-and-set",
+            optimistic_writes.clone(),
+        );
+        registry.register(
+            "session_optimistic_conflicts",
+            "Optimistic session writes that found the record changed or locked and ran again under the lock",
+            optimistic_conflicts.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -118,6 +135,8 @@ impl Metrics {
             lock_timeouts,
             unknown_outcomes,
             lock_hand_offs,
+            optimistic_writes,
+            optimistic_conflicts,
         }
     }
 

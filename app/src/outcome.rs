@@ -75,6 +75,13 @@ pub fn write_sent() {
     let _ = TRACKER.try_with(|t| t.write_sent.set(true));
 }
 
+/// Records that the write sent was refused without writing anything (an optimistic write
+/// that found the session changed): the request runs again, and until it writes, a timeout
+/// may say that nothing was written.
+pub fn nothing_written() {
+    let _ = TRACKER.try_with(|t| t.write_sent.set(false));
+}
+
 fn plain(status: StatusCode, body: &'static str, retry_after: bool) -> Response {
     let mut res = (status, body).into_response();
     if retry_after {

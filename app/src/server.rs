@@ -22,6 +22,7 @@ use axum::{
     routing::{MethodRouter, get, post},
 };
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tower_http::{catch_panic::CatchPanicLayer, set_header::SetResponseHeaderLayer};
 use tower_sessions::{
     Expiry, SessionManagerLayer,
@@ -108,6 +109,7 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
                 resolve: config.redis_timeout() * 2,
                 hand_offs: config.session_lock_handoffs,
                 group_commit: config.session_lock_group_commit,
+                optimistic: config.session_lock_optimistic,
                 codec: config.session_codec,
             };
             Some(SessionLock::new(
@@ -168,20 +170,23 @@ fn session_routes<C: CookieController + Send + Sync + 'static>(
     sessions: SessionManagerLayer<AppStore, C>,
     lock: Option<Arc<SessionLock>>,
 ) -> Router<AppState> {
+    // Each route gets its layers as one composed layer: one route level, so one boxed
+    // service per request, however many layers it holds.
     let read = |route: MethodRouter<AppState>| -> MethodRouter<AppState> {
-        route
-            .layer::<_, std::convert::Infallible>(middleware::from_fn(telemetry::note_session))
-            .layer(sessions.clone())
+        route.layer(
+            ServiceBuilder::new()
+                .layer(sessions.clone())
+                .layer(middleware::from_fn(telemetry::note_session)),
+        )
     };
-    let write = |route: MethodRouter<AppState>| {
-        let route = read(route);
-        match &lock {
-            Some(lock) => route.layer(middleware::from_fn_with_state(
-                lock.clone(),
-                lock_scope::lock_session,
-            )),
-            None => route,
-        }
+    let write = |route: MethodRouter<AppState>| match &lock {
+        Some(lock) => route.layer(
+            ServiceBuilder::new()
+                .layer(lock_scope::LockLayer::new(lock.clone()))
+                .layer(sessions.clone())
+                .layer(middleware::from_fn(telemetry::note_session)),
+        ),
+        None => read(route),
     };
     Router::new()
         .route(

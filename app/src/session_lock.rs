@@ -7,7 +7,20 @@
 //! write takes the session's lock when it first loads the session, and gives it back with
 //! its save, so one session's writes run one at a time across every replica.
 //!
-//! Each step is one Lua script, so each is atomic at Redis and costs one round trip:
+//! Most writes meet no other request of their session, so they first try without the lock
+//! (optimistic, `SESSION_LOCK_OPTIMISTIC`, driven by [`crate::lock_scope`]):
+//! - **Peek**: `MGET` of the record and the lock, one round trip.
+//! - **Compare-and-set**: one script writes the new record only if the record is still the
+//!   bytes the request read and nobody holds the lock; `0` means nothing was written and the
+//!   request runs again under the lock. Every locked writer changes the record before it lets
+//!   go of the lock, so a compare-and-set can never land between a locked load and its save.
+//! - **Resolve** (after a compare-and-set that Redis did not confirm): the record holds what it
+//!   wrote (applied), or still holds what it read: then one trailing space is appended, a
+//!   byte change that decodes to the same record ([`crate::record`]) but fails the late
+//!   compare-and-set, so it never applies.
+//!
+//! Under the lock, each step is one Lua script, so each is atomic at Redis and costs one
+//! round trip:
 //! - **Acquire**: `SET lock <random token> NX PX <lease>` and, in the same script, `GET` the
 //!   record: the lock adds no round trip to the load. When the lock is taken, the first
 //!   waiter writes its token as "next in line" (a short-lived key its retries keep alive),
@@ -47,7 +60,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use fred::{clients::Pool, types::Value};
+use fred::{
+    bytes::Bytes,
+    clients::Pool,
+    interfaces::KeysInterface,
+    types::{Key, Value},
+};
 use rand::Rng;
 use tokio::time::Instant;
 use tower_sessions::session::{Id, Record};
@@ -56,7 +74,10 @@ use crate::{
     config::SessionCodec,
     keys::Keys,
     local_queue::{Ack, HandOff, LocalQueues},
-    lock_scripts::{ABANDON, ACQUIRE, DELETE_HELD, RELEASE, RENEW, RESOLVE, SAVE, WAITING_MS},
+    lock_scripts::{
+        ABANDON, ACQUIRE, CAS_RESOLVE, CAS_SAVE, DELETE_HELD, RELEASE, RENEW, RESOLVE, SAVE,
+        WAITING_MS,
+    },
     lock_wakeups::{self, Wakeups},
     metrics::Metrics,
     outcome::Failure,
@@ -89,6 +110,8 @@ pub struct SessionLock {
     pub hand_offs: u32,
     /// Whether a hand-off may pass the record on unwritten (group commit).
     pub group_commit: bool,
+    /// Whether an uncontended write may first try without the lock (compare-and-set).
+    pub optimistic: bool,
     /// Each session's line of requests on this replica.
     pub local: Arc<LocalQueues>,
     /// Waiters for locks held elsewhere, woken by the holder's release.
@@ -99,6 +122,35 @@ pub struct SessionLock {
     pub keys: Keys,
     /// How records are written.
     pub codec: SessionCodec,
+}
+
+/// A session's record key and lock key, made once for an optimistic read and its write.
+#[derive(Debug, Clone)]
+pub struct OptimisticKeys {
+    /// The record's key.
+    pub record: Key,
+    /// The lock's key.
+    pub lock: Key,
+}
+
+/// What [`SessionLock::peek`] saw.
+#[derive(Debug)]
+pub struct Peeked {
+    /// The record's bytes, if it exists.
+    pub record: Option<Bytes>,
+    /// Whether somebody holds the session's lock.
+    pub locked: bool,
+    /// The keys, for the write.
+    pub keys: OptimisticKeys,
+}
+
+/// What an optimistic write found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Optimistic {
+    /// Written: the record was still the one the request read, and nobody held the lock.
+    Written,
+    /// The record changed, or somebody held the lock: nothing was written.
+    Conflict,
 }
 
 /// Why no lock was taken.
@@ -135,6 +187,8 @@ pub struct LockSettings {
     pub hand_offs: u32,
     /// See [`SessionLock::group_commit`].
     pub group_commit: bool,
+    /// See [`SessionLock::optimistic`].
+    pub optimistic: bool,
     /// See [`SessionLock::codec`].
     pub codec: SessionCodec,
 }
@@ -163,6 +217,7 @@ impl SessionLock {
                 resolve: settings.resolve,
                 hand_offs: settings.hand_offs,
                 group_commit: settings.group_commit,
+                optimistic: settings.optimistic,
                 local: Arc::new(LocalQueues::new(orphaned)),
                 wakeups,
                 metrics,
@@ -265,6 +320,102 @@ impl SessionLock {
         .await
     }
 
+    /// Reads session `id`'s record and whether anybody holds its lock, in one command
+    /// (`MGET`; the record and the lock share a hash tag, so one Cluster slot).
+    pub async fn peek(&self, id: &Id) -> Result<Peeked, fred::error::Error> {
+        let keys = OptimisticKeys {
+            record: Key::from(self.keys.record(id)),
+            lock: Key::from(self.keys.lock(id)),
+        };
+        let values: Vec<Value> = self
+            .pool
+            .mget(vec![keys.record.clone(), keys.lock.clone()])
+            .await?;
+        let mut values = values.into_iter();
+        let record = values.next().and_then(Value::into_bytes);
+        let locked = values.next().is_some_and(|v| !v.is_null());
+        Ok(Peeked {
+            record,
+            locked,
+            keys,
+        })
+    }
+
+    /// Writes `bytes` as session `id`'s record, expiring `ttl` from now, only if the record
+    /// is still `seen` (the bytes this request read) and nobody holds the lock. A write
+    /// whose answer was lost is resolved: applied, or made sure never to apply.
+    pub async fn save_optimistic(
+        &self,
+        id: &Id,
+        keys: &OptimisticKeys,
+        seen: &Bytes,
+        bytes: &[u8],
+        ttl: Duration,
+    ) -> Result<Optimistic, Failure> {
+        let sent: Result<i64, _> = CAS_SAVE
+            .run(
+                &self.pool,
+                vec![keys.record.clone(), keys.lock.clone()],
+                vec![
+                    Value::Bytes(seen.clone()),
+                    Value::from(bytes),
+                    Value::from(millis(ttl)),
+                ],
+            )
+            .await;
+        match sent {
+            Ok(1) => {
+                self.metrics.optimistic_writes.inc();
+                Ok(Optimistic::Written)
+            }
+            Ok(2) => Err(Failure::Gone),
+            Ok(_) => {
+                self.metrics.optimistic_conflicts.inc();
+                Ok(Optimistic::Conflict)
+            }
+            Err(err) => {
+                tracing::warn!(%err, session = %abbrev(&id.to_string()), "optimistic save not confirmed; resolving");
+                Box::pin(self.resolve_optimistic(id, &keys.record, seen, bytes)).await
+            }
+        }
+    }
+
+    /// Finds out whether an optimistic write ran; if it has not, makes sure it never will.
+    async fn resolve_optimistic(
+        &self,
+        id: &Id,
+        record: &Key,
+        seen: &Bytes,
+        bytes: &[u8],
+    ) -> Result<Optimistic, Failure> {
+        let deadline = Instant::now() + self.resolve;
+        let written = Bytes::copy_from_slice(bytes);
+        while Instant::now() < deadline {
+            let answer: Result<i64, _> = CAS_RESOLVE
+                .run(
+                    &self.pool,
+                    vec![record.clone()],
+                    vec![Value::Bytes(seen.clone()), Value::Bytes(written.clone())],
+                )
+                .await;
+            match answer {
+                Ok(1) => {
+                    self.metrics.optimistic_writes.inc();
+                    return Ok(Optimistic::Written);
+                }
+                Ok(0) => return Err(Failure::Unavailable),
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::debug!(%err, "resolving an optimistic save: Redis still silent");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        self.metrics.unknown_outcomes.inc();
+        tracing::warn!(session = %abbrev(&id.to_string()), "optimistic save outcome unknown");
+        Err(Failure::Unknown)
+    }
+
     /// Writes `bytes` as session `id`'s record, expiring `ttl` from now, if `token` still
     /// holds the lock; then frees the lock, or with `keep` renews it for a local hand-off.
     /// Resolves a save that Redis did not confirm (and then never keeps the lock). Returns
@@ -292,7 +443,7 @@ impl SessionLock {
                     Value::from(bytes),
                     Value::from(millis(ttl)),
                     Value::from(token),
-                    Value::from(i64::from(SAVES_KEPT)),
+                    Value::from(i64::from(SAVES_KEPT) - 1),
                     Value::from(millis(SAVES_TTL)),
                     Value::from(if keep { "1" } else { "0" }),
                     Value::from(millis(self.lease)),

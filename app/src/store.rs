@@ -110,6 +110,8 @@ impl RedisSessions {
     fn write_failed(&self, err: WriteError) -> session_store::Error {
         match err {
             WriteError::Store(failure) => self.failed(failure, &err),
+            // Not flagged: the request runs again under the lock, and that run answers.
+            WriteError::Conflict => session_store::Error::Backend(err.to_string()),
             // Not flagged: a bug, answered 500.
             WriteError::Unlocked => {
                 tracing::error!(%err);

@@ -50,10 +50,13 @@ async fn requests_of_one_session_on_one_replica_are_served_in_arrival_order() {
 
 /// Two writes of one session on one replica, the second arriving while the first holds the
 /// lock; returns their answers, the Redis round trips `MONITOR` saw, and the hand-offs.
+/// The optimistic first try is off: the first write must hold the lock for it to be handed
+/// over (with it on, the first write takes no lock, and the second takes it from Redis).
 async fn two_overlapping_writes(group_commit: bool) -> ((u64, u64), Vec<String>, f64) {
     let cluster = Cluster::start(1, |c| {
         c.save_delay = Some(Duration::from_millis(200));
         c.session_lock_group_commit = group_commit;
+        c.session_lock_optimistic = false;
     })
     .await;
     let (cookie, _) = open_session(&cluster, "/api/session/views").await;
@@ -250,8 +253,13 @@ async fn visit_with_id(base: &str, cookie: &str, id: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn a_deferred_write_is_written_by_a_successor_that_writes_nothing_itself() {
-    // Arrange: request `old` applied; then a new request holds the lock for 200 ms.
-    let cluster = Cluster::start(1, |c| c.save_delay = Some(Duration::from_millis(200))).await;
+    // Arrange: request `old` applied; then a new request holds the lock for 200 ms (the
+    // optimistic first try is off: a write must hold the lock to pass its change on).
+    let cluster = Cluster::start(1, |c| {
+        c.save_delay = Some(Duration::from_millis(200));
+        c.session_lock_optimistic = false;
+    })
+    .await;
     let (cookie, _) = open_session(&cluster, "/session").await;
     let base = cluster.replicas[0].url();
     assert_eq!(
@@ -277,8 +285,13 @@ async fn a_deferred_write_is_written_by_a_successor_that_writes_nothing_itself()
 
 #[tokio::test]
 async fn when_the_write_that_carries_a_deferred_change_fails_both_answers_say_so() {
-    // Arrange: two writes queue on one replica; the first passes its change on unwritten.
-    let cluster = Cluster::start(1, |c| c.save_delay = Some(Duration::from_millis(200))).await;
+    // Arrange: two writes queue on one replica; the first passes its change on unwritten
+    // (it holds the lock: the optimistic first try is off).
+    let cluster = Cluster::start(1, |c| {
+        c.save_delay = Some(Duration::from_millis(200));
+        c.session_lock_optimistic = false;
+    })
+    .await;
     let (cookie, id) = open_session(&cluster, "/api/session/views").await;
     let base = cluster.replicas[0].url();
     let first = tokio::spawn({

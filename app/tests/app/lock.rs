@@ -167,7 +167,12 @@ fn lock_acquisitions(metrics: &str) -> f64 {
 
 #[tokio::test]
 async fn no_lock_is_taken_without_a_session_or_for_reads() {
-    let cluster = Cluster::start(1, |_| {}).await;
+    let cluster = Cluster::start(2, |c| {
+        if c.node_name.as_deref() == Some("node-1") {
+            c.session_lock_optimistic = false;
+        }
+    })
+    .await;
     let metrics_url = cluster.url(0, "/metrics");
     let anonymous = reqwest::Client::new();
     for _ in 0..3 {
@@ -188,8 +193,14 @@ async fn no_lock_is_taken_without_a_session_or_for_reads() {
     let text = metrics_text(&anonymous, &metrics_url).await;
     assert_eq!(lock_acquisitions(&text), 0.0, "{text}");
 
-    increment(&client, &cluster.replicas[0].url()).await; // a write with a session: locked
+    // A write with a session, on a quiet session: optimistic, so no lock either.
+    increment(&client, &cluster.replicas[0].url()).await;
     let text = metrics_text(&anonymous, &metrics_url).await;
+    assert_eq!(lock_acquisitions(&text), 0.0);
+    assert_eq!(metric(&text, "session_optimistic_writes_total"), 1.0);
+    // Without the optimistic try, the same write takes the lock once and lets it go.
+    increment(&client, &cluster.replicas[1].url()).await;
+    let text = metrics_text(&anonymous, &cluster.url(1, "/metrics")).await;
     assert_eq!(lock_acquisitions(&text), 1.0);
     assert_eq!(
         cluster.redis.cli(&["KEYS", "session:{*}:lock"]),

@@ -14,6 +14,7 @@ mod hot_session;
 mod lock;
 mod logout;
 mod observability;
+mod optimistic;
 mod redis_outage;
 mod redis_view;
 mod replay;

@@ -1,0 +1,261 @@
+//! The lock's optimistic first try (`SESSION_LOCK_OPTIMISTIC`, on by default): a write of a
+//! session that nobody else uses takes no lock and is written by compare-and-set; when the
+//! record changed meanwhile (or somebody took the lock), nothing is written and the request
+//! runs again, whole, under the lock.
+//!
+//! Attacked as a hostile but legal client would: two replicas racing on one session, a body
+//! and a request id that must count exactly once across the second run, a replay of the
+//! racing request, a body of unknown length, a Redis that stalls the compare-and-set, and a
+//! session deleted under an optimistic write.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{Cluster, commands_during, metric, open_session, plain, views_of};
+
+/// `POST /api/session/views` on `replica` with `cookie`, `{"by": by}` and a request id.
+async fn add(cluster: &Cluster, replica: usize, cookie: &str, by: u64, id: &str) -> (u16, Value) {
+    let res = plain()
+        .post(cluster.url(replica, "/api/session/views"))
+        .header("cookie", cookie)
+        .header("x-request-id", id)
+        .json(&serde_json::json!({ "by": by }))
+        .send()
+        .await
+        .expect("increment");
+    let status = res.status().as_u16();
+    let body = res.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+async fn metrics(cluster: &Cluster, replica: usize) -> String {
+    plain()
+        .get(cluster.url(replica, "/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+#[tokio::test]
+async fn a_write_that_lost_the_race_runs_again_under_the_lock_and_counts_once() {
+    // Arrange: node-0 waits 300 ms between reading the session and writing it; node-1
+    // writes three times in that window.
+    let cluster = Cluster::start(2, |c| {
+        if c.node_name.as_deref() == Some("node-0") {
+            c.save_delay = Some(Duration::from_millis(300));
+        }
+    })
+    .await;
+    let (cookie, _) = open_session(&cluster, "/api/session/views").await;
+    let slow = tokio::spawn({
+        let cookie = cookie.clone();
+        let url = cluster.url(0, "/api/session/views");
+        async move {
+            let res = plain()
+                .post(url)
+                .header("cookie", cookie)
+                .header("x-request-id", "the-slow-one")
+                .json(&serde_json::json!({ "by": 10 }))
+                .send()
+                .await
+                .expect("slow increment");
+            (
+                res.status().as_u16(),
+                res.json::<Value>().await.expect("json"),
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Act
+    for i in 0..3 {
+        let (status, _) = add(&cluster, 1, &cookie, 1, &format!("fast-{i}")).await;
+        assert_eq!(status, 200);
+    }
+    let (status, slow) = slow.await.expect("task");
+
+    // Assert: the slow request's compare-and-set failed, nothing of it was written, and its
+    // second run counted its body once, after the three.
+    assert_eq!(status, 200);
+    assert_eq!(slow["views"], 1 + 3 + 10, "{slow}");
+    assert_eq!(views_of(&cluster, &cookie).await, 14);
+    let node0 = metrics(&cluster, 0).await;
+    assert_eq!(metric(&node0, "session_optimistic_conflicts_total"), 1.0);
+    // A replay of the slow request (a client retrying it elsewhere) is not counted again.
+    let (status, replay) = add(&cluster, 1, &cookie, 10, "the-slow-one").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        replay["views"], 14,
+        "the replay repeats the count it produced"
+    );
+    assert_eq!(views_of(&cluster, &cookie).await, 14);
+}
+
+#[tokio::test]
+async fn parallel_writes_on_two_replicas_lose_nothing_and_then_take_the_lock() {
+    // Each write takes 20 ms, so the 40 overlap however slowly they arrive.
+    let cluster = Cluster::start(2, |c| c.save_delay = Some(Duration::from_millis(20))).await;
+    let (cookie, _) = open_session(&cluster, "/api/session/views").await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (cookie, url) = (cookie.clone(), cluster.url(i % 2, "/api/session/views"));
+        tasks.push(tokio::spawn(async move {
+            plain()
+                .post(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .expect("increment")
+                .status()
+                .as_u16()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), 200);
+    }
+
+    assert_eq!(views_of(&cluster, &cookie).await, 41);
+    // None was lost; the session was contended, so its writes went to the lock.
+    let mut conflicts = 0.0;
+    let mut written = 0.0;
+    for replica in 0..2 {
+        let m = metrics(&cluster, replica).await;
+        conflicts += metric(&m, "session_optimistic_conflicts_total");
+        written += metric(&m, "session_optimistic_writes_total");
+    }
+    // Per replica, only the first request found the session quiet; the others queued behind
+    // it and took the lock. Each try either landed or ran again.
+    assert!(
+        written + conflicts <= 2.0,
+        "at most one optimistic try per replica: {written} written, {conflicts} conflicts"
+    );
+}
+
+/// `POST /api/session/views` with `{"by":5}` as a chunked body (no `Content-Length`).
+async fn add_chunked(addr: std::net::SocketAddr, cookie: &str) {
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let body = r#"{"by":5}"#;
+    let request = format!(
+        "POST /api/session/views HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).await.expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_body_of_unknown_length_takes_the_lock_at_once() {
+    // A chunked body cannot be kept for a second run, so it never runs optimistically.
+    let cluster = Cluster::start(1, |_| {}).await;
+    let (cookie, _) = open_session(&cluster, "/api/session/views").await;
+    let addr = cluster.replicas[0].addr();
+    // The first one also waits out the scripts' preloading (else EVAL shows up).
+    add_chunked(addr, &cookie).await;
+
+    let commands = commands_during(&cluster, add_chunked(addr, &cookie)).await;
+
+    assert_eq!(
+        commands,
+        ["EVALSHA", "EVALSHA"],
+        "lock+GET, then SET+unlock"
+    );
+    assert_eq!(views_of(&cluster, &cookie).await, 11);
+}
+
+#[tokio::test]
+async fn a_compare_and_set_stalled_past_its_timeout_is_answered_truthfully() {
+    // REDIS_TIMEOUT_MS 300: the compare-and-set, sent at ~300 ms into a write pause that
+    // lasts until 1000 ms, times out at ~600 ms; its resolution gets through after the pause.
+    let cluster = Cluster::start(1, |c| {
+        c.redis_timeout_ms = 300;
+        c.save_delay = Some(Duration::from_millis(300));
+    })
+    .await;
+    let (cookie, _) = open_session(&cluster, "/api/session/views").await;
+    let request = tokio::spawn({
+        let url = cluster.url(0, "/api/session/views");
+        let cookie = cookie.clone();
+        async move {
+            let res = plain()
+                .post(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .expect("increment");
+            res.status().as_u16()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    assert_eq!(
+        cluster.redis.cli(&["CLIENT", "PAUSE", "900", "WRITE"]),
+        "OK"
+    );
+    let status = request.await.expect("task");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    // Whatever the answer, it matches the record: 200 applied, 503 not applied (and never
+    // will be), 504 only when Redis could not tell.
+    let views = views_of(&cluster, &cookie).await;
+    match status {
+        200 => assert_eq!(views, 2),
+        503 => assert_eq!(views, 1),
+        504 => assert!(views == 1 || views == 2),
+        other => panic!("unexpected status {other}"),
+    }
+    assert_ne!(status, 504, "the resolution got through after the pause");
+    // The session works on.
+    let (status, after) = add(&cluster, 0, &cookie, 1, "after").await;
+    assert_eq!(status, 200);
+    assert_eq!(after["views"], views + 1);
+}
+
+#[tokio::test]
+async fn a_session_deleted_under_an_optimistic_write_stays_deleted() {
+    let cluster = Cluster::start(2, |c| {
+        if c.node_name.as_deref() == Some("node-0") {
+            c.save_delay = Some(Duration::from_millis(300));
+        }
+    })
+    .await;
+    let (cookie, _) = open_session(&cluster, "/api/session/views").await;
+    let slow = tokio::spawn({
+        let cookie = cookie.clone();
+        let url = cluster.url(0, "/api/session/views");
+        async move {
+            plain()
+                .post(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .expect("increment")
+                .status()
+                .as_u16()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let logout = plain()
+        .delete(cluster.url(1, "/api/session"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(logout.status(), 204);
+
+    assert_eq!(
+        slow.await.expect("task"),
+        409,
+        "the session ended meanwhile"
+    );
+    assert_eq!(cluster.redis.cli(&["DBSIZE"]), "0", "nothing came back");
+}
