@@ -2,14 +2,15 @@
 # Session locking: what it costs, and what it saves. Compares SESSION_LOCK=on with the plain
 # last-write-wins mode (SESSION_LOCK=off) in the same run, on one Redis, 3 replicas each.
 #
-#   app/bench/lock.sh [seconds-per-run]      (default 10)
+#   app/bench/lock.sh [seconds-per-run]      (default 10; ROUNDS=5 rounds in section 2)
 #
 # Prints:
 #   1. Redis commands per request (INFO commandstats deltas / requests) for a read, a write and
 #      a locked write, and the round trips (client commands seen by MONITOR; the commands a
 #      Lua script runs travel in its EVAL's round trip).
-#   2. Throughput with many distinct sessions (200 users), lock on vs off, alternating which
-#      goes first, 3 rounds, and the ratio of the medians.
+#   2. Throughput with many distinct sessions (200 users), lock on vs off: one unrecorded
+#      warm-up run of each, then ROUNDS rounds (default 5) alternating which goes first, and
+#      the ratio of the medians.
 #   3. One hot session with 16 parallel clients, lock on vs off: req/s and lost updates.
 #   4. The record codec: SESSION_CODEC=json vs msgpack (lock on, 200 users), alternating,
 #      3 rounds, ratio of the medians.
@@ -127,7 +128,11 @@ thr_cpu() {
   echo "$out $(awk -v r=$((r1 - r0)) -v a=$((a1 - a0)) -v t="$TICK_US" -v n="$n" 'BEGIN{printf "%.1f %.1f", r*t/n, a*t/n}')"
 }
 declare -a on_rps off_rps
-for round in 1 2 3; do
+# Warm-up, not recorded: the first run of a fresh replica pays for its allocator's and its
+# connections' growth, which would favour whichever mode runs second.
+thr "$OFF" >/dev/null
+thr "$ON" >/dev/null
+for round in $(seq "${ROUNDS:-5}"); do
   # Alternate who goes first, so warm-up and drift do not favour one side.
   if ((round % 2)); then order="OFF ON"; else order="ON OFF"; fi
   for mode in $order; do
@@ -137,7 +142,7 @@ for round in 1 2 3; do
     echo "round $round  lock ${mode,,}: $r req/s  p50 ${p50} ms  p99 ${p99} ms  errors $err  CPU/req: Redis ${redis_us} µs, replicas ${app_us} µs"
   done
 done
-python3 -c "import statistics,sys; on=statistics.median(float(x) for x in sys.argv[1].split()); off=statistics.median(float(x) for x in sys.argv[2].split()); print(f'ratio on/off (medians of 3 rounds): {on/off:.2f}x  (target >= 0.90x)')" "${on_rps[*]}" "${off_rps[*]}"
+python3 -c "import statistics,sys; on=statistics.median(float(x) for x in sys.argv[1].split()); off=statistics.median(float(x) for x in sys.argv[2].split()); print(f'ratio on/off (medians of {len(sys.argv[1].split())} rounds): {on/off:.2f}x  (target >= 0.90x)')" "${on_rps[*]}" "${off_rps[*]}"
 
 echo
 echo "== 3. One hot session, 16 parallel clients, ${secs}s per run =="

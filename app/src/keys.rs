@@ -60,6 +60,13 @@ impl Keys {
         format!("{}{{{id}}}", self.prefix)
     }
 
+    /// Session `id`'s record and lock keys, with the id encoded once.
+    pub fn record_and_lock(&self, id: impl Display) -> (String, String) {
+        let record = self.record(id);
+        let lock = format!("{record}:lock");
+        (record, lock)
+    }
+
     /// Session `id`'s lock: `session:{id}:lock`.
     pub fn lock(&self, id: impl Display) -> String {
         format!("{}{{{id}}}:lock", self.prefix)

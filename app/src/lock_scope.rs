@@ -134,7 +134,8 @@ impl Drop for Scope {
 }
 
 tokio::task_local! {
-    static SCOPE: Scope;
+    // Boxed: tokio swaps a task-local in and out of its thread slot on every poll.
+    static SCOPE: Box<Scope>;
 }
 
 /// Moves the scope's state to `next` and returns what it was. `None` outside a scope.
@@ -558,22 +559,21 @@ async fn lock_session<S>(
 where
     S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
 {
-    if !lock.optimistic {
-        return Ok(run_in_scope(&lock, inner.call(req), Run::Locked(None))
-            .await
-            .0);
-    }
-    let (req, rerun) = match Rerun::keep(req).await {
-        Ok(kept) => kept,
-        Err(res) => return Ok(res),
+    let (req, rerun) = if lock.optimistic {
+        match Rerun::keep(req).await {
+            Ok(kept) => kept,
+            Err(res) => return Ok(res),
+        }
+    } else {
+        (req, None)
     };
-    let Some(rerun) = rerun else {
-        return Ok(run_in_scope(&lock, inner.call(req), Run::Locked(None))
-            .await
-            .0);
+    let how = match rerun {
+        Some(_) => Run::Optimistic,
+        None => Run::Locked(None),
     };
-    let (res, conflict) = run_in_scope(&lock, inner.call(req), Run::Optimistic).await;
-    let Some(turn) = conflict else {
+    // One call site, so the request's future holds one run's state, not one per path.
+    let (res, conflict) = run_in_scope(&lock, inner.call(req), how).await;
+    let (Some(turn), Some(rerun)) = (conflict, rerun) else {
         return Ok(res);
     };
     std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
@@ -616,7 +616,7 @@ where
         conflict: Cell::new(false),
     };
     SCOPE
-        .scope(scope, async move {
+        .scope(Box::new(scope), async move {
             tokio::pin!(run);
             let res = tokio::select! {
                 biased;

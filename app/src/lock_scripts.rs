@@ -116,9 +116,10 @@ const ABANDON_LUA: &str = concat!(
 /// expiry ms. The optimistic write: compare-and-set, refused while anyone holds the lock.
 /// 1 written, 0 changed or locked meanwhile (nothing written), 2 the record is gone.
 const CAS_SAVE_LUA: &str = concat!(
-    "local cur = redis.call('get', KEYS[1]) ",
-    "if not cur then return 2 end ",
-    "if cur ~= ARGV[1] or redis.call('exists', KEYS[2]) == 1 then return 0 end ",
+    // One call reads both (a missing key reads as false).
+    "local cur = redis.call('mget', KEYS[1], KEYS[2]) ",
+    "if not cur[1] then return 2 end ",
+    "if cur[1] ~= ARGV[1] or cur[2] then return 0 end ",
     "redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1"
 );
 /// KEYS: record. ARGV: the bytes read, the bytes written. After an optimistic write whose

@@ -31,12 +31,12 @@ impl Rerun {
     /// second run needs; a request with a large or unknown body comes back as it was, with
     /// `None`. A body that fails to arrive is answered 400.
     pub async fn keep(req: Request) -> Result<(Request, Option<Rerun>), Response> {
-        let small = req
-            .body()
-            .size_hint()
-            .upper()
-            .is_some_and(|upper| upper <= KEPT_BODY_MAX);
-        if !small {
+        let hint = req.body().size_hint();
+        if hint.exact() == Some(0) {
+            let rerun = Rerun::of(&req, Bytes::new());
+            return Ok((req, Some(rerun)));
+        }
+        if !hint.upper().is_some_and(|upper| upper <= KEPT_BODY_MAX) {
             return Ok((req, None));
         }
         let (parts, body) = req.into_parts();
@@ -47,15 +47,21 @@ impl Rerun {
             )
                 .into_response());
         };
-        let rerun = Rerun {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
-            extensions: parts.extensions.clone(),
-            body: body.clone(),
-        };
-        Ok((Request::from_parts(parts, Body::from(body)), Some(rerun)))
+        let req = Request::from_parts(parts, Body::from(body.clone()));
+        let rerun = Rerun::of(&req, body);
+        Ok((req, Some(rerun)))
+    }
+
+    /// A copy of `req` with `body`.
+    fn of(req: &Request, body: Bytes) -> Rerun {
+        Rerun {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+            extensions: req.extensions().clone(),
+            body,
+        }
     }
 
     /// The request again, as it first arrived.

@@ -323,9 +323,10 @@ impl SessionLock {
     /// Reads session `id`'s record and whether anybody holds its lock, in one command
     /// (`MGET`; the record and the lock share a hash tag, so one Cluster slot).
     pub async fn peek(&self, id: &Id) -> Result<Peeked, fred::error::Error> {
+        let (record, lock) = self.keys.record_and_lock(id);
         let keys = OptimisticKeys {
-            record: Key::from(self.keys.record(id)),
-            lock: Key::from(self.keys.lock(id)),
+            record: Key::from(record),
+            lock: Key::from(lock),
         };
         let values: Vec<Value> = self
             .pool
