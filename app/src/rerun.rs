@@ -36,7 +36,7 @@ impl Rerun {
             let rerun = Rerun::of(&req, Bytes::new());
             return Ok((req, Some(rerun)));
         }
-        if !hint.upper().is_some_and(|upper| upper <= KEPT_BODY_MAX) {
+        if hint.upper().is_none_or(|upper| upper > KEPT_BODY_MAX) {
             return Ok((req, None));
         }
         let (parts, body) = req.into_parts();

@@ -15,19 +15,43 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{Cluster, commands_during, metric, open_session, plain, views_of};
 
+/// `POST /api/session/views` at `url` with `cookie`, `{"by": by}` and request id `id`, when
+/// given; the status and the JSON answer (`null` when the answer is not JSON).
+async fn post_views(
+    url: String,
+    cookie: String,
+    by: Option<u64>,
+    id: Option<&str>,
+) -> (u16, Value) {
+    let mut req = plain().post(url).header("cookie", cookie);
+    if let Some(id) = id {
+        req = req.header("x-request-id", id);
+    }
+    if let Some(by) = by {
+        req = req.json(&serde_json::json!({ "by": by }));
+    }
+    let res = req.send().await.expect("increment");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
 /// `POST /api/session/views` on `replica` with `cookie`, `{"by": by}` and a request id.
 async fn add(cluster: &Cluster, replica: usize, cookie: &str, by: u64, id: &str) -> (u16, Value) {
-    let res = plain()
-        .post(cluster.url(replica, "/api/session/views"))
-        .header("cookie", cookie)
-        .header("x-request-id", id)
-        .json(&serde_json::json!({ "by": by }))
-        .send()
-        .await
-        .expect("increment");
-    let status = res.status().as_u16();
-    let body = res.json().await.unwrap_or(Value::Null);
-    (status, body)
+    let url = cluster.url(replica, "/api/session/views");
+    post_views(url, cookie.to_owned(), Some(by), Some(id)).await
+}
+
+/// Two replicas on one Redis, node-0 waiting 300 ms between reading a session and writing
+/// it, and a session opened on node-0: its cookie.
+async fn node0_slow() -> (Cluster, String) {
+    let cluster = Cluster::start(2, |c| {
+        if c.node_name.as_deref() == Some("node-0") {
+            c.save_delay = Some(Duration::from_millis(300));
+        }
+    })
+    .await;
+    let (cookie, _) = open_session(&cluster, "/api/session/views").await;
+    (cluster, cookie)
 }
 
 async fn metrics(cluster: &Cluster, replica: usize) -> String {
@@ -45,31 +69,13 @@ async fn metrics(cluster: &Cluster, replica: usize) -> String {
 async fn a_write_that_lost_the_race_runs_again_under_the_lock_and_counts_once() {
     // Arrange: node-0 waits 300 ms between reading the session and writing it; node-1
     // writes three times in that window.
-    let cluster = Cluster::start(2, |c| {
-        if c.node_name.as_deref() == Some("node-0") {
-            c.save_delay = Some(Duration::from_millis(300));
-        }
-    })
-    .await;
-    let (cookie, _) = open_session(&cluster, "/api/session/views").await;
-    let slow = tokio::spawn({
-        let cookie = cookie.clone();
-        let url = cluster.url(0, "/api/session/views");
-        async move {
-            let res = plain()
-                .post(url)
-                .header("cookie", cookie)
-                .header("x-request-id", "the-slow-one")
-                .json(&serde_json::json!({ "by": 10 }))
-                .send()
-                .await
-                .expect("slow increment");
-            (
-                res.status().as_u16(),
-                res.json::<Value>().await.expect("json"),
-            )
-        }
-    });
+    let (cluster, cookie) = node0_slow().await;
+    let slow = tokio::spawn(post_views(
+        cluster.url(0, "/api/session/views"),
+        cookie.clone(),
+        Some(10),
+        Some("the-slow-one"),
+    ));
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     // Act
@@ -104,19 +110,10 @@ async fn parallel_writes_on_two_replicas_lose_nothing_and_then_take_the_lock() {
     let mut tasks = Vec::new();
     for i in 0..40 {
         let (cookie, url) = (cookie.clone(), cluster.url(i % 2, "/api/session/views"));
-        tasks.push(tokio::spawn(async move {
-            plain()
-                .post(url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .expect("increment")
-                .status()
-                .as_u16()
-        }));
+        tasks.push(tokio::spawn(post_views(url, cookie, None, None)));
     }
     for task in tasks {
-        assert_eq!(task.await.expect("task"), 200);
+        assert_eq!(task.await.expect("task").0, 200);
     }
 
     assert_eq!(views_of(&cluster, &cookie).await, 41);
@@ -181,26 +178,19 @@ async fn a_compare_and_set_stalled_past_its_timeout_is_answered_truthfully() {
     })
     .await;
     let (cookie, _) = open_session(&cluster, "/api/session/views").await;
-    let request = tokio::spawn({
-        let url = cluster.url(0, "/api/session/views");
-        let cookie = cookie.clone();
-        async move {
-            let res = plain()
-                .post(url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .expect("increment");
-            res.status().as_u16()
-        }
-    });
+    let request = tokio::spawn(post_views(
+        cluster.url(0, "/api/session/views"),
+        cookie.clone(),
+        None,
+        None,
+    ));
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     assert_eq!(
         cluster.redis.cli(&["CLIENT", "PAUSE", "900", "WRITE"]),
         "OK"
     );
-    let status = request.await.expect("task");
+    let (status, _) = request.await.expect("task");
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
     // Whatever the answer, it matches the record: 200 applied, 503 not applied (and never
@@ -221,27 +211,13 @@ async fn a_compare_and_set_stalled_past_its_timeout_is_answered_truthfully() {
 
 #[tokio::test]
 async fn a_session_deleted_under_an_optimistic_write_stays_deleted() {
-    let cluster = Cluster::start(2, |c| {
-        if c.node_name.as_deref() == Some("node-0") {
-            c.save_delay = Some(Duration::from_millis(300));
-        }
-    })
-    .await;
-    let (cookie, _) = open_session(&cluster, "/api/session/views").await;
-    let slow = tokio::spawn({
-        let cookie = cookie.clone();
-        let url = cluster.url(0, "/api/session/views");
-        async move {
-            plain()
-                .post(url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .expect("increment")
-                .status()
-                .as_u16()
-        }
-    });
+    let (cluster, cookie) = node0_slow().await;
+    let slow = tokio::spawn(post_views(
+        cluster.url(0, "/api/session/views"),
+        cookie.clone(),
+        None,
+        None,
+    ));
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let logout = plain()
@@ -253,7 +229,7 @@ async fn a_session_deleted_under_an_optimistic_write_stays_deleted() {
     assert_eq!(logout.status(), 204);
 
     assert_eq!(
-        slow.await.expect("task"),
+        slow.await.expect("task").0,
         409,
         "the session ended meanwhile"
     );
