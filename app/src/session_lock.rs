@@ -12,8 +12,9 @@
 //! - **Peek**: `MGET` of the record and the lock, one round trip.
 //! - **Compare-and-set**: one script writes the new record only if the record is still the
 //!   bytes the request read and nobody holds the lock; `0` means nothing was written and the
-//!   request runs again under the lock. Every locked writer changes the record before it lets
-//!   go of the lock, so a compare-and-set can never land between a locked load and its save.
+//!   request runs again under the lock. While anybody holds the lock the compare-and-set
+//!   refuses, so it never lands between a locked load and its save; and a locked save changes
+//!   the record, so a compare-and-set based on the record from before that save fails too.
 //! - **Resolve** (after a compare-and-set that Redis did not confirm): the record holds what it
 //!   wrote (applied), or still holds what it read: then one trailing space is appended, a
 //!   byte change that decodes to the same record ([`crate::record`]) but fails the late

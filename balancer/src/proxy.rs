@@ -310,7 +310,8 @@ impl Proxy {
                     // Closed while idle in the pool: not the backend's failure.
                     Some(back) if conn.is_reused() => {
                         up = back;
-                        conn = match self.pool.connect(backend.addr()).await {
+                        // Boxed, as in the pool: a cold path with a large future.
+                        conn = match Box::pin(self.pool.connect(backend.addr())).await {
                             Ok(fresh) => fresh,
                             Err(e) => return Outcome::NotSent(up, UpstreamError::Connect(e)),
                         };

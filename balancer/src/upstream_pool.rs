@@ -138,7 +138,9 @@ impl<B: UpstreamBody> UpstreamPool<B> {
                 pool: self.this.clone(),
             });
         }
-        self.connect(addr).await
+        // Boxed: the connect and handshake futures are large and rarely needed (the pool
+        // reuses connections), and every request's future would carry them inline.
+        Box::pin(self.connect(addr)).await
     }
 
     /// The newest idle connection to `addr` that is open and not too old; older or closed
