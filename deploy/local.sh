@@ -78,10 +78,11 @@ LISTEN_ADDR=127.0.0.1:$balancer_port ADMIN_ADDR=127.0.0.1:$admin_port \
     "$bin/balancer" >"$work/balancer.log" 2>&1 &
 pids+=($!)
 
-# Ready when the balancer has a replica in rotation (its checks of /readyz reach Redis) and
-# routes a request to it. (The public port answers /readyz itself with 404.)
+# Ready when the balancer has every replica in rotation (its checks of /readyz reach Redis) and
+# routes a request. With only the first one in, a quick first test would never see a session
+# hop between replicas. (The public port answers /readyz itself with 404.)
 for ((t = 0; t < 300; t++)); do
-    if curl -sf --max-time 1 "http://127.0.0.1:$admin_port/status" 2>/dev/null | grep -Eq '"healthy":[1-9]' &&
+    if curl -sf --max-time 1 "http://127.0.0.1:$admin_port/status" 2>/dev/null | grep -Eq "\"healthy\":$n[,}]" &&
         curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$balancer_port/" 2>/dev/null; then break; fi
     for pid in "${pids[@]}"; do
         kill -0 "$pid" 2>/dev/null || { echo "a process exited during start; logs in $work:" >&2; tail -n 5 "$work"/*.log >&2; exit 1; }
