@@ -67,37 +67,11 @@ pub const CONTENDED_FOR: Duration = Duration::from_secs(2);
 /// the marks are cleared (a mark only saves an optimistic try that would fail).
 const CONTENDED_KEPT: usize = 4096;
 
-/// Sessions recently contended, and when that was last seen.
-#[derive(Debug, Default)]
-struct Recent {
-    contended: HashMap<Id, Instant>,
-}
-
-impl Recent {
-    fn is_contended(&self, id: Id) -> bool {
-        self.contended
-            .get(&id)
-            .is_some_and(|seen| seen.elapsed() < CONTENDED_FOR)
-    }
-
-    fn mark_contended(&mut self, id: Id) {
-        let now = Instant::now();
-        let marks = &mut self.contended;
-        if marks.len() >= CONTENDED_KEPT && !marks.contains_key(&id) {
-            marks.retain(|_, seen| now.duration_since(*seen) < CONTENDED_FOR);
-            if marks.len() >= CONTENDED_KEPT {
-                marks.clear();
-            }
-        }
-        marks.insert(id, now);
-    }
-}
-
 /// Every session's line on this replica.
 pub struct LocalQueues {
     lines: Mutex<HashMap<Id, Arc<Line>>>,
-    /// Sessions recently contended.
-    recent: Mutex<Recent>,
+    /// Sessions recently contended, and when that was last seen.
+    contended: Mutex<HashMap<Id, Instant>>,
     orphaned: Orphaned,
 }
 
@@ -137,13 +111,22 @@ impl LocalQueues {
     pub fn new(orphaned: Orphaned) -> LocalQueues {
         LocalQueues {
             lines: Mutex::new(HashMap::new()),
-            recent: Mutex::new(Recent::default()),
+            contended: Mutex::new(HashMap::new()),
             orphaned,
         }
     }
 
-    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
-        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    /// Session `id`'s line, made (and put in the map) if it has none; `true` when it had one,
+    /// with someone in it.
+    fn line(lines: &mut HashMap<Id, Arc<Line>>, id: Id) -> (Arc<Line>, bool) {
+        match lines.get(&id) {
+            Some(line) => (Arc::clone(line), true),
+            None => {
+                let line = Arc::new(Line::default());
+                lines.insert(id, Arc::clone(&line));
+                (line, false)
+            }
+        }
     }
 
     /// The turn at session `id` for an optimistic write, when the session is quiet here:
@@ -160,9 +143,7 @@ impl LocalQueues {
                 self.mark_contended(id);
                 return None;
             }
-            let line = Arc::new(Line::default());
-            lines.insert(id, Arc::clone(&line));
-            line
+            Self::line(&mut lines, id).0
         };
         // Nobody else can hold a line made just now.
         let guard = Arc::clone(&line.turn).try_lock_owned().ok();
@@ -176,26 +157,30 @@ impl LocalQueues {
 
     /// Marks session `id` contended from now on, for [`CONTENDED_FOR`].
     pub fn mark_contended(&self, id: Id) {
-        self.recent().mark_contended(id);
+        let now = Instant::now();
+        let mut marks = self.contended.lock().unwrap_or_else(|e| e.into_inner());
+        if marks.len() >= CONTENDED_KEPT && !marks.contains_key(&id) {
+            marks.retain(|_, seen| now.duration_since(*seen) < CONTENDED_FOR);
+            if marks.len() >= CONTENDED_KEPT {
+                marks.clear();
+            }
+        }
+        marks.insert(id, now);
     }
 
     /// True when session `id` was contended within [`CONTENDED_FOR`].
     pub fn is_contended(&self, id: Id) -> bool {
-        self.recent().is_contended(id)
+        let marks = self.contended.lock().unwrap_or_else(|e| e.into_inner());
+        marks
+            .get(&id)
+            .is_some_and(|seen| seen.elapsed() < CONTENDED_FOR)
     }
 
     /// Waits for this request's turn at session `id` (first come, first served).
     pub async fn turn(self: &Arc<Self>, id: Id) -> Turn {
         let (line, queued) = {
             let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-            match lines.get(&id) {
-                Some(line) => (Arc::clone(line), true),
-                None => {
-                    let line = Arc::new(Line::default());
-                    lines.insert(id, Arc::clone(&line));
-                    (line, false)
-                }
-            }
+            Self::line(&mut lines, id)
         };
         if queued {
             self.mark_contended(id);

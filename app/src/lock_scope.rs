@@ -73,6 +73,9 @@ enum Hold {
     Deferred,
     /// The lock was given back, or its write settled what became of it.
     Done,
+    /// The optimistic write found the record changed or locked: nothing was written, and the
+    /// request runs again under the lock.
+    Conflict,
 }
 
 /// One request's hold on its session's lock.
@@ -88,9 +91,6 @@ struct Scope {
     carried: RefCell<Option<Carried>>,
     /// Whether this run may try without the lock first (it can be run again).
     optimistic: bool,
-    /// Set when the optimistic write found the record changed: nothing was written, and the
-    /// request must run again under the lock.
-    conflict: Cell<bool>,
 }
 
 /// The record as the previous request left it, unwritten, and the requests whose changes
@@ -128,14 +128,14 @@ impl Drop for Scope {
             | Hold::Writing { id, token } => {
                 SessionLock::clone(&self.lock).abandon(id.to_string(), token);
             }
-            Hold::Idle | Hold::Done | Hold::Deferred | Hold::Optimistic { .. } => {}
+            Hold::Idle | Hold::Done | Hold::Deferred | Hold::Optimistic { .. } | Hold::Conflict => {
+            }
         }
     }
 }
 
 tokio::task_local! {
-    // Boxed: tokio swaps a task-local in and out of its thread slot on every poll.
-    static SCOPE: Box<Scope>;
+    static SCOPE: Scope;
 }
 
 /// Moves the scope's state to `next` and returns what it was. `None` outside a scope.
@@ -309,16 +309,19 @@ pub(crate) enum WriteError {
     Conflict,
 }
 
-/// The bytes this request read of session `id` and the keys, when it runs optimistically.
-fn optimistic_seen(id: &Id) -> Option<(Bytes, OptimisticKeys)> {
+/// When this request runs optimistically on session `id`: the bytes it read and the keys,
+/// taken (the state moves to `Done`).
+fn take_optimistic(id: &Id) -> Option<(Bytes, OptimisticKeys)> {
     SCOPE
-        .try_with(|s| match &*s.state.borrow() {
-            Hold::Optimistic {
-                id: read,
-                seen,
-                keys,
-            } if read == id => Some((seen.clone(), keys.clone())),
-            _ => None,
+        .try_with(|s| {
+            let mut state = s.state.borrow_mut();
+            if !matches!(&*state, Hold::Optimistic { id: read, .. } if read == id) {
+                return None;
+            }
+            match std::mem::replace(&mut *state, Hold::Done) {
+                Hold::Optimistic { seen, keys, .. } => Some((seen, keys)),
+                _ => None,
+            }
         })
         .ok()
         .flatten()
@@ -332,12 +335,11 @@ async fn save_optimistic(
     bytes: &[u8],
     ttl: Duration,
 ) -> Result<(), WriteError> {
-    replace(Hold::Done);
     match lock.save_optimistic(id, &keys, &seen, bytes, ttl).await {
         Ok(Optimistic::Written) => Ok(()),
         Ok(Optimistic::Conflict) => {
             lock.local.mark_contended(*id);
-            SCOPE.with(|s| s.conflict.set(true));
+            replace(Hold::Conflict);
             outcome::nothing_written();
             Err(WriteError::Conflict)
         }
@@ -358,7 +360,7 @@ fn settle_carried(result: Result<(), Failure>) {
 /// changes; without, written first with the lease renewed. Refused outside
 /// [`lock_session`] or when this request does not hold the lock.
 pub(crate) async fn save(record: &Record, bytes: &[u8], ttl: Duration) -> Result<(), WriteError> {
-    if let (Some(lock), Some(seen)) = (lock(), optimistic_seen(&record.id)) {
+    if let (Some(lock), Some(seen)) = (lock(), take_optimistic(&record.id)) {
         return save_optimistic(&lock, &record.id, seen, bytes, ttl).await;
     }
     // Boxed, like the locked load: the optimistic path's future stays small.
@@ -454,14 +456,11 @@ async fn flush_carried(lock: &SessionLock) {
 /// (waiting in line like a write). Refused outside [`lock_session`].
 pub(crate) async fn delete(id: &Id) -> Result<(), WriteError> {
     let lock = lock().ok_or(WriteError::Unlocked)?;
-    if optimistic_seen(id).is_some() {
+    if take_optimistic(id).is_some() {
         // A delete always takes the lock: it has nothing to compare.
         replace(Hold::Idle);
-        if let Err(err) = load_locked(&lock, id).await {
-            return Err(WriteError::Store(err.failure()));
-        }
-    } else if held(id).is_none()
-        && SCOPE.with(|s| matches!(&*s.state.borrow(), Hold::Idle))
+    }
+    if SCOPE.with(|s| matches!(&*s.state.borrow(), Hold::Idle))
         && let Err(err) = Box::pin(load_locked(&lock, id)).await
     {
         return Err(WriteError::Store(err.failure()));
@@ -613,10 +612,9 @@ where
         hand_offs: Cell::new(0),
         carried: RefCell::new(None),
         optimistic,
-        conflict: Cell::new(false),
     };
     SCOPE
-        .scope(Box::new(scope), async move {
+        .scope(scope, async move {
             tokio::pin!(run);
             let res = tokio::select! {
                 biased;
@@ -634,9 +632,14 @@ where
             if SCOPE.with(|s| s.carried.borrow().is_some()) {
                 Box::pin(flush_carried(lock)).await;
             }
-            if let Some(Hold::Held { id, token }) = replace(Hold::Done) {
-                Box::pin(release_or_abandon(lock, &id, token)).await;
-            }
+            let conflict = match replace(Hold::Done) {
+                Some(Hold::Held { id, token }) => {
+                    Box::pin(release_or_abandon(lock, &id, token)).await;
+                    false
+                }
+                Some(Hold::Conflict) => true,
+                _ => false,
+            };
             // A hand-off left for a request that gave up: free the lock in Redis now.
             let unclaimed = SCOPE.with(|s| {
                 let mut turn = s.turn.borrow_mut();
@@ -645,8 +648,8 @@ where
             if let Some(left) = unclaimed {
                 Box::pin(release_or_abandon(lock, &left.record.id, left.token)).await;
             }
-            let conflict = SCOPE.with(|s| s.conflict.get().then(|| s.turn.borrow_mut().take()));
-            (res, conflict)
+            let turn = conflict.then(|| SCOPE.with(|s| s.turn.borrow_mut().take()));
+            (res, turn)
         })
         .await
 }

@@ -172,19 +172,18 @@ fn session_routes<C: CookieController + Send + Sync + 'static>(
 ) -> Router<AppState> {
     // Each route gets its layers as one composed layer: one route level, so one boxed
     // service per request, however many layers it holds.
-    let read = |route: MethodRouter<AppState>| -> MethodRouter<AppState> {
-        route.layer(
-            ServiceBuilder::new()
-                .layer(sessions.clone())
-                .layer(middleware::from_fn(telemetry::note_session)),
-        )
+    let session = || {
+        ServiceBuilder::new()
+            .layer(sessions.clone())
+            .layer(middleware::from_fn(telemetry::note_session))
+            .into_inner()
     };
+    let read = |route: MethodRouter<AppState>| -> MethodRouter<AppState> { route.layer(session()) };
     let write = |route: MethodRouter<AppState>| match &lock {
         Some(lock) => route.layer(
             ServiceBuilder::new()
                 .layer(lock_scope::LockLayer::new(lock.clone()))
-                .layer(sessions.clone())
-                .layer(middleware::from_fn(telemetry::note_session)),
+                .layer(session()),
         ),
         None => read(route),
     };

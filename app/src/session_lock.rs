@@ -365,21 +365,25 @@ impl SessionLock {
                 ],
             )
             .await;
-        match sent {
-            Ok(1) => {
-                self.metrics.optimistic_writes.inc();
-                Ok(Optimistic::Written)
-            }
+        let outcome = match sent {
+            Ok(1) => Ok(Optimistic::Written),
             Ok(2) => Err(Failure::Gone),
-            Ok(_) => {
-                self.metrics.optimistic_conflicts.inc();
-                Ok(Optimistic::Conflict)
-            }
+            Ok(_) => Ok(Optimistic::Conflict),
             Err(err) => {
                 tracing::warn!(%err, session = %abbrev(&id.to_string()), "optimistic save not confirmed; resolving");
                 Box::pin(self.resolve_optimistic(id, &keys.record, seen, bytes)).await
             }
+        };
+        match outcome {
+            Ok(Optimistic::Written) => {
+                self.metrics.optimistic_writes.inc();
+            }
+            Ok(Optimistic::Conflict) => {
+                self.metrics.optimistic_conflicts.inc();
+            }
+            Err(_) => {}
         }
+        outcome
     }
 
     /// Finds out whether an optimistic write ran; if it has not, makes sure it never will.
@@ -390,31 +394,45 @@ impl SessionLock {
         seen: &Bytes,
         bytes: &[u8],
     ) -> Result<Optimistic, Failure> {
-        let deadline = Instant::now() + self.resolve;
         let written = Bytes::copy_from_slice(bytes);
+        self.resolve_with("optimistic save", &id.to_string(), || {
+            CAS_RESOLVE.run(
+                &self.pool,
+                vec![record.clone()],
+                vec![Value::Bytes(seen.clone()), Value::Bytes(written.clone())],
+            )
+        })
+        .await
+        .map(|()| Optimistic::Written)
+    }
+
+    /// Runs `attempt`, a resolving script (1: applied; 0: not applied, and now never will
+    /// be; 2: cannot tell), until Redis answers or the resolve time is up. `Ok` when applied,
+    /// [`Failure::Unavailable`] when not, [`Failure::Unknown`] (counted) when nobody can tell.
+    async fn resolve_with<F, Fut>(
+        &self,
+        what: &str,
+        id: &str,
+        mut attempt: F,
+    ) -> Result<(), Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<i64, fred::error::Error>>,
+    {
+        let deadline = Instant::now() + self.resolve;
         while Instant::now() < deadline {
-            let answer: Result<i64, _> = CAS_RESOLVE
-                .run(
-                    &self.pool,
-                    vec![record.clone()],
-                    vec![Value::Bytes(seen.clone()), Value::Bytes(written.clone())],
-                )
-                .await;
-            match answer {
-                Ok(1) => {
-                    self.metrics.optimistic_writes.inc();
-                    return Ok(Optimistic::Written);
-                }
+            match attempt().await {
+                Ok(1) => return Ok(()),
                 Ok(0) => return Err(Failure::Unavailable),
                 Ok(_) => break,
                 Err(err) => {
-                    tracing::debug!(%err, "resolving an optimistic save: Redis still silent");
+                    tracing::debug!(%err, what, "resolving: Redis still silent");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
         }
         self.metrics.unknown_outcomes.inc();
-        tracing::warn!(session = %abbrev(&id.to_string()), "optimistic save outcome unknown");
+        tracing::warn!(session = %abbrev(id), what, "outcome unknown");
         Err(Failure::Unknown)
     }
 
@@ -475,7 +493,6 @@ impl SessionLock {
     /// Finds out whether the save `save_id` made with `token` ran, making sure it never runs
     /// later if it has not yet. Frees the lock either way.
     async fn resolve(&self, id: &str, token: &str, save_id: &str) -> Result<(), Failure> {
-        let deadline = Instant::now() + self.resolve;
         let keys = vec![
             self.keys.lock(id),
             self.keys.saves(id),
@@ -483,9 +500,9 @@ impl SessionLock {
         ];
         let kept = SAVES_KEPT.to_string();
         let lease_ms = millis(self.lease).to_string();
-        while Instant::now() < deadline {
-            let answer: Result<i64, _> = RESOLVE
-                .run(
+        let resolved = self
+            .resolve_with("save", id, || {
+                RESOLVE.run(
                     &self.pool,
                     keys.clone(),
                     vec![
@@ -497,22 +514,13 @@ impl SessionLock {
                         id,
                     ],
                 )
-                .await;
-            match answer {
-                Ok(0) => return Err(Failure::Unavailable),
-                Ok(1) => return Ok(()),
-                Ok(_) => break,
-                Err(err) => {
-                    tracing::debug!(%err, "resolving a save: Redis still silent");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
+            })
+            .await;
+        if resolved == Err(Failure::Unknown) {
+            // Should the save still be queued somewhere, freeing the lock fences it out.
+            self.clone().abandon(id.to_owned(), token.to_owned());
         }
-        self.metrics.unknown_outcomes.inc();
-        tracing::warn!(session = %abbrev(id), "save outcome unknown");
-        // Should the save still be queued somewhere, freeing the lock fences it out.
-        self.clone().abandon(id.to_owned(), token.to_owned());
-        Err(Failure::Unknown)
+        resolved
     }
 
     /// Deletes session `id`'s record under the lock `token` holds, letting go of the lock.
