@@ -3,6 +3,7 @@
 # last-write-wins mode (SESSION_LOCK=off) in the same run, on one Redis, 3 replicas each.
 #
 #   app/bench/lock.sh [seconds-per-run]      (default 10; ROUNDS=5 rounds in section 2)
+#   SECTIONS="2" app/bench/lock.sh 10         (only the sections named; default "1 2 3 4")
 #
 # Prints:
 #   1. Redis commands per request (INFO commandstats deltas / requests) for a read, a write and
@@ -79,6 +80,9 @@ print(" ".join(out))
 PY
 }
 
+want() { [[ " ${SECTIONS:-1 2 3 4} " == *" $1 "* ]]; }
+
+if want 1; then
 echo "== 1. Redis commands per request (200 sequential requests on one session) =="
 count_commands() { # url method path -> commands executed and round trips, per request
   local url=$1 method=$2 path=$3 n=200 jar="$work/jar"
@@ -110,7 +114,9 @@ print(f"{sum(calls.values())/n:.2f} commands, {trips/n:.2f} round trips  {dict(s
 printf '%-34s %s\n' "read   (GET /api/session)" "$(count_commands "$(first "$ON")" GET /api/session)"
 printf '%-34s %s\n' "write  (POST views, lock off)" "$(count_commands "$(first "$OFF")" POST /api/session/views)"
 printf '%-34s %s\n' "locked write (POST views, lock on)" "$(count_commands "$(first "$ON")" POST /api/session/views)"
+fi
 
+if want 2; then
 echo
 echo "== 2. Throughput, 200 users with distinct sessions, POST /api/session/views, ${secs}s per run =="
 echo "   (CPU per request: Redis's and the 3 replicas' own user+sys time over the requests served)"
@@ -143,7 +149,9 @@ for round in $(seq "${ROUNDS:-5}"); do
   done
 done
 python3 -c "import statistics,sys; on=statistics.median(float(x) for x in sys.argv[1].split()); off=statistics.median(float(x) for x in sys.argv[2].split()); print(f'ratio on/off (medians of {len(sys.argv[1].split())} rounds): {on/off:.2f}x  (target >= 0.90x)')" "${on_rps[*]}" "${off_rps[*]}"
+fi
 
+if want 3; then
 echo
 echo "== 3. One hot session, 16 parallel clients, ${secs}s per run =="
 hot() { "$LT" --target "$1" --parallel 16 --duration "${secs}s" --json --no-progress >"$work/hot.json" || true
@@ -151,7 +159,9 @@ hot() { "$LT" --target "$1" --parallel 16 --duration "${secs}s" --json --no-prog
   echo "$rps req/s  acknowledged $acked  final $final  lost $lost  errors $err  p99 $p99 ms"; }
 echo "lock off: $(hot "$OFF")"
 echo "lock on:  $(hot "$ON")"
+fi
 
+if want 4; then
 echo
 echo "== 4. Record codec, lock on, 200 users, POST /api/session/views, ${secs}s per run =="
 declare -a json_rps msgpack_rps
@@ -165,4 +175,5 @@ for round in 1 2 3; do
   done
 done
 python3 -c "import statistics,sys; j=statistics.median(float(x) for x in sys.argv[1].split()); m=statistics.median(float(x) for x in sys.argv[2].split()); print(f'ratio json/msgpack (medians of 3 rounds): {j/m:.2f}x')" "${json_rps[*]}" "${msgpack_rps[*]}"
+fi
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

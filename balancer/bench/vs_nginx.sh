@@ -254,9 +254,11 @@ mem_idle() { # who port
     local pids holder before idle
     read -r -a pids <<<"$(proxy_pids "$1")"
     before=$(rss_mb "${pids[@]}")
-    python3 "$WORK/hold.py" "$2" 3 "$HOLD_PATH" &
+    # Measured once the connections have idled a few seconds (steady state: the balancer parks
+    # an idle connection after 500 ms and returns a settled burst's memory after about 1 s).
+    python3 "$WORK/hold.py" "$2" 6 "$HOLD_PATH" &
     holder=$!
-    sleep 2.5
+    sleep 5
     idle=$(rss_mb "${pids[@]}")
     wait "$holder" || true
     printf '  %-8s RSS %6s MB before, %6s MB with 1,000 idle keep-alive client connections\n' \

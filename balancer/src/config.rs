@@ -261,6 +261,11 @@ pub struct Config {
     #[arg(long, env = "WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: u32,
 
+    /// Return the free memory of a burst of connections to the OS once the burst has settled
+    /// (glibc's `malloc_trim`; a no-op without glibc).
+    #[arg(long, env = "MEMORY_TRIM", default_value = "true", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub memory_trim: bool,
+
     /// How long shutdown waits for in-flight requests before exiting anyway.
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub drain_timeout: Duration,
@@ -308,6 +313,7 @@ impl Config {
             max_conns_per_backend: 32,
             pool_max_idle: 32,
             worker_threads: 0,
+            memory_trim: true,
             drain_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
         }

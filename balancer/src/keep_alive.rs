@@ -31,6 +31,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::client_io::{Activity, ClientIo};
+use crate::memory::Trimmer;
 
 /// How long a connection stays idle before it is parked. A busy keep-alive connection (the
 /// next request within this time) keeps its hyper connection, so parking costs nothing
@@ -101,6 +102,19 @@ impl<B: Body> Body for Tracked<B> {
     }
 }
 
+/// What every client connection of a worker is served with.
+#[derive(Debug)]
+pub struct Settings {
+    /// hyper's connection settings, rebuilt into a connection after each park.
+    pub builder: http1::Builder,
+    /// `SEND_TIMEOUT`: a client that stops reading the response ([`ClientIo`]).
+    pub send_timeout: Duration,
+    /// `HEADER_READ_TIMEOUT`: how long a parked connection waits for its next request.
+    pub idle_timeout: Duration,
+    /// Told of every park and close: their buffers were freed.
+    pub trimmer: Arc<Trimmer>,
+}
+
 /// Resolves once shutdown was signalled (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -110,12 +124,10 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// (`idle_timeout`), the connection is upgraded, or `stop` (then the request in flight is
 /// finished first). `activity` must be the one `service` reports to.
 pub async fn serve<S, B>(
-    builder: Arc<http1::Builder>,
+    settings: &Settings,
     stream: TcpStream,
-    send_timeout: Duration,
     activity: Arc<Activity>,
     service: S,
-    idle_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), hyper::Error>
 where
@@ -124,14 +136,20 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut io = ClientIo::new(stream, send_timeout, Arc::clone(&activity));
+    let Settings {
+        builder,
+        send_timeout,
+        idle_timeout,
+        trimmer,
+    } = settings;
+    let mut io = ClientIo::new(stream, *send_timeout, Arc::clone(&activity));
     let mut service = service;
     let mut unread = false;
     // Fires PARK_AFTER into an idle period (see `idle_since` below).
     let park = tokio::time::sleep(PARK_AFTER);
     tokio::pin!(park);
     // A new connection waits the whole timeout; a parked one already idled PARK_AFTER of it.
-    let mut wait = idle_timeout;
+    let mut wait = *idle_timeout;
     loop {
         // Parked: only the socket and this task are held.
         if !unread {
@@ -195,6 +213,7 @@ where
             io.unread(parts.read_buf);
         }
         service = parts.service;
+        trimmer.released();
         wait = idle_timeout.saturating_sub(PARK_AFTER);
     }
 }

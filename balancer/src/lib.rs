@@ -17,6 +17,7 @@ pub mod framing;
 pub mod headers;
 pub mod health;
 pub mod keep_alive;
+pub mod memory;
 pub mod metrics;
 pub mod proxy;
 pub mod round_robin;
@@ -91,9 +92,18 @@ pub async fn run_with_resolver(
         },
     ));
 
-    let served = workers::serve(listener, set, metrics, &config, shutdown).await;
+    let trimmer = Arc::new(memory::Trimmer::new(metrics.memory_trims.clone()));
+    let trimming = config.memory_trim.then(|| {
+        let trimmer = Arc::clone(&trimmer);
+        tokio::spawn(async move { trimmer.run().await })
+    });
+
+    let served = workers::serve(listener, set, metrics, trimmer, &config, shutdown).await;
 
     maintenance.abort();
+    if let Some(trimming) = trimming {
+        trimming.abort();
+    }
     let _ = stop_admin.send(());
     match tokio::time::timeout(Duration::from_secs(2), admin_task).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "admin server error"),

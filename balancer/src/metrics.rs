@@ -162,6 +162,8 @@ pub struct Metrics {
     /// Requests refused or cut short for the client's own fault (bad framing, a broken or
     /// stalled upload); never counted against a backend.
     pub client_errors: Counter,
+    /// Free memory handed back to the OS after a burst of connections ([`crate::memory`]).
+    pub memory_trims: Counter,
     /// Holds all of the above for encoding.
     registry: Registry,
 }
@@ -175,6 +177,7 @@ impl Metrics {
         let latency = Arc::new(LatencyHistogram::default());
         let unrouted = Arc::new(AtomicU64::new(0));
         let client_errors = Counter::default();
+        let memory_trims = Counter::default();
         registry.register(
             "balancer_client_errors",
             "Requests refused or cut short for the client's own fault (never a backend's)",
@@ -190,6 +193,11 @@ impl Metrics {
             "Connections opened to backends (every other request reused a pooled one)",
             upstream_connections.clone(),
         );
+        registry.register(
+            "balancer_memory_trims",
+            "Times the free memory of a settled burst of connections was returned to the OS",
+            memory_trims.clone(),
+        );
         registry.register_collector(Box::new(Arc::clone(&latency)));
         registry.register_collector(Box::new(BackendCollector {
             set,
@@ -201,6 +209,7 @@ impl Metrics {
             latency,
             unrouted,
             client_errors,
+            memory_trims,
             registry,
         }
     }

@@ -33,6 +33,7 @@ use crate::client_conn::{ClientConn, ConnHold};
 use crate::client_io::Activity;
 use crate::config::Config;
 use crate::keep_alive::{self, InFlight, Tracked};
+use crate::memory::Trimmer;
 use crate::proxy::Proxy;
 
 /// Serves clients on `listener` until `shutdown` completes, then stops accepting and waits up
@@ -42,6 +43,7 @@ pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     limit: Arc<Semaphore>,
+    trimmer: Arc<Trimmer>,
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -52,7 +54,12 @@ pub async fn serve(
         .max_header_size(config.max_header_size as usize)
         .keep_alive(true);
     // Shared by the connections, which rebuild their hyper connection after each park.
-    let builder = Arc::new(builder);
+    let settings = Arc::new(keep_alive::Settings {
+        builder,
+        send_timeout: config.send_timeout,
+        idle_timeout: config.header_read_timeout,
+        trimmer,
+    });
     // Each connection (and each tunnel) holds a sender; all of them gone means every
     // connection closed.
     let (open_tx, mut all_closed) = mpsc::channel::<()>(1);
@@ -108,21 +115,11 @@ pub async fn serve(
                 Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
             }
         });
-        let builder = Arc::clone(&builder);
+        let settings = Arc::clone(&settings);
         let stop = stop_rx.clone();
-        let send_timeout = config.send_timeout;
-        let idle_timeout = config.header_read_timeout;
         tokio::spawn(async move {
-            let ended = keep_alive::serve(
-                builder,
-                stream,
-                send_timeout,
-                activity,
-                service,
-                idle_timeout,
-                stop,
-            )
-            .await;
+            let ended = keep_alive::serve(&settings, stream, activity, service, stop).await;
+            settings.trimmer.released();
             if let Err(e) = ended {
                 // Client-side problems (timeouts, resets, parse errors) are routine at a proxy.
                 tracing::debug!(error = %e, client = %peer, "client connection ended with error");

@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::backends::BackendSet;
 use crate::config::Config;
+use crate::memory::Trimmer;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::server;
@@ -28,6 +29,7 @@ pub async fn serve(
     listener: TcpListener,
     set: Arc<BackendSet>,
     metrics: Arc<Metrics>,
+    trimmer: Arc<Trimmer>,
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -44,6 +46,7 @@ pub async fn serve(
         let listener = std_listener.try_clone()?;
         let set = Arc::clone(&set);
         let metrics = Arc::clone(&metrics);
+        let trimmer = Arc::clone(&trimmer);
         let limit = Arc::clone(&limit);
         let config = config.clone();
         let mut stopped = stopped.clone();
@@ -74,7 +77,7 @@ pub async fn serve(
                     let stop = async move {
                         let _ = stopped.wait_for(|s| *s).await;
                     };
-                    server::serve(listener, proxy, limit, &config, stop).await;
+                    server::serve(listener, proxy, limit, trimmer, &config, stop).await;
                 });
                 // Dropping the runtime ends what is left (idle pool connections, tunnels).
                 drop(runtime);

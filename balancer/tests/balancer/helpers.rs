@@ -577,3 +577,38 @@ pub async fn backend_5xx(lb: &TestBalancer) -> u64 {
         .filter_map(|b| b["responses"]["5xx"].as_u64())
         .sum()
 }
+
+/// Reads until `n` complete responses (each `content-length: 1`-style small body) arrived,
+/// within 3 s; returns their status lines and bodies.
+pub async fn read_responses(stream: &mut TcpStream, n: usize) -> Vec<(String, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut out = Vec::new();
+        let mut rest = &buf[..];
+        while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&rest[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if rest.len() < end + 4 + len {
+                break;
+            }
+            let status = head.lines().next().unwrap_or_default().to_owned();
+            let body = String::from_utf8_lossy(&rest[end + 4..end + 4 + len]).into_owned();
+            out.push((status, body));
+            rest = &rest[end + 4 + len..];
+        }
+        if out.len() >= n {
+            return out;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Ok(Ok(k)) if k > 0 => buf.extend_from_slice(&chunk[..k]),
+            _ => return out,
+        }
+    }
+}

@@ -11,7 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    TestBalancer, TestServer, backend_5xx, ejections, http_client, test_config, text, upstreams,
+    TestBalancer, TestServer, backend_5xx, ejections, http_client, read_responses, test_config,
+    text, upstreams,
 };
 
 /// A backend that reads the whole request body and answers with its length.
@@ -297,41 +298,6 @@ async fn tunnels_hold_their_connection_permit_and_close_when_idle() {
     }
     let res = http_client().get(lb.url("/")).send().await.expect("served");
     assert_eq!(res.status(), 200);
-}
-
-/// Reads until `n` complete responses (each `content-length: 1`-style small body) arrived,
-/// within 3 s; returns their status lines and bodies.
-async fn read_responses(stream: &mut TcpStream, n: usize) -> Vec<(String, String)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let mut out = Vec::new();
-        let mut rest = &buf[..];
-        while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&rest[..end]).to_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if rest.len() < end + 4 + len {
-                break;
-            }
-            let status = head.lines().next().unwrap_or_default().to_owned();
-            let body = String::from_utf8_lossy(&rest[end + 4..end + 4 + len]).into_owned();
-            out.push((status, body));
-            rest = &rest[end + 4 + len..];
-        }
-        if out.len() >= n {
-            return out;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
-            Ok(Ok(k)) if k > 0 => buf.extend_from_slice(&chunk[..k]),
-            _ => return out,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

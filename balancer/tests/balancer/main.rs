@@ -14,6 +14,7 @@ mod failover;
 mod headers;
 mod hostile_clients;
 mod limits;
+mod memory;
 mod pool;
 mod round_robin;
 mod shutdown;

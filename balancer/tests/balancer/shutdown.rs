@@ -123,6 +123,7 @@ fn bad_configuration_exits_2_naming_the_variable() {
         ("HEALTH_PATH", "readyz"),
         ("INTERNAL_PATHS", "metrics"),
         ("INTERNAL_PATHS", "/metrics, /has space"),
+        ("MEMORY_TRIM", "sometimes"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_balancer"))
             .env_clear()
