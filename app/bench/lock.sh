@@ -119,7 +119,9 @@ fi
 if want 2; then
 echo
 echo "== 2. Throughput, 200 users with distinct sessions, POST /api/session/views, ${secs}s per run =="
-echo "   (CPU per request: Redis's and the 3 replicas' own user+sys time over the requests served)"
+echo "   (CPU per request: Redis's and the 3 replicas' own user+sys time over the requests served;"
+echo "    Redis time: each command's execution time in Redis (INFO commandstats) per request, where"
+echo "    a script's EVALSHA includes the commands it runs, which are also counted on their own)"
 thr() { "$LT" --target "$1" --throughput --connections 200 --duration "${secs}s" \
   --path /api/session/views --method POST --json --no-progress >"$work/thr.json" || true
   json "$work/thr.json" req_per_s latency.p50_ms latency.p99_ms errors; }
@@ -127,11 +129,26 @@ thr() { "$LT" --target "$1" --throughput --connections 200 --duration "${secs}s"
 thr_cpu() {
   local url=$1 r0 a0 r1 a1 out n
   read -r -a apps <<<"$2"
+  rcli config resetstat >/dev/null
   r0=$(cpu_ticks "$REDIS_PID"); a0=$(cpu_ticks "${apps[@]}")
   out=$(thr "$url")
   r1=$(cpu_ticks "$REDIS_PID"); a1=$(cpu_ticks "${apps[@]}")
   n=$(json "$work/thr.json" completed)
-  echo "$out $(awk -v r=$((r1 - r0)) -v a=$((a1 - a0)) -v t="$TICK_US" -v n="$n" 'BEGIN{printf "%.1f %.1f", r*t/n, a*t/n}')"
+  echo "$out $(awk -v r=$((r1 - r0)) -v a=$((a1 - a0)) -v t="$TICK_US" -v n="$n" 'BEGIN{printf "%.1f %.1f", r*t/n, a*t/n}') $(redis_time "$n")"
+}
+# Redis execution time per request by command, from INFO commandstats: "evalsha=8.5,mget=0.9"
+redis_time() {
+  rcli info commandstats | tr -d '\r' | python3 -c '
+import sys
+n = int(sys.argv[1])
+out = []
+for line in sys.stdin:
+    if line.startswith("cmdstat_"):
+        name, rest = line[8:].split(":", 1)
+        if name in ("get", "set", "mget", "evalsha", "eval"):
+            out.append((name, int(rest.split("usec=")[1].split(",")[0]) / n))
+print(",".join(f"{k}={v:.2f}" for k, v in sorted(out, key=lambda kv: -kv[1])) or "none")
+' "$1"
 }
 declare -a on_rps off_rps
 # Warm-up, not recorded: the first run of a fresh replica pays for its allocator's and its
@@ -143,12 +160,13 @@ for round in $(seq "${ROUNDS:-5}"); do
   if ((round % 2)); then order="OFF ON"; else order="ON OFF"; fi
   for mode in $order; do
     if [[ $mode == OFF ]]; then url=$OFF; apps=$OFF_PIDS; else url=$ON; apps=$ON_PIDS; fi
-    read -r r p50 p99 err redis_us app_us <<<"$(thr_cpu "$url" "$apps")"
+    read -r r p50 p99 err redis_us app_us redis_cmds <<<"$(thr_cpu "$url" "$apps")"
     if [[ $mode == OFF ]]; then off_rps+=("$r"); else on_rps+=("$r"); fi
-    echo "round $round  lock ${mode,,}: $r req/s  p50 ${p50} ms  p99 ${p99} ms  errors $err  CPU/req: Redis ${redis_us} µs, replicas ${app_us} µs"
+    echo "round $round  lock ${mode,,}: $r req/s  p50 ${p50} ms  p99 ${p99} ms  errors $err  CPU/req: Redis ${redis_us} µs, replicas ${app_us} µs  Redis time/req µs: ${redis_cmds}"
   done
 done
 python3 -c "import statistics,sys; on=statistics.median(float(x) for x in sys.argv[1].split()); off=statistics.median(float(x) for x in sys.argv[2].split()); print(f'ratio on/off (medians of {len(sys.argv[1].split())} rounds): {on/off:.2f}x  (target >= 0.90x)')" "${on_rps[*]}" "${off_rps[*]}"
+python3 -c "import sys; on=[float(x) for x in sys.argv[1].split()]; off=[float(x) for x in sys.argv[2].split()]; print('each round on/off: ' + ' '.join(f'{a/b:.2f}x' for a, b in zip(on, off)))" "${on_rps[*]}" "${off_rps[*]}"
 fi
 
 if want 3; then

@@ -142,6 +142,16 @@ impl TestBalancer {
             .expect("metrics text")
     }
 
+    /// The value of the unlabelled counter `name` (e.g. `balancer_retries_total`) in `/metrics`.
+    pub async fn counter(&self, name: &str) -> u64 {
+        let metrics = self.metrics().await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{metrics}"))
+    }
+
     /// Waits (at most 10 s) until exactly `n` backends are in rotation.
     pub async fn wait_healthy(&self, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(10);

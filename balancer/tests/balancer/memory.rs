@@ -9,12 +9,8 @@ use tokio::net::TcpStream;
 
 use crate::helpers::{TestBalancer, TestServer, read_responses, test_config, text, upstreams};
 
-fn trims(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("balancer_memory_trims_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("balancer_memory_trims_total in /metrics")
+async fn trims(lb: &TestBalancer) -> u64 {
+    lb.counter("balancer_memory_trims_total").await
 }
 
 /// Opens `n` keep-alive connections, each making one request, and returns them open.
@@ -38,7 +34,7 @@ async fn burst(lb: &TestBalancer, n: usize) -> Vec<TcpStream> {
 async fn trims_reach(lb: &TestBalancer, at_least: u64, within: Duration) -> u64 {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let n = trims(&lb.metrics().await);
+        let n = trims(lb).await;
         if n >= at_least || tokio::time::Instant::now() >= deadline {
             return n;
         }
@@ -52,14 +48,14 @@ async fn a_settled_burst_of_connections_is_trimmed_once() {
     let backend = TestServer::start(|_| async { text("ok") }).await;
     let lb = TestBalancer::start(test_config(&upstreams(&[backend.addr]))).await;
     lb.wait_healthy(1).await;
-    assert_eq!(trims(&lb.metrics().await), 0);
+    assert_eq!(trims(&lb).await, 0);
 
     // Act 1: 200 clients at once, then idle (their connections are parked).
     let conns = burst(&lb, 200).await;
     let after_park = trims_reach(&lb, 1, Duration::from_secs(5)).await;
     // Act 2: nothing more happens for a few ticks.
     tokio::time::sleep(balancer::memory::TICK * 4).await;
-    let quiet = trims(&lb.metrics().await);
+    let quiet = trims(&lb).await;
     // Act 3: the burst closes.
     drop(conns);
     let after_close = trims_reach(&lb, quiet + 1, Duration::from_secs(5)).await;
@@ -91,10 +87,10 @@ async fn a_turnover_of_connections_is_trimmed_once_it_stops_and_never_with_memor
     // Act 2: the turnover stops.
     trims_reach(&lb, 1, Duration::from_secs(5)).await;
     tokio::time::sleep(balancer::memory::TICK * 3).await;
-    let after = trims(&lb.metrics().await);
+    let after = trims(&lb).await;
 
     // Assert: once they stopped, one trim (at most one more if the machine paused the test
     // for a whole tick while connections were still coming); none ever with MEMORY_TRIM off.
     assert!((1..=2).contains(&after), "{after} trims");
-    assert_eq!(trims(&lb_off.metrics().await), 0);
+    assert_eq!(trims(&lb_off).await, 0);
 }

@@ -27,14 +27,6 @@ async fn one_worker(
 /// Each upstream connection's first request line, and when the balancer closed it.
 type ConnLog = Arc<Mutex<Vec<(String, Option<Instant>)>>>;
 
-fn opened(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("balancer_upstream_connections_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("balancer_upstream_connections_total in /metrics")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_reuse_one_upstream_connection() {
     // Arrange
@@ -52,7 +44,7 @@ async fn sequential_requests_reuse_one_upstream_connection() {
 
     // Assert: one upstream connection carried all of them.
     assert_eq!(backend.accepted.load(Ordering::SeqCst) - before, 1);
-    assert_eq!(opened(&lb.metrics().await), 1);
+    assert_eq!(lb.counter("balancer_upstream_connections_total").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
