@@ -19,6 +19,11 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`: the `Host` the client asked for.
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `Forwarded` (RFC 7239).
+pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+/// `X-Real-IP`: a single client address some proxies set; believed only from trusted ones.
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 /// `X-Upstream`: response header naming the backend address that answered.
 pub static X_UPSTREAM: HeaderName = HeaderName::from_static("x-upstream");
 
@@ -52,12 +57,66 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE) && connection_has(headers, "upgrade")
 }
 
+/// Which of the headers this module handles a map holds, found in one pass over its names.
+/// Most requests and responses carry none of them: a `remove` or `contains_key` per name
+/// would hash every one of those names on every message.
+#[derive(Debug, Default, Clone, Copy)]
+struct Present {
+    connection: bool,
+    keep_alive: bool,
+    proxy_connection: bool,
+    transfer_encoding: bool,
+    te: bool,
+    upgrade: bool,
+    x_forwarded_for: bool,
+    x_forwarded_proto: bool,
+    x_forwarded_host: bool,
+    forwarded: bool,
+    x_real_ip: bool,
+}
+
+impl Present {
+    fn scan(headers: &HeaderMap) -> Present {
+        let mut p = Present::default();
+        for name in headers.keys() {
+            let flag = if name == CONNECTION {
+                &mut p.connection
+            } else if name == KEEP_ALIVE {
+                &mut p.keep_alive
+            } else if name == PROXY_CONNECTION {
+                &mut p.proxy_connection
+            } else if name == TRANSFER_ENCODING {
+                &mut p.transfer_encoding
+            } else if name == TE {
+                &mut p.te
+            } else if name == UPGRADE {
+                &mut p.upgrade
+            } else if name == X_FORWARDED_FOR {
+                &mut p.x_forwarded_for
+            } else if name == X_FORWARDED_PROTO {
+                &mut p.x_forwarded_proto
+            } else if name == X_FORWARDED_HOST {
+                &mut p.x_forwarded_host
+            } else if name == FORWARDED {
+                &mut p.forwarded
+            } else if name == X_REAL_IP {
+                &mut p.x_real_ip
+            } else {
+                continue;
+            };
+            *flag = true;
+        }
+        p
+    }
+}
+
 /// Removes hop-by-hop headers in place.
 ///
 /// `keep_upgrade` is set while proxying an upgrade (request with `Upgrade`, or a 101 response):
 /// `Upgrade` then stays and `Connection` is re-set to exactly `upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(CONNECTION) {
+    let present = Present::scan(headers);
+    if present.connection {
         // Collected first because the names borrow from the map we are about to change.
         let mut listed: Vec<HeaderName> = Vec::new();
         for value in headers.get_all(CONNECTION) {
@@ -76,10 +135,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(CONNECTION);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(TRANSFER_ENCODING);
-    if headers.contains_key(TE) {
+    if present.keep_alive {
+        headers.remove(&KEEP_ALIVE);
+    }
+    if present.proxy_connection {
+        headers.remove(&PROXY_CONNECTION);
+    }
+    if present.transfer_encoding {
+        headers.remove(TRANSFER_ENCODING);
+    }
+    if present.te {
         // `TE: trailers` is the one value that may travel on (RFC 9110 §10.1.4); drop the rest.
         let wants_trailers = headers.get_all(TE).iter().any(|v| {
             v.to_str()
@@ -101,15 +166,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if present.upgrade {
         headers.remove(UPGRADE);
     }
 }
-
-/// `Forwarded` (RFC 7239).
-pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-/// `X-Real-IP`: a single client address some proxies set; believed only from trusted ones.
-pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Who sent the request to us, as the forwarding headers need it.
 #[derive(Debug, Clone, Copy)]
@@ -131,7 +191,8 @@ pub fn set_forwarded(
     authority: Option<&http::uri::Authority>,
 ) {
     let client_ip = hop.client_ip;
-    if hop.trusted && headers.contains_key(&X_FORWARDED_FOR) {
+    let present = Present::scan(headers);
+    if hop.trusted && present.x_forwarded_for {
         let mut joined: Vec<u8> = Vec::with_capacity(64);
         for v in headers.get_all(&X_FORWARDED_FOR) {
             if !joined.is_empty() {
@@ -148,27 +209,32 @@ pub fn set_forwarded(
     } else {
         headers.insert(&X_FORWARDED_FOR, client_ip.clone());
     }
-    if !hop.trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
+    if !hop.trusted || !present.x_forwarded_proto {
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(hop.scheme));
     }
     let host = headers
         .get(HOST)
         .cloned()
         .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-    if !hop.trusted || !headers.contains_key(&X_FORWARDED_HOST) {
+    if !hop.trusted || !present.x_forwarded_host {
         match &host {
             Some(h) => {
                 headers.insert(&X_FORWARDED_HOST, h.clone());
             }
-            None => {
+            None if present.x_forwarded_host => {
                 // A client-supplied value we could not confirm must not reach the backend.
                 headers.remove(&X_FORWARDED_HOST);
             }
+            None => {}
         }
     }
     if !hop.trusted {
-        headers.remove(&FORWARDED);
-        headers.remove(&X_REAL_IP);
+        if present.forwarded {
+            headers.remove(&FORWARDED);
+        }
+        if present.x_real_ip {
+            headers.remove(&X_REAL_IP);
+        }
     }
     if let Some(element) = forwarded_element(client_ip, host.as_ref(), hop.scheme) {
         headers.append(&FORWARDED, element);
@@ -239,6 +305,20 @@ mod tests {
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["set-cookie"]);
         assert_eq!(h.get_all("set-cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_left_as_it_was() {
+        let pairs = [
+            ("host", "example.test"),
+            ("accept", "*/*"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("x-request-id", "abc"),
+        ];
+        let mut h = map(&pairs);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&pairs));
     }
 
     #[test]
@@ -313,5 +393,19 @@ mod tests {
             "for=\"[::1]\";host=\"example.test\";proto=http"
         );
         assert!(!h.contains_key(&X_REAL_IP));
+    }
+
+    #[test]
+    fn without_a_host_no_forwarded_host_is_made_up_or_kept() {
+        let ip = HeaderValue::from_static("10.0.0.7");
+        let mut h = map(&[("x-forwarded-host", "evil.test")]);
+        set_forwarded(&mut h, hop(&ip, false), None);
+        assert!(!h.contains_key(&X_FORWARDED_HOST));
+        assert_eq!(h[&FORWARDED], "for=10.0.0.7;proto=http");
+
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, hop(&ip, false), None);
+        assert!(!h.contains_key(&X_FORWARDED_HOST));
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.7");
     }
 }

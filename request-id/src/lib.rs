@@ -104,8 +104,8 @@ pub fn ensure(headers: &mut HeaderMap, required: bool) -> bool {
     match parse(headers) {
         Ok(Some(_)) => false,
         Ok(None) if !required => false,
+        // `insert` replaces every value an invalid id had (repeated ones too).
         Ok(None) | Err(_) => {
-            headers.remove(&HEADER);
             headers.insert(HEADER, generate());
             true
         }
