@@ -97,10 +97,10 @@ count() {
     PIDS+=($pid)
     wait_for "http://127.0.0.1:$port/"
     wrk -t1 -c16 -d2s "http://127.0.0.1:$port/" >/dev/null
-    callgrind_control -i on "$pid" >/dev/null
+    callgrind_control -i on "$pid" >/dev/null 2>&1
     out=$(wrk -t1 -c16 -d5s "http://127.0.0.1:$port/")
-    callgrind_control -i off "$pid" >/dev/null
-    callgrind_control -d "$pid" >/dev/null
+    callgrind_control -i off "$pid" >/dev/null 2>&1
+    callgrind_control -d "$pid" >/dev/null 2>&1
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     local dump
@@ -123,10 +123,8 @@ PY
 echo
 echo "balancer: top $TOP functions by their own instructions per request"
 callgrind_annotate --inclusive=no "$WORK/balancer.dump" 2>/dev/null |
-    awk -v n="$lb_n" -v top="$TOP" '
-        /^ *[0-9,]+ +\(/ && !/PROGRAM TOTALS/ {
-            v = $1; gsub(",", "", v); $1 = ""; $2 = ""
-            sub(/^ +/, ""); sub(/ \[.*$/, "")
-            printf "  %8.0f  %s\n", v / n, substr($0, 1, 110)
-            if (++shown == top) exit
-        }'
+    sed -nE 's/^ *([0-9,]+) +\( *[0-9.]+%\) +(.*)$/\1 \2/p' | grep -v 'PROGRAM TOTALS' |
+    head -n "$TOP" | awk -v n="$lb_n" '{
+        v = $1; gsub(",", "", v); $1 = ""; sub(/^ +/, ""); sub(/ \[.*$/, "")
+        printf "  %8.0f  %s\n", v / n, substr($0, 1, 110)
+    }'
