@@ -135,7 +135,9 @@ impl Drop for Scope {
 }
 
 tokio::task_local! {
-    static SCOPE: Scope;
+    // Boxed: the task-local's value is swapped in and out of the thread on every poll of the
+    // request, so it should be a pointer, not the whole scope.
+    static SCOPE: Box<Scope>;
 }
 
 /// Moves the scope's state to `next` and returns what it was. `None` outside a scope.
@@ -614,7 +616,7 @@ where
         optimistic,
     };
     SCOPE
-        .scope(scope, async move {
+        .scope(Box::new(scope), async move {
             tokio::pin!(run);
             let res = tokio::select! {
                 biased;
