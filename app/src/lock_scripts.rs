@@ -157,21 +157,23 @@ impl Lua {
         self.sha.get_or_init(|| fred::util::sha1_hash(self.text))
     }
 
-    pub(crate) async fn run<R, V>(
+    /// Runs the script with the keys and arguments `call` builds. `call` runs once, and a
+    /// second time only after a `NOSCRIPT`, so the common case copies nothing.
+    pub(crate) async fn run<R, K, V>(
         &self,
         pool: &Pool,
-        keys: impl Into<fred::types::MultipleKeys>,
-        args: V,
+        call: impl Fn() -> (K, V),
     ) -> Result<R, fred::error::Error>
     where
         R: fred::types::FromValue,
-        V: TryInto<fred::types::MultipleValues>,
-        V::Error: Into<fred::error::Error>,
+        K: Into<fred::types::MultipleKeys> + Send,
+        V: TryInto<fred::types::MultipleValues> + Send,
+        V::Error: Into<fred::error::Error> + Send,
     {
-        let keys = keys.into();
-        let args = args.try_into().map_err(Into::into)?;
-        match pool.evalsha(self.sha(), keys.clone(), args.clone()).await {
+        let (keys, args) = call();
+        match pool.evalsha(self.sha(), keys, args).await {
             Err(err) if err.details().starts_with("NOSCRIPT") => {
+                let (keys, args) = call();
                 pool.eval(self.text, keys, args).await
             }
             answer => answer,

@@ -300,11 +300,9 @@ impl SessionLock {
         let lease_ms = self.lease.as_millis().to_string();
         self.wait_for(&id, start, deadline, || async {
             let answer: Value = ACQUIRE
-                .run(
-                    &self.pool,
-                    keys.clone(),
-                    vec![token, lease_ms.as_str(), WAITING_MS],
-                )
+                .run(&self.pool, || {
+                    (keys.clone(), vec![token, lease_ms.as_str(), WAITING_MS])
+                })
                 .await?;
             let mut answer = answer.into_array().into_iter();
             Ok(match answer.next().and_then(|taken| taken.as_i64()) {
@@ -355,15 +353,16 @@ impl SessionLock {
         ttl: Duration,
     ) -> Result<Optimistic, Failure> {
         let sent: Result<i64, _> = CAS_SAVE
-            .run(
-                &self.pool,
-                vec![keys.record.clone(), keys.lock.clone()],
-                vec![
-                    Value::Bytes(seen.clone()),
-                    Value::from(bytes),
-                    Value::from(millis(ttl)),
-                ],
-            )
+            .run(&self.pool, || {
+                (
+                    vec![keys.record.clone(), keys.lock.clone()],
+                    vec![
+                        Value::Bytes(seen.clone()),
+                        Value::from(bytes),
+                        Value::from(millis(ttl)),
+                    ],
+                )
+            })
             .await;
         let outcome = match sent {
             Ok(1) => Ok(Optimistic::Written),
@@ -396,11 +395,12 @@ impl SessionLock {
     ) -> Result<Optimistic, Failure> {
         let written = Bytes::copy_from_slice(bytes);
         self.resolve_with("optimistic save", &id.to_string(), || {
-            CAS_RESOLVE.run(
-                &self.pool,
-                vec![record.clone()],
-                vec![Value::Bytes(seen.clone()), Value::Bytes(written.clone())],
-            )
+            CAS_RESOLVE.run(&self.pool, || {
+                (
+                    vec![record.clone()],
+                    vec![Value::Bytes(seen.clone()), Value::Bytes(written.clone())],
+                )
+            })
         })
         .await
         .map(|()| Optimistic::Written)
@@ -451,27 +451,28 @@ impl SessionLock {
         let id = id.to_string();
         let save_id = new_token();
         let sent: Result<i64, _> = SAVE
-            .run(
-                &self.pool,
-                vec![
-                    self.keys.record(&id),
-                    self.keys.lock(&id),
-                    self.keys.saves(&id),
-                    self.keys.waiting(&id),
-                ],
-                vec![
-                    Value::from(bytes),
-                    Value::from(millis(ttl)),
-                    Value::from(token),
-                    Value::from(i64::from(SAVES_KEPT) - 1),
-                    Value::from(millis(SAVES_TTL)),
-                    Value::from(if keep { "1" } else { "0" }),
-                    Value::from(millis(self.lease)),
-                    Value::from(self.keys.channel()),
-                    Value::from(id.as_str()),
-                    Value::from(save_id.as_str()),
-                ],
-            )
+            .run(&self.pool, || {
+                (
+                    vec![
+                        self.keys.record(&id),
+                        self.keys.lock(&id),
+                        self.keys.saves(&id),
+                        self.keys.waiting(&id),
+                    ],
+                    vec![
+                        Value::from(bytes),
+                        Value::from(millis(ttl)),
+                        Value::from(token),
+                        Value::from(i64::from(SAVES_KEPT) - 1),
+                        Value::from(millis(SAVES_TTL)),
+                        Value::from(if keep { "1" } else { "0" }),
+                        Value::from(millis(self.lease)),
+                        Value::from(self.keys.channel()),
+                        Value::from(id.as_str()),
+                        Value::from(save_id.as_str()),
+                    ],
+                )
+            })
             .await;
         match sent {
             Ok(1) => Ok(keep),
@@ -502,18 +503,19 @@ impl SessionLock {
         let lease_ms = millis(self.lease).to_string();
         let resolved = self
             .resolve_with("save", id, || {
-                RESOLVE.run(
-                    &self.pool,
-                    keys.clone(),
-                    vec![
-                        token,
-                        save_id,
-                        kept.as_str(),
-                        lease_ms.as_str(),
-                        self.keys.channel(),
-                        id,
-                    ],
-                )
+                RESOLVE.run(&self.pool, || {
+                    (
+                        keys.clone(),
+                        vec![
+                            token,
+                            save_id,
+                            kept.as_str(),
+                            lease_ms.as_str(),
+                            self.keys.channel(),
+                            id,
+                        ],
+                    )
+                })
             })
             .await;
         if resolved == Err(Failure::Unknown) {
@@ -533,11 +535,12 @@ impl SessionLock {
         ];
         let lease_ms = millis(self.lease).to_string();
         let deleted: Result<i64, _> = DELETE_HELD
-            .run(
-                &self.pool,
-                keys,
-                vec![token, lease_ms.as_str(), self.keys.channel(), id.as_str()],
-            )
+            .run(&self.pool, || {
+                (
+                    keys.clone(),
+                    vec![token, lease_ms.as_str(), self.keys.channel(), id.as_str()],
+                )
+            })
             .await;
         match deleted {
             Ok(1) => Ok(()),
@@ -555,11 +558,9 @@ impl SessionLock {
     pub async fn renew(&self, id: &Id, token: &str) -> Result<bool, fred::error::Error> {
         let lease_ms = self.lease.as_millis().to_string();
         let renewed: i64 = RENEW
-            .run(
-                &self.pool,
-                vec![self.keys.lock(id)],
-                vec![token, lease_ms.as_str()],
-            )
+            .run(&self.pool, || {
+                (vec![self.keys.lock(id)], vec![token, lease_ms.as_str()])
+            })
             .await?;
         Ok(renewed == 1)
     }
@@ -567,17 +568,14 @@ impl SessionLock {
     /// Frees the lock if `token` still holds it, waking waiters elsewhere.
     pub async fn release(&self, id: &Id, token: &str) -> Result<(), fred::error::Error> {
         let id = id.to_string();
+        let lease_ms = millis(self.lease).to_string();
         let _: i64 = RELEASE
-            .run(
-                &self.pool,
-                vec![self.keys.lock(&id), self.keys.waiting(&id)],
-                vec![
-                    token,
-                    &millis(self.lease).to_string(),
-                    self.keys.channel(),
-                    id.as_str(),
-                ],
-            )
+            .run(&self.pool, || {
+                (
+                    vec![self.keys.lock(&id), self.keys.waiting(&id)],
+                    vec![token, lease_ms.as_str(), self.keys.channel(), id.as_str()],
+                )
+            })
             .await?;
         Ok(())
     }
@@ -633,16 +631,13 @@ impl SessionLock {
             let give_up = Instant::now() + ABANDON_FOR;
             let mut pause = Duration::from_millis(10);
             while Instant::now() < give_up {
-                let undone: Result<i64, _> = ABANDON.run(&self.pool,
-                        keys.clone(),
-                        vec![
+                let undone: Result<i64, _> = ABANDON.run(&self.pool, || (keys.clone(), vec![
                             token.as_str(),
                             tombstone_ms.as_str(),
                             lease_ms.as_str(),
                             self.keys.channel(),
                             id.as_str(),
-                        ],
-                    )
+                        ]))
                     .await;
                 match undone {
                     Ok(_) => return,
