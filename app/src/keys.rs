@@ -12,6 +12,9 @@ use std::{fmt::Display, sync::Arc};
 /// The default `SESSION_KEY_PREFIX`.
 pub const DEFAULT_PREFIX: &str = "session:";
 
+/// What a session's lock key adds to its record key.
+const LOCK_SUFFIX: &str = ":lock";
+
 /// The key and channel names under one prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -63,13 +66,13 @@ impl Keys {
     /// Session `id`'s record and lock keys, with the id encoded once.
     pub fn record_and_lock(&self, id: impl Display) -> (String, String) {
         let record = self.record(id);
-        let lock = format!("{record}:lock");
+        let lock = record.clone() + LOCK_SUFFIX;
         (record, lock)
     }
 
     /// Session `id`'s lock: `session:{id}:lock`.
     pub fn lock(&self, id: impl Display) -> String {
-        format!("{}{{{id}}}:lock", self.prefix)
+        self.record(id) + LOCK_SUFFIX
     }
 
     /// The ids of session `id`'s recent saves, for resolving a save whose answer was lost.

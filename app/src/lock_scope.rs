@@ -665,7 +665,10 @@ where
 /// itself is polled, and the `select!` in [`run_in_scope`] polls this right after it.
 async fn renew_once_held(lock: &SessionLock) {
     std::future::poll_fn(|_| {
-        if held_lock().is_some() {
+        let held = SCOPE
+            .try_with(|s| matches!(&*s.state.borrow(), Hold::Held { .. }))
+            .unwrap_or(false);
+        if held {
             std::task::Poll::Ready(())
         } else {
             std::task::Poll::Pending

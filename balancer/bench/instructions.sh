@@ -13,25 +13,11 @@
 # Requires: cargo, valgrind, nginx, wrk, curl. Loopback only; stops by itself.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BASE_PORT=${BASE_PORT:-24000}
 TOP=${TOP:-12}
-WORK=$(mktemp -d /tmp/lb-instr.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-for tool in valgrind callgrind_control callgrind_annotate nginx wrk curl; do
-    command -v "$tool" >/dev/null || {
-        echo "missing $tool (apt-get install valgrind nginx wrk curl)" >&2
-        exit 1
-    }
-done
+# shellcheck source=balancer/bench/common.sh
+source "$(dirname "$0")/common.sh"
+need_tools "valgrind nginx wrk curl" valgrind callgrind_control callgrind_annotate nginx wrk curl
 if [[ -z "${NO_BUILD:-}" ]]; then
     (cd "$ROOT" && cargo build --release -q -p balancer)
 fi
@@ -68,15 +54,6 @@ nginx_conf "$WORK/nginx" \
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$host; } }"
 
-wait_for() { # url
-    for _ in $(seq 1 150); do
-        curl -fs -o /dev/null "$1" && return 0
-        sleep 0.2
-    done
-    echo "$1 did not come up" >&2
-    exit 1
-}
-
 # who -> "requests instructions"
 count() {
     local who=$1 pid port out
@@ -95,7 +72,7 @@ count() {
     fi
     pid=$!
     PIDS+=($pid)
-    wait_for "http://127.0.0.1:$port/"
+    wait_for "http://127.0.0.1:$port/" "$who" 30
     wrk -t1 -c16 -d2s "http://127.0.0.1:$port/" >/dev/null
     callgrind_control -i on "$pid" >/dev/null 2>&1
     out=$(wrk -t1 -c16 -d5s "http://127.0.0.1:$port/")

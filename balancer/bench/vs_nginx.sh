@@ -40,24 +40,9 @@ ROUTES=${ROUTES:-"/ /session /healthz"} # /healthz: almost no app work, isolates
 BASE_PORT=${BASE_PORT:-21000} # below the ephemeral range, so TIME-WAIT sockets cannot hold them
 BALANCER_THREADS=${BALANCER_THREADS:-} # empty: the balancer default (one worker per core); 1 = like nginx here
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-WORK=$(mktemp -d /tmp/lb-bench.XXXXXX)
-PIDS=()
-
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-for tool in nginx wrk curl python3 $([[ $MODE == app ]] && echo redis-server); do
-    command -v "$tool" >/dev/null || {
-        echo "missing $tool (apt-get install redis-server nginx wrk curl python3)" >&2
-        exit 1
-    }
-done
+# shellcheck source=balancer/bench/common.sh
+source "$(dirname "$0")/common.sh"
+need_tools "redis-server nginx wrk curl python3" nginx wrk curl python3 $([[ $MODE == app ]] && echo redis-server)
 ulimit -n 65536 2>/dev/null || ulimit -n 8192
 
 REDIS_PORT=$((BASE_PORT + 1))
@@ -72,14 +57,6 @@ if [[ -z "${NO_BUILD:-}" ]]; then
     (cd "$ROOT" && cargo build --release -q -p app -p balancer)
 fi
 
-wait_for() { # url what
-    for _ in $(seq 1 100); do
-        curl -fs -o /dev/null "$1" && return 0
-        sleep 0.1
-    done
-    echo "$2 did not come up ($1)" >&2
-    exit 1
-}
 
 if [[ $MODE == app ]]; then
     echo "== starting redis, 3 replicas, balancer, nginx"

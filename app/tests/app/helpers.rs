@@ -80,6 +80,18 @@ impl Cluster {
     pub fn url(&self, replica: usize, path: &str) -> String {
         format!("{}{path}", self.replicas[replica].url())
     }
+
+    /// `replica`'s `/metrics` text.
+    pub async fn metrics(&self, replica: usize) -> String {
+        plain()
+            .get(self.url(replica, "/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
 }
 
 /// `GET /session` and the counter it printed, with the node that served it.

@@ -156,11 +156,6 @@ async fn redis_down_on_a_locked_write_is_503_not_a_hang() {
     assert!(start.elapsed() < Duration::from_secs(1));
 }
 
-async fn metrics_text(client: &reqwest::Client, url: &str) -> String {
-    let res = client.get(url).send().await.expect("metrics");
-    res.text().await.expect("body")
-}
-
 fn lock_acquisitions(metrics: &str) -> f64 {
     metric(metrics, "session_lock_wait_seconds_count")
 }
@@ -173,7 +168,6 @@ async fn no_lock_is_taken_without_a_session_or_for_reads() {
         }
     })
     .await;
-    let metrics_url = cluster.url(0, "/metrics");
     let anonymous = reqwest::Client::new();
     for _ in 0..3 {
         anonymous
@@ -190,17 +184,17 @@ async fn no_lock_is_taken_without_a_session_or_for_reads() {
         .send()
         .await
         .expect("r");
-    let text = metrics_text(&anonymous, &metrics_url).await;
+    let text = cluster.metrics(0).await;
     assert_eq!(lock_acquisitions(&text), 0.0, "{text}");
 
     // A write with a session, on a quiet session: optimistic, so no lock either.
     increment(&client, &cluster.replicas[0].url()).await;
-    let text = metrics_text(&anonymous, &metrics_url).await;
+    let text = cluster.metrics(0).await;
     assert_eq!(lock_acquisitions(&text), 0.0);
     assert_eq!(metric(&text, "session_optimistic_writes_total"), 1.0);
     // Without the optimistic try, the same write takes the lock once and lets it go.
     increment(&client, &cluster.replicas[1].url()).await;
-    let text = metrics_text(&anonymous, &cluster.url(1, "/metrics")).await;
+    let text = cluster.metrics(1).await;
     assert_eq!(lock_acquisitions(&text), 1.0);
     assert_eq!(
         cluster.redis.cli(&["KEYS", "session:{*}:lock"]),

@@ -89,7 +89,7 @@ async fn metrics_count_redis_errors() {
         .send()
         .await
         .expect("request");
-    let text = metrics_of(&client, &cluster).await;
+    let text = cluster.metrics(0).await;
     assert!(metric(&text, "redis_errors_total") >= 1.0, "{text}");
 }
 
@@ -114,7 +114,7 @@ async fn random_methods_and_paths_do_not_grow_the_metrics() {
             .await
             .expect("an answer");
     }
-    let text = metrics_of(&client, &cluster).await;
+    let text = cluster.metrics(0).await;
 
     // Assert: they all share one series.
     assert!(series(&text) <= 3, "{text}");
@@ -122,16 +122,4 @@ async fn random_methods_and_paths_do_not_grow_the_metrics() {
         text.contains(r#"http_requests_total{route="unmatched",method="OTHER",status="#),
         "{text}"
     );
-}
-
-/// Replica 0's `/metrics` text.
-async fn metrics_of(client: &reqwest::Client, cluster: &Cluster) -> String {
-    client
-        .get(cluster.url(0, "/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body")
 }

@@ -41,6 +41,21 @@ async fn add(cluster: &Cluster, replica: usize, cookie: &str, by: u64, id: &str)
     post_views(url, cookie.to_owned(), Some(by), Some(id)).await
 }
 
+/// Starts a `POST /api/session/views` on node-0 with `cookie` (and `{"by": by}` and request
+/// id `id`, when given), and returns once it has read the session (100 ms in) and waits in
+/// its handler.
+async fn start_write_on_node0(
+    cluster: &Cluster,
+    cookie: &str,
+    by: Option<u64>,
+    id: Option<&'static str>,
+) -> tokio::task::JoinHandle<(u16, Value)> {
+    let url = cluster.url(0, "/api/session/views");
+    let write = tokio::spawn(post_views(url, cookie.to_owned(), by, id));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    write
+}
+
 /// Two replicas on one Redis, node-0 waiting 300 ms between reading a session and writing
 /// it, and a session opened on node-0: its cookie.
 async fn node0_slow() -> (Cluster, String) {
@@ -54,29 +69,12 @@ async fn node0_slow() -> (Cluster, String) {
     (cluster, cookie)
 }
 
-async fn metrics(cluster: &Cluster, replica: usize) -> String {
-    plain()
-        .get(cluster.url(replica, "/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
-}
-
 #[tokio::test]
 async fn a_write_that_lost_the_race_runs_again_under_the_lock_and_counts_once() {
     // Arrange: node-0 waits 300 ms between reading the session and writing it; node-1
     // writes three times in that window.
     let (cluster, cookie) = node0_slow().await;
-    let slow = tokio::spawn(post_views(
-        cluster.url(0, "/api/session/views"),
-        cookie.clone(),
-        Some(10),
-        Some("the-slow-one"),
-    ));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let slow = start_write_on_node0(&cluster, &cookie, Some(10), Some("the-slow-one")).await;
 
     // Act
     for i in 0..3 {
@@ -90,7 +88,7 @@ async fn a_write_that_lost_the_race_runs_again_under_the_lock_and_counts_once() 
     assert_eq!(status, 200);
     assert_eq!(slow["views"], 1 + 3 + 10, "{slow}");
     assert_eq!(views_of(&cluster, &cookie).await, 14);
-    let node0 = metrics(&cluster, 0).await;
+    let node0 = cluster.metrics(0).await;
     assert_eq!(metric(&node0, "session_optimistic_conflicts_total"), 1.0);
     // A replay of the slow request (a client retrying it elsewhere) is not counted again.
     let (status, replay) = add(&cluster, 1, &cookie, 10, "the-slow-one").await;
@@ -121,7 +119,7 @@ async fn parallel_writes_on_two_replicas_lose_nothing_and_then_take_the_lock() {
     let mut conflicts = 0.0;
     let mut written = 0.0;
     for replica in 0..2 {
-        let m = metrics(&cluster, replica).await;
+        let m = cluster.metrics(replica).await;
         conflicts += metric(&m, "session_optimistic_conflicts_total");
         written += metric(&m, "session_optimistic_writes_total");
     }
@@ -178,13 +176,7 @@ async fn a_compare_and_set_stalled_past_its_timeout_is_answered_truthfully() {
     })
     .await;
     let (cookie, _) = open_session(&cluster, "/api/session/views").await;
-    let request = tokio::spawn(post_views(
-        cluster.url(0, "/api/session/views"),
-        cookie.clone(),
-        None,
-        None,
-    ));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let request = start_write_on_node0(&cluster, &cookie, None, None).await;
 
     assert_eq!(
         cluster.redis.cli(&["CLIENT", "PAUSE", "900", "WRITE"]),
@@ -212,13 +204,7 @@ async fn a_compare_and_set_stalled_past_its_timeout_is_answered_truthfully() {
 #[tokio::test]
 async fn a_session_deleted_under_an_optimistic_write_stays_deleted() {
     let (cluster, cookie) = node0_slow().await;
-    let slow = tokio::spawn(post_views(
-        cluster.url(0, "/api/session/views"),
-        cookie.clone(),
-        None,
-        None,
-    ));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let slow = start_write_on_node0(&cluster, &cookie, None, None).await;
 
     let logout = plain()
         .delete(cluster.url(1, "/api/session"))

@@ -483,6 +483,14 @@ pub struct RawBackend {
     task: JoinHandle<()>,
 }
 
+/// The `content-length` of a lower-cased message head, 0 when it has none.
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Reads one HTTP/1.1 message (request or response): the head, then a `content-length` or
 /// chunked body (as far as it comes within 2 s). Returns the whole text.
 pub async fn read_message(stream: &mut TcpStream) -> String {
@@ -492,11 +500,7 @@ pub async fn read_message(stream: &mut TcpStream) -> String {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
+            let length = content_length(&head);
             let chunked = head.contains("transfer-encoding: chunked");
             let body = &buf[end + 4..];
             let complete = if chunked {
@@ -599,11 +603,7 @@ pub async fn read_responses(stream: &mut TcpStream, n: usize) -> Vec<(String, St
         let mut rest = &buf[..];
         while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&rest[..end]).to_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
+            let len = content_length(&head);
             if rest.len() < end + 4 + len {
                 break;
             }
