@@ -6,6 +6,7 @@
 #
 #   balancer/bench/instructions.sh            # NO_BUILD=1 skips the release build
 #   TOP=20 balancer/bench/instructions.sh     # more of the balancer's own functions
+#   DUMPS=/tmp/dumps balancer/bench/instructions.sh   # keep both callgrind dumps there
 #
 # Setup as `vs_nginx.sh MODE=proxy`: three upstream ports on one nginx answering `return 200`;
 # the balancer with 1 worker, nginx with 1 worker process (no master), both with upstream
@@ -83,6 +84,7 @@ count() {
     local dump
     dump=$(ls -t "$WORK/$who.out".* | head -1)
     cp "$dump" "$WORK/$who.dump"
+    if [[ -n "${DUMPS:-}" ]]; then mkdir -p "$DUMPS" && cp "$dump" "$DUMPS/$who.callgrind"; fi
     echo "$(awk '/requests in/{print $1}' <<<"$out") $(awk '/^totals:/{print $2}' "$dump")"
 }
 

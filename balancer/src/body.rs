@@ -53,9 +53,13 @@ pub enum ClientFault {
 #[error("no body bytes for {0:?} (BODY_IDLE_TIMEOUT)")]
 pub struct BodyIdle(pub Duration);
 
-/// What the attempts of one request learn about its body.
+/// What the attempts of one request share: the client's body until one of them takes it,
+/// and what they learn about the upload. One allocation per request with a body; none
+/// without.
 #[derive(Debug, Default)]
 struct Upload {
+    /// The client's body, until an attempt starts sending it.
+    body: Mutex<Option<Incoming>>,
     /// 0: no fault, 1: stalled, 2: broken.
     fault: AtomicU8,
     /// Set once the body was sent completely.
@@ -75,11 +79,9 @@ impl Upload {
 #[derive(Debug)]
 pub struct BodySlot {
     /// `None` for requests without a body: retrying those is always possible.
-    shared: Option<Arc<Mutex<Option<Incoming>>>>,
+    shared: Option<Arc<Upload>>,
     /// Size hint of the original body, reported by every attempt so framing stays the same.
     hint: SizeHint,
-    /// Fault and completion, shared with the attempts.
-    upload: Arc<Upload>,
     /// `BODY_IDLE_TIMEOUT`.
     idle: Duration,
 }
@@ -87,21 +89,20 @@ pub struct BodySlot {
 impl BodySlot {
     /// Wraps the client body. A body that is already complete needs no slot.
     pub fn new(body: Incoming, idle: Duration) -> BodySlot {
-        let upload = Arc::new(Upload::default());
         if body.is_end_stream() {
-            upload.finish();
             BodySlot {
                 shared: None,
                 hint: SizeHint::with_exact(0),
-                upload,
                 idle,
             }
         } else {
             let hint = body.size_hint();
             BodySlot {
-                shared: Some(Arc::new(Mutex::new(Some(body)))),
+                shared: Some(Arc::new(Upload {
+                    body: Mutex::new(Some(body)),
+                    ..Upload::default()
+                })),
                 hint,
-                upload,
                 idle,
             }
         }
@@ -116,10 +117,9 @@ impl BodySlot {
     pub fn attempt(&self) -> RequestBody {
         RequestBody(match &self.shared {
             None => Attempt::Empty,
-            Some(slot) => Attempt::Pending {
-                slot: Arc::clone(slot),
+            Some(upload) => Attempt::Pending {
+                upload: Arc::clone(upload),
                 hint: self.hint,
-                upload: Arc::clone(&self.upload),
                 idle: self.idle,
             },
         })
@@ -129,13 +129,13 @@ impl BodySlot {
     pub fn is_intact(&self) -> bool {
         match &self.shared {
             None => true,
-            Some(slot) => slot.lock().map(|s| s.is_some()).unwrap_or(false),
+            Some(upload) => upload.body.lock().map(|s| s.is_some()).unwrap_or(false),
         }
     }
 
     /// The client's fault, if its upload failed.
     pub fn client_fault(&self) -> Option<ClientFault> {
-        match self.upload.fault.load(Ordering::Acquire) {
+        match self.shared.as_ref()?.fault.load(Ordering::Acquire) {
             1 => Some(ClientFault::Stalled),
             2 => Some(ClientFault::Broken),
             _ => None,
@@ -144,9 +144,12 @@ impl BodySlot {
 
     /// Resolves once the whole body was sent to a backend (at once without a body).
     pub async fn sent(&self) {
+        let Some(upload) = &self.shared else {
+            return;
+        };
         loop {
-            let notified = self.upload.done_notify.notified();
-            if self.upload.done.load(Ordering::Acquire) {
+            let notified = upload.done_notify.notified();
+            if upload.done.load(Ordering::Acquire) {
                 return;
             }
             notified.await;
@@ -164,12 +167,10 @@ enum Attempt {
     Empty,
     /// Not yet polled: the client body is still in the shared slot.
     Pending {
-        /// Slot shared with [`BodySlot`].
-        slot: Arc<Mutex<Option<Incoming>>>,
+        /// Body, fault and completion, shared with [`BodySlot`].
+        upload: Arc<Upload>,
         /// Size hint of the original body.
         hint: SizeHint,
-        /// Fault and completion, shared with [`BodySlot`].
-        upload: Arc<Upload>,
         /// `BODY_IDLE_TIMEOUT`.
         idle: Duration,
     },
@@ -193,11 +194,8 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut self.get_mut().0;
-        if let Attempt::Pending {
-            slot, upload, idle, ..
-        } = this
-        {
-            let taken = slot.lock().ok().and_then(|mut s| s.take());
+        if let Attempt::Pending { upload, idle, .. } = this {
+            let taken = upload.body.lock().ok().and_then(|mut s| s.take());
             *this = match taken {
                 Some(body) => Attempt::Streaming {
                     body,

@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod round_robin;
 pub mod server;
 pub mod shutdown;
+pub mod spare;
 pub mod stall;
 pub mod telemetry;
 pub mod tunnel;

@@ -39,7 +39,7 @@ use bytes::Bytes;
 use http::header::HOST;
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -53,6 +53,7 @@ use crate::error::{ProxyError, UpstreamError};
 use crate::framing;
 use crate::headers::{Hop, X_UPSTREAM, is_upgrade_request, set_forwarded, strip_hop_by_hop};
 use crate::metrics::Metrics;
+use crate::spare::SpareHead;
 use crate::tunnel::tunnel;
 use crate::upstream_pool::UpstreamPool;
 
@@ -96,9 +97,9 @@ struct Exchange {
     started: Instant,
     /// The request for the next attempt: the rewritten original, or one handed back unsent.
     request: Option<Request<RequestBody>>,
-    /// A copy of the rewritten headers, kept only for a replayable request, for a replay
-    /// after an attempt that may have been sent (hyper keeps what it sent).
-    spare: Option<(Method, PathAndQuery, HeaderMap)>,
+    /// A copy of the rewritten head, kept only for a replayable request, for a replay after
+    /// an attempt that may have been sent (hyper keeps what it sent).
+    spare: Option<SpareHead>,
     /// The client's body, shared by the attempts.
     body: BodySlot,
     /// GET, HEAD or OPTIONS: may be replayed once, with its `X-Request-Id`.
@@ -249,7 +250,7 @@ impl Proxy {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let spare = (replayable && self.tries > 1)
-            .then(|| (parts.method.clone(), path.clone(), parts.headers.clone()));
+            .then(|| SpareHead::copy(&parts.method, &path, &parts.headers));
         let request = upstream_request(parts, path, body.attempt());
         Ok(Exchange {
             started,
@@ -301,6 +302,9 @@ impl Proxy {
         let mut up = up;
         loop {
             let answer = tokio::select! {
+                // The answer first: no random draw per poll, and an answer that came with
+                // the deadline still counts.
+                biased;
                 answer = conn.send(up) => answer,
                 () = &mut headers_due => return Outcome::TimedOut,
             };
@@ -462,7 +466,7 @@ impl Exchange {
         let mut req = match self.request.take() {
             Some(req) => req,
             None => {
-                let (method, path, headers) = self.spare.take()?;
+                let (method, path, headers) = self.spare.take()?.restore()?;
                 let mut parts = Request::new(()).into_parts().0;
                 parts.method = method;
                 parts.headers = headers;
