@@ -72,7 +72,7 @@ count() {
             >"$WORK/$who.log" 2>&1 &
     fi
     pid=$!
-    PIDS+=($pid)
+    PIDS+=("$pid")
     wait_for "http://127.0.0.1:$port/" "$who" 30
     wrk -t1 -c16 -d2s "http://127.0.0.1:$port/" >/dev/null
     callgrind_control -i on "$pid" >/dev/null 2>&1
