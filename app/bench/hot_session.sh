@@ -19,18 +19,11 @@ ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
 HANDOFFS=${HANDOFFS:-8}       # SESSION_LOCK_HANDOFFS of the replicas
 GROUP_COMMIT=${GROUP_COMMIT:-on} # SESSION_LOCK_GROUP_COMMIT of the replicas
-for tool in redis-server wrk curl python3; do
-  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install -y redis-server wrk curl python3)" >&2; exit 2; }
-done
+# shellcheck source=app/bench/common.sh
+source app/bench/common.sh
+need_tools "redis-server redis-tools wrk curl" redis-server redis-cli wrk curl python3
 
 [[ -n "${NO_BUILD:-}" ]] || cargo build --release -q -p app -p balancer
-BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
 
 rport=$(free_port)
 redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &

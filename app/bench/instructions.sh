@@ -15,18 +15,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 writes=${1:-3000}
-for tool in valgrind callgrind_control redis-server redis-cli curl; do
-  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install -y valgrind redis-server curl)" >&2; exit 2; }
-done
+# shellcheck source=app/bench/common.sh
+source app/bench/common.sh
+need_tools "valgrind redis-server redis-tools curl" valgrind callgrind_control redis-server redis-cli curl python3
 [[ -n "${NO_BUILD:-}" ]] || cargo build --release -q -p app -p loadtest
-APP=target/release/app
-LT=target/release/loadtest
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+APP=$BIN/app
+LT=$BIN/loadtest
 
 grind() { # out-file command... -> runs it under callgrind with counting off, in the background
   local out=$1

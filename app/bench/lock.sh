@@ -19,17 +19,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
-command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install -y redis-server)" >&2; exit 2; }
+# shellcheck source=app/bench/common.sh
+source app/bench/common.sh
+need_tools "redis-server redis-tools curl" redis-server redis-cli curl python3
 
 cargo build --release -q -p app -p loadtest
-APP=target/release/app
-LT=target/release/loadtest
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+APP=$BIN/app
+LT=$BIN/loadtest
 
 rport=$(free_port)
 redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &
