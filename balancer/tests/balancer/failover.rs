@@ -119,16 +119,16 @@ async fn post_body_is_retried_on_next_backend_after_connect_failure() {
 }
 
 /// A backend that passes health checks but drops every other request after reading it, as a
-/// replica killed mid-request would. Returns its address and the (lower-cased) heads of the
-/// requests it dropped.
+/// replica killed mid-request would. Returns its address and the raw heads of the requests
+/// it dropped.
 async fn dying_backend() -> (
     std::net::SocketAddr,
-    Arc<std::sync::Mutex<Vec<String>>>,
+    Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
     tokio::task::JoinHandle<()>,
 ) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let heads = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let heads = Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
     let seen = Arc::clone(&heads);
     let task = tokio::spawn(async move {
         loop {
@@ -139,8 +139,8 @@ async fn dying_backend() -> (
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let n = s.read(&mut buf).await.unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
-                if head.starts_with("get /readyz") {
+                let head = buf[..n].to_vec();
+                if head.starts_with(b"GET /readyz") {
                     let _ = s
                         .write_all(
                             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
@@ -281,7 +281,9 @@ async fn a_get_that_reached_a_dying_backend_is_replayed_with_the_same_request_id
         .expect("lock")
         .iter()
         .filter_map(|head| {
-            head.lines()
+            String::from_utf8_lossy(head)
+                .to_lowercase()
+                .lines()
                 .find_map(|l| l.strip_prefix("x-request-id: "))
                 .map(|id| id.trim().to_owned())
         })
@@ -298,4 +300,86 @@ async fn a_get_that_reached_a_dying_backend_is_replayed_with_the_same_request_id
     distinct.sort();
     distinct.dedup();
     assert_eq!(distinct.len(), 4, "every request has its own id");
+}
+
+/// A raw request head's header lines as a `HeaderMap` (values as raw bytes).
+fn parse_head(head: &[u8]) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    let end = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(head.len());
+    for line in head[..end].split(|b| *b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let value = line[colon + 1..].trim_ascii();
+        headers.append(
+            http::HeaderName::from_bytes(&line[..colon]).expect("name"),
+            http::HeaderValue::from_bytes(value).expect("value"),
+        );
+    }
+    headers
+}
+
+#[tokio::test]
+async fn a_replay_carries_every_header_the_first_attempt_carried() {
+    // Arrange: a dying backend `a`; backend `b` answers and keeps each request's headers.
+    // The client sends what a hostile but legal client may: two `Cookie` lines, a
+    // percent-encoded value, UTF-8 and obs-text bytes, an empty value.
+    let (a_addr, a_heads, _a_task) = dying_backend().await;
+    let b_seen = Arc::new(std::sync::Mutex::new(Vec::<http::HeaderMap>::new()));
+    let seen = Arc::clone(&b_seen);
+    let b = TestServer::start(move |req| {
+        if req.uri().path() != "/readyz" {
+            seen.lock().expect("lock").push(req.headers().clone());
+        }
+        async { text("b") }
+    })
+    .await;
+    let mut config = test_config(&upstreams(&[a_addr, b.addr]));
+    config.health_interval = Duration::from_secs(30);
+    let lb = TestBalancer::start(config).await;
+    lb.wait_healthy(2).await;
+    let client = crate::helpers::http_client();
+
+    // Act: until `a` has dropped one request (round robin: within two).
+    for _ in 0..2 {
+        let resp = client
+            .get(lb.url("/session?q=%C3%A9"))
+            .header("cookie", "sid=abc")
+            .header("cookie", "theme=d%C3%A4rk")
+            .header("x-note", "caf\u{e9} \u{2603}")
+            .header(
+                "x-odd",
+                http::HeaderValue::from_bytes(b"obs \xe9\xff").expect("obs-text value"),
+            )
+            .header("x-empty", "")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 200);
+    }
+
+    // Assert: the replay `b` got has exactly the headers of the attempt `a` dropped, repeated
+    // ones in order, bytes unchanged.
+    let heads = a_heads.lock().expect("lock").clone();
+    assert_eq!(heads.len(), 1, "a was tried once, then ejected");
+    let first = parse_head(&heads[0]);
+    let id = first
+        .get("x-request-id")
+        .expect("the first attempt had an id");
+    let seen = b_seen.lock().expect("lock").clone();
+    let replay = seen
+        .iter()
+        .find(|h| h.get("x-request-id") == Some(id))
+        .expect("b got the replay, with the same request id");
+    assert_eq!(replay, &first);
+    let cookies: Vec<_> = replay.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["sid=abc", "theme=d%C3%A4rk"]);
+    assert_eq!(
+        replay.get("x-odd").map(|v| v.as_bytes()),
+        Some(&b"obs \xe9\xff"[..])
+    );
 }
