@@ -48,7 +48,7 @@ for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sle
 load() { # url writes
   "$LT" --target "$1" --throughput --connections 50 --requests "$2" \
     --path /api/session/views --method POST --json --no-progress >"$work/load.json" || true
-  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["completed"], d["errors"])' "$work/load.json"
+  json "$work/load.json" completed errors
 }
 
 declare -A APP_I REDIS_I WRITES

@@ -62,20 +62,6 @@ start_replicas off json OFF
 start_replicas on msgpack MSGPACK
 first() { echo "${1%%,*}"; }
 
-# Fields of a loadtest --json report, space-separated: json FILE key.sub key ...
-json() { python3 - "$@" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-out = []
-for path in sys.argv[2:]:
-    v = d
-    for k in path.split("."):
-        v = v[k]
-    out.append(f"{v:.2f}" if isinstance(v, float) else str(v))
-print(" ".join(out))
-PY
-}
-
 want() { [[ " ${SECTIONS:-1 2 3 4} " == *" $1 "* ]]; }
 
 if want 1; then

@@ -20,37 +20,31 @@ pub struct SpareHead {
     /// For each header in order: name length and value length (`u32`, little endian), then
     /// the name's and the value's bytes.
     block: Vec<u8>,
-    /// Headers in `block` (repeated names counted once per value).
-    count: usize,
 }
 
 impl SpareHead {
     /// Copies `method`, `path` and every header of `headers`, repeated ones in order.
     pub fn copy(method: &Method, path: &PathAndQuery, headers: &HeaderMap) -> SpareHead {
         let mut block = Vec::with_capacity(512);
-        let mut count = 0;
         for (name, value) in headers {
             let (name, value) = (name.as_str().as_bytes(), value.as_bytes());
             // A header block longer than 4 GiB never gets past the server's head limit.
-            let lengths = [name.len() as u32, value.len() as u32];
-            block.extend_from_slice(&lengths[0].to_le_bytes());
-            block.extend_from_slice(&lengths[1].to_le_bytes());
+            block.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            block.extend_from_slice(&(value.len() as u32).to_le_bytes());
             block.extend_from_slice(name);
             block.extend_from_slice(value);
-            count += 1;
         }
         SpareHead {
             method: method.clone(),
             path: path.clone(),
             block,
-            count,
         }
     }
 
     /// The method, path and headers again. `None` only if the block does not read back,
     /// which the copy never produces.
     pub fn restore(self) -> Option<(Method, PathAndQuery, HeaderMap)> {
-        let mut headers = HeaderMap::with_capacity(self.count);
+        let mut headers = HeaderMap::new();
         let mut rest = self.block.as_slice();
         while !rest.is_empty() {
             let (name_len, tail) = take_len(rest)?;
