@@ -11,7 +11,11 @@ use crate::outcome::{self, Failure};
 /// Why a request could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// Reading or writing the session failed.
+    /// A session write did not happen, or nobody knows whether it did: the [`Failure`]
+    /// says which.
+    #[error("session write failed: {0:?}")]
+    Store(Failure),
+    /// Reading the session, or creating a new one, failed.
     #[error("session: {0}")]
     Session(#[from] session::Error),
 }
@@ -19,14 +23,17 @@ pub enum AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         match self {
-            // The store recorded what it knows about Redis (unavailable, busy, gone,
-            // unknown). A store error it did not flag is a bug (an unfenced write refused,
-            // a record that cannot be encoded): a 500.
-            AppError::Session(session::Error::Store(err)) if outcome::flagged().is_some() => {
-                let failure = outcome::flagged().unwrap_or(Failure::Unavailable);
-                tracing::warn!(%err, ?failure, "session store failed");
+            AppError::Store(failure) => {
+                tracing::warn!(?failure, "session write failed");
                 outcome::response(failure)
             }
+            // A read, or the create of a new session whose id nobody knows yet: nothing the
+            // user could see was written.
+            AppError::Session(session::Error::Store(err)) => {
+                tracing::warn!(%err, "session store failed");
+                outcome::response(Failure::Unavailable)
+            }
+            // A record that cannot be encoded or decoded: a bug.
             AppError::Session(err) => {
                 tracing::error!(%err, "session error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal error.\n").into_response()

@@ -6,8 +6,6 @@
 pub mod config;
 pub mod error;
 pub mod keys;
-pub mod local_queue;
-pub mod lock_scope;
 mod lock_scripts;
 pub mod lock_wakeups;
 pub mod metrics;
@@ -15,7 +13,6 @@ pub mod outcome;
 pub mod record;
 pub mod redis;
 pub mod replay;
-pub mod rerun;
 pub mod routes;
 pub mod sentinel;
 pub mod server;
@@ -25,6 +22,7 @@ pub mod shutdown;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod writer;
 
 #[cfg(feature = "test-support")]
 pub mod testing;

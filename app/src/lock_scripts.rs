@@ -10,15 +10,23 @@ use fred::{
     interfaces::{ClientLike, LuaInterface},
 };
 
-/// Lets go of the lock (`KEYS[$l]`): hands it to the first waiter that registered in the
-/// marker (`KEYS[$w]`), with a fresh lease (`ARGV[$lease]`), and wakes it by publishing the
-/// session id (`ARGV[$i]`) on the channel (`ARGV[$c]`); frees it when nobody waits.
+/// Lets go of the lock (`KEYS[$l]`) that the releaser's token (`ARGV[$t]`) holds: hands it
+/// to the first waiter that registered in the marker (`KEYS[$w]`), with a fresh lease
+/// (`ARGV[$lease]`), and wakes it by publishing the session id (`ARGV[$i]`) on the channel
+/// (`ARGV[$c]`); frees it when nobody waits. Never to the releaser itself: a mark naming it
+/// is stale (it took the lock since), and handing it back would leave the lock to nobody
+/// for a whole lease.
 macro_rules! let_go {
-    ($l:literal, $w:literal, $lease:literal, $c:literal, $i:literal) => {
+    ($l:literal, $w:literal, $t:literal, $lease:literal, $c:literal, $i:literal) => {
         concat!(
             "local nxt = redis.call('get', KEYS[",
             $w,
             "]) ",
+            "if nxt == ARGV[",
+            $t,
+            "] then redis.call('del', KEYS[",
+            $w,
+            "]) nxt = false end ",
             "if nxt then ",
             "redis.call('set', KEYS[",
             $l,
@@ -43,13 +51,18 @@ macro_rules! let_go {
 /// How long a waiter's place in line lives; every retry of its owner renews it.
 pub(crate) const WAITING_MS: &str = "300";
 
-/// KEYS: lock, record, tombstone, waiting. ARGV: token, lease ms, waiting ms.
+/// KEYS: lock, record, tombstone, waiting. ARGV: token, lease ms, waiting ms, in line (1
+/// when an earlier attempt may have put the token in line).
 /// `{1, record}` when taken (or handed to us by the previous holder), `{0}` when someone
 /// holds it (then we are in line, if nobody is ahead), `{-1}` when we gave up already.
+/// Taking a free lock also takes our token out of line: a mark naming the holder would make
+/// its own release hand the lock back to it.
 const ACQUIRE_LUA: &str = concat!(
     // The common case first: a free lock, taken in one command.
     "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then ",
     "if redis.call('exists', KEYS[3]) == 1 then redis.call('del', KEYS[1]) return {-1} end ",
+    "if ARGV[4] == '1' and redis.call('get', KEYS[4]) == ARGV[1] then ",
+    "redis.call('del', KEYS[4]) end ",
     "return {1, redis.call('get', KEYS[2])} end ",
     "if redis.call('get', KEYS[1]) == ARGV[1] then ",
     "if redis.call('exists', KEYS[3]) == 1 then return {-1} end ",
@@ -66,13 +79,13 @@ const SAVE_LUA: &str = concat!(
     "if redis.call('get', KEYS[2]) ~= ARGV[3] then return 0 end ",
     // XX: a record deleted meanwhile is not revived.
     "if not redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX') then ",
-    let_go!("2", "4", "7", "8", "9"),
+    let_go!("2", "4", "3", "7", "8", "9"),
     "return 2 end ",
     "redis.call('lpush', KEYS[3], ARGV[10]) ",
     "redis.call('ltrim', KEYS[3], 0, ARGV[4]) ",
     "redis.call('pexpire', KEYS[3], ARGV[5]) ",
     "if ARGV[6] == '1' then redis.call('pexpire', KEYS[2], ARGV[7]) else ",
-    let_go!("2", "4", "7", "8", "9"),
+    let_go!("2", "4", "3", "7", "8", "9"),
     "end return 1"
 );
 /// KEYS: lock, saves, waiting. ARGV: token, save id, saves kept, lease ms, channel, id.
@@ -84,7 +97,7 @@ const RESOLVE_LUA: &str = concat!(
     "for i = 1, #saves do if saves[i] == ARGV[2] then applied = true end end ",
     "local ours = redis.call('get', KEYS[1]) == ARGV[1] ",
     "if ours then ",
-    let_go!("1", "3", "4", "5", "6"),
+    let_go!("1", "3", "1", "4", "5", "6"),
     "end ",
     "if applied then return 1 end ",
     "if ours or #saves < tonumber(ARGV[3]) then return 0 end return 2"
@@ -93,13 +106,13 @@ const RESOLVE_LUA: &str = concat!(
 /// 1 deleted, 0 the lock is not ours.
 const DELETE_HELD_LUA: &str = concat!(
     "if redis.call('get', KEYS[2]) == ARGV[1] then redis.call('del', KEYS[1]) ",
-    let_go!("2", "3", "2", "3", "4"),
+    let_go!("2", "3", "1", "2", "3", "4"),
     "return 1 end return 0"
 );
 /// KEYS: lock, waiting. ARGV: token, lease ms, channel, id. Lets go only of our own lock.
 const RELEASE_LUA: &str = concat!(
     "if redis.call('get', KEYS[1]) == ARGV[1] then ",
-    let_go!("1", "2", "2", "3", "4"),
+    let_go!("1", "2", "1", "2", "3", "4"),
     "return 1 end return 0"
 );
 /// KEYS: lock, tombstone, waiting. ARGV: token, tombstone ms, lease ms, channel, id.
@@ -108,7 +121,7 @@ const RELEASE_LUA: &str = concat!(
 const ABANDON_LUA: &str = concat!(
     "if redis.call('get', KEYS[3]) == ARGV[1] then redis.call('del', KEYS[3]) end ",
     "if redis.call('get', KEYS[1]) == ARGV[1] then ",
-    let_go!("1", "3", "3", "4", "5"),
+    let_go!("1", "3", "1", "3", "4", "5"),
     "return 1 end ",
     "redis.call('set', KEYS[2], '1', 'PX', ARGV[2]) return 0"
 );
@@ -191,23 +204,31 @@ pub(crate) static RENEW: Lua = Lua::new(RENEW_LUA);
 pub(crate) static CAS_SAVE: Lua = Lua::new(CAS_SAVE_LUA);
 pub(crate) static CAS_RESOLVE: Lua = Lua::new(CAS_RESOLVE_LUA);
 
+/// Every script, in the order they are preloaded.
+const ALL: [&Lua; 9] = [
+    &ACQUIRE,
+    &SAVE,
+    &RESOLVE,
+    &DELETE_HELD,
+    &RELEASE,
+    &ABANDON,
+    &RENEW,
+    &CAS_SAVE,
+    &CAS_RESOLVE,
+];
+
+/// The SHA1 of every script (for tests that wait for the preload).
+pub fn shas() -> Vec<String> {
+    ALL.iter().map(|lua| lua.sha().to_owned()).collect()
+}
+
 /// Loads every script into Redis (every master, in a cluster) once it answers, so even the
 /// first calls go as `EVALSHA`.
 pub fn preload(pool: &Pool) {
     let client = pool.next().clone();
     tokio::spawn(async move {
         let _ = client.wait_for_connect().await;
-        for lua in [
-            &ACQUIRE,
-            &SAVE,
-            &RESOLVE,
-            &DELETE_HELD,
-            &RELEASE,
-            &ABANDON,
-            &RENEW,
-            &CAS_SAVE,
-            &CAS_RESOLVE,
-        ] {
+        for lua in ALL {
             if let Err(err) = client.script_load_cluster::<(), _>(lua.text).await {
                 tracing::debug!(%err, "preloading a lock script failed; EVAL will load it");
             }

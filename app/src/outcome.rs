@@ -1,9 +1,7 @@
 //! What a request's answer may claim about what it wrote, wherever the store failed.
 //!
-//! A store failure can surface in a handler (loading the session) or in tower-sessions'
-//! middleware after the handler (saving), which answers a bare 500 that says nothing. So
-//! the store records *what it knows* in a cell scoped to the request, and [`guard`], which
-//! sits outside the session layer, turns it into the answer that matches what happened:
+//! Every session write returns a [`Failure`] when it did not happen, or when nobody knows
+//! whether it did ([`crate::writer`]); the handler's error turns it into the answer:
 //!
 //! | What the store knows | Status | What the answer claims |
 //! |---|---|---|
@@ -16,10 +14,10 @@
 //! same `X-Request-Id` is counted at most once.
 //!
 //! The request timeout (`REQUEST_TIMEOUT`) lives here too, for the same reason: a request
-//! cut off before any write of the session began gets 503 (nothing was written), one cut
-//! off while a write was in flight gets the 504.
+//! cut off before its session writer took its change gets 503 (nothing was written, and
+//! nothing will be), one cut off after gets the 504 ([`crate::writer::Ticket`]).
 
-use std::{cell::Cell, time::Duration};
+use std::time::Duration;
 
 use axum::{
     extract::{Request, State},
@@ -27,6 +25,8 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+
+use crate::writer::Ticket;
 
 /// What went wrong with the session store, as far as the answer is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -40,46 +40,6 @@ pub enum Failure {
     Gone,
     /// A write was sent and Redis never confirmed whether it ran.
     Unknown,
-}
-
-/// Per-request record of what the store did.
-#[derive(Debug, Default)]
-struct Tracker {
-    /// The most serious failure seen (an unknown outcome outranks everything).
-    failure: Cell<Option<Failure>>,
-    /// Set once a write of an existing session was sent: from then on, a timeout cannot
-    /// claim that nothing was written.
-    write_sent: Cell<bool>,
-}
-
-tokio::task_local! {
-    static TRACKER: Tracker;
-}
-
-/// Records a failure of the session store for the current request. Outside a request
-/// scope (a unit test of the store) it does nothing.
-pub fn flag(failure: Failure) {
-    let _ = TRACKER.try_with(|t| {
-        let worst = t.failure.get().map_or(failure, |seen| seen.max(failure));
-        t.failure.set(Some(worst));
-    });
-}
-
-/// The failure recorded for the current request, if any.
-pub fn flagged() -> Option<Failure> {
-    TRACKER.try_with(|t| t.failure.get()).ok().flatten()
-}
-
-/// Records that a write of an existing session is about to be sent.
-pub fn write_sent() {
-    let _ = TRACKER.try_with(|t| t.write_sent.set(true));
-}
-
-/// Records that the write sent was refused without writing anything (an optimistic write
-/// that found the session changed): the request runs again, and until it writes, a timeout
-/// may say that nothing was written.
-pub fn nothing_written() {
-    let _ = TRACKER.try_with(|t| t.write_sent.set(false));
 }
 
 fn plain(status: StatusCode, body: &'static str, retry_after: bool) -> Response {
@@ -119,30 +79,19 @@ pub fn response(failure: Failure) -> Response {
     }
 }
 
-/// Middleware: runs the request with a fresh tracker and at most `timeout`, and answers
-/// what the store knows when it failed.
-pub async fn guard(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
-    TRACKER
-        .scope(Tracker::default(), async move {
-            let Ok(res) = tokio::time::timeout(timeout, next.run(req)).await else {
-                // The request was dropped; its lock is released by the lock's own guard.
-                return if TRACKER.with(|t| t.write_sent.get()) {
-                    response(Failure::Unknown)
-                } else {
-                    plain(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "The request took longer than REQUEST_TIMEOUT; nothing was written.\n",
-                        true,
-                    )
-                };
-            };
-            match flagged() {
-                // tower-sessions answers a failed save with a bare 500.
-                Some(failure) if res.status() == StatusCode::INTERNAL_SERVER_ERROR => {
-                    response(failure)
-                }
-                _ => res,
-            }
-        })
-        .await
+/// Middleware: runs the request for at most `timeout`. A request cut off before its
+/// session writer took its change ([`Ticket`]) is answered 503, and its change is never
+/// applied; one cut off after is answered 504 (its round goes on).
+pub async fn guard(State(timeout): State<Duration>, mut req: Request, next: Next) -> Response {
+    let ticket = Ticket::default();
+    req.extensions_mut().insert(ticket.clone());
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) if ticket.withdraw() => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The request took longer than REQUEST_TIMEOUT; nothing was written.\n",
+            true,
+        ),
+        Err(_) => response(Failure::Unknown),
+    }
 }

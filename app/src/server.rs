@@ -1,10 +1,9 @@
 //! Builds the router from a [`Config`] and serves it until shutdown.
 //!
 //! Layers, outermost first: request log, panic catcher, `X-Served-By`, metrics, then the
-//! request timeout with the answer that matches what the store did ([`crate::outcome`]);
-//! then per route the lock scope (writes only, see [`crate::lock_scope`]) and the session
-//! layer. The lock scope must wrap the session layer: the store takes the lock when the
-//! session is loaded, and the save inside the session layer gives it back.
+//! request timeout with the answer that matches what was written ([`crate::outcome`]); then
+//! per route the session layer (the cookie and the id). Routes that write take a
+//! [`crate::writer::SessionWriter`]; every write of a session goes through it.
 
 use std::{
     future::Future,
@@ -32,7 +31,6 @@ use tower_sessions::{
 
 use crate::{
     config::{Config, SessionStoreKind},
-    lock_scope,
     lock_wakeups::Wakeups,
     metrics::{self, Metrics},
     outcome,
@@ -42,6 +40,7 @@ use crate::{
     state::AppState,
     store::AppStore,
     telemetry,
+    writer::{Backend, Plain, Writers},
 };
 
 /// The session cookie's name.
@@ -87,7 +86,6 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
             let redis = redis::connect(config)?;
             let store = AppStore::redis(
                 redis.pool.clone(),
-                config.session_lock,
                 metrics.redis_errors.clone(),
                 config.session_key_prefix.clone(),
                 config.session_codec,
@@ -97,7 +95,8 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
         SessionStoreKind::Memory => (AppStore::memory(), None),
     };
     let pool = redis.as_ref().map(|redis| redis.pool.clone());
-    let lock = match (&mut redis, config.session_lock) {
+    let session_ttl = config.ttl();
+    let writer = match (&mut redis, config.session_lock) {
         (Some(redis), true) => {
             crate::lock_scripts::preload(&redis.pool);
             let wakeups = Arc::new(Wakeups::default());
@@ -112,15 +111,26 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
                 optimistic: config.session_lock_optimistic,
                 codec: config.session_codec,
             };
-            Some(SessionLock::new(
+            let lock = SessionLock::new(
                 redis.pool.clone(),
                 settings,
                 config.session_key_prefix.clone(),
                 wakeups,
                 metrics.clone(),
-            ))
+            );
+            Backend::Locked(Arc::new(Writers::new(lock, session_ttl, config.save_delay)))
         }
-        _ => None,
+        (Some(redis), false) => Backend::Plain(Arc::new(Plain {
+            pool: redis.pool.clone(),
+            keys: config.session_key_prefix.clone(),
+            codec: config.session_codec,
+            ttl: session_ttl,
+            errors: metrics.redis_errors.clone(),
+            save_delay: config.save_delay,
+        })),
+        (None, _) => Backend::Memory {
+            save_delay: config.save_delay,
+        },
     };
     let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
@@ -128,7 +138,7 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
         node: node.as_str().into(),
         redis: pool,
         metrics: metrics.clone(),
-        save_delay: config.save_delay,
+        writer,
     };
     let ttl = CookieDuration::seconds(i64::try_from(config.session_ttl).unwrap_or(i64::MAX));
     let sessions = SessionManagerLayer::new(store)
@@ -140,9 +150,9 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
     let routes = match &config.session_secret {
         Some(secret) => {
             let key = Key::try_from(secret.expose()).map_err(|_| ServeError::SecretTooShort)?;
-            session_routes(sessions.with_signed(key), lock)
+            session_routes(sessions.with_signed(key))
         }
-        None => session_routes::<PlaintextCookie>(sessions, lock),
+        None => session_routes::<PlaintextCookie>(sessions),
     };
     let router = routes
         .route("/healthz", get(health::healthz))
@@ -164,11 +174,10 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
     })
 }
 
-/// The routes that use the session. Writes run in a lock scope when locking is on; reads
-/// never lock.
+/// The routes that use the session: reads take tower-sessions' `Session`, writes a
+/// [`crate::writer::SessionWriter`]; both sit behind the same session layer.
 fn session_routes<C: CookieController + Send + Sync + 'static>(
     sessions: SessionManagerLayer<AppStore, C>,
-    lock: Option<Arc<SessionLock>>,
 ) -> Router<AppState> {
     // Each route gets its layers as one composed layer: one route level, so one boxed
     // service per request, however many layers it holds.
@@ -178,27 +187,20 @@ fn session_routes<C: CookieController + Send + Sync + 'static>(
             .layer(middleware::from_fn(telemetry::note_session))
             .into_inner()
     };
-    let read = |route: MethodRouter<AppState>| -> MethodRouter<AppState> { route.layer(session()) };
-    let write = |route: MethodRouter<AppState>| match &lock {
-        Some(lock) => route.layer(
-            ServiceBuilder::new()
-                .layer(lock_scope::LockLayer::new(lock.clone()))
-                .layer(session()),
-        ),
-        None => read(route),
-    };
+    let with_session =
+        |route: MethodRouter<AppState>| -> MethodRouter<AppState> { route.layer(session()) };
     Router::new()
         .route(
             "/",
-            write(get(page::index)).layer(middleware::from_fn(page::hello_unless_html)),
+            with_session(get(page::index)).layer(middleware::from_fn(page::hello_unless_html)),
         )
-        .route("/logout", write(post(page::logout)))
-        .route("/session", write(get(api::seed_counter)))
+        .route("/logout", with_session(post(page::logout)))
+        .route("/session", with_session(get(api::seed_counter)))
         .route(
             "/api/session",
-            read(get(api::show)).merge(write(axum::routing::delete(api::destroy))),
+            with_session(get(api::show).delete(api::destroy)),
         )
-        .route("/api/session/views", write(post(api::increment)))
+        .route("/api/session/views", with_session(post(api::increment)))
 }
 
 /// Serves `config`'s app on `listener` until `shutdown` resolves, then drains in-flight

@@ -1,13 +1,13 @@
-//! What this demo keeps in a session, and the two operations on it.
+//! What this demo keeps in a session, and the pure functions on it.
 //!
-//! The record holds a view counter and the names of the last replicas that served it.
-//! Reading never writes (so a read costs one Redis round trip); a visit loads, changes and
-//! lets tower-sessions save the record after the handler returns.
-
-use std::time::Duration;
+//! The record holds a view counter, the names of the last replicas that served it, and the
+//! requests applied most recently ([`crate::replay`]). Reading never writes (so a read costs
+//! one Redis round trip). Writing is the session writer's ([`crate::writer`]): a route hands
+//! it a change, a pure function of [`Visits`] such as [`count`], and the writer applies it,
+//! writes the record once and answers.
 
 use serde::{Deserialize, Serialize};
-use tower_sessions::Session;
+use tower_sessions::{Session, session::Record};
 
 use crate::{
     error::AppError,
@@ -37,9 +37,83 @@ pub fn abbreviate(id: &str) -> String {
     id.chars().take(8).collect()
 }
 
-/// Reads a value, treating one that no longer decodes (an older format, a hand edit) as
-/// absent so the user keeps going instead of seeing a 500.
-async fn get_or_default<T: serde::de::DeserializeOwned + Default>(
+/// Counts `by` visits served by `node`: the change every counting route makes.
+pub fn count(visits: &mut Visits, node: &str, by: u64) {
+    visits.views = visits.views.saturating_add(by);
+    visits.history.push(node.to_owned());
+    let excess = visits.history.len().saturating_sub(HISTORY_LEN);
+    visits.history.drain(..excess);
+}
+
+/// A session's state as the writer changes it: the visits and the requests applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// What the API shows.
+    pub visits: Visits,
+    /// The requests applied most recently, with the count each produced.
+    pub applied: Vec<Applied>,
+}
+
+impl State {
+    /// The state stored in `record`. A value that no longer decodes (an older format, a hand
+    /// edit) reads as its default, so the user keeps going instead of seeing a 500.
+    pub fn of(record: &Record) -> State {
+        fn field<T: serde::de::DeserializeOwned + Default>(record: &Record, key: &str) -> T {
+            match record.data.get(key).cloned().map(serde_json::from_value) {
+                Some(Ok(value)) => value,
+                Some(Err(err)) => {
+                    tracing::warn!(%err, key, "undecodable session value; starting from default");
+                    T::default()
+                }
+                None => T::default(),
+            }
+        }
+        State {
+            visits: Visits {
+                views: field(record, VIEWS),
+                history: field(record, HISTORY),
+            },
+            applied: field(record, APPLIED),
+        }
+    }
+
+    /// Writes this state into `record`'s data.
+    pub fn store(&self, record: &mut Record) {
+        let mut put = |key: &str, value: serde_json::Result<serde_json::Value>| match value {
+            Ok(value) => {
+                record.data.insert(key.to_owned(), value);
+            }
+            // Plain numbers, strings and lists always serialize; never reached.
+            Err(err) => tracing::error!(%err, key, "session value not serializable"),
+        };
+        put(VIEWS, serde_json::to_value(self.visits.views));
+        put(HISTORY, serde_json::to_value(&self.visits.history));
+        if !self.applied.is_empty() {
+            put(APPLIED, serde_json::to_value(&self.applied));
+        }
+    }
+
+    /// Applies `change` for `request`, unless `request` was applied already: then nothing
+    /// changes and the answer repeats the count it produced. Returns the visits to answer
+    /// and whether the state changed.
+    pub fn apply(&mut self, request: &RequestKey, change: impl Fn(&mut Visits)) -> (Visits, bool) {
+        if let Some(views) = replay::find(&self.applied, request) {
+            tracing::info!(
+                request = request.as_str(),
+                "replayed request; not counted again"
+            );
+            let mut answer = self.visits.clone();
+            answer.views = views;
+            return (answer, false);
+        }
+        change(&mut self.visits);
+        replay::remember(&mut self.applied, request, self.visits.views);
+        (self.visits.clone(), true)
+    }
+}
+
+/// Reads a value of `session`, treating one that no longer decodes as absent.
+async fn get<T: serde::de::DeserializeOwned + Default>(
     session: &Session,
     key: &str,
 ) -> Result<T, AppError> {
@@ -53,56 +127,30 @@ async fn get_or_default<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
-/// The session's visits without counting this request.
+/// The session's visits without counting this request (a read route's plain load).
 pub async fn read(session: &Session) -> Result<Visits, AppError> {
     Ok(Visits {
-        views: get_or_default(session, VIEWS).await?,
-        history: get_or_default(session, HISTORY).await?,
+        views: get(session, VIEWS).await?,
+        history: get(session, HISTORY).await?,
     })
 }
 
-/// Counts `by` visits served by `node` and returns the new state. The record is saved by
-/// the session layer after the response is built.
-///
-/// A request already applied to this session (same method, path and `X-Request-Id`; see
-/// [`crate::replay`]) is not counted again: the answer repeats the count it produced. Under
-/// the session lock this check and the write are atomic, so a replayed request counts once.
-pub async fn visit(
-    session: &Session,
-    node: &str,
-    by: u64,
-    request: &RequestKey,
-    save_delay: Option<Duration>,
-) -> Result<Visits, AppError> {
-    let mut visits = read(session).await?;
-    let mut applied: Vec<Applied> = get_or_default(session, APPLIED).await?;
-    if let Some(views) = replay::find(&applied, request) {
-        tracing::info!(
-            request = request.as_str(),
-            "replayed request; not counted again"
-        );
-        visits.views = views;
-        return Ok(visits);
-    }
-    visits.views = visits.views.saturating_add(by);
-    visits.history.push(node.to_owned());
-    let excess = visits.history.len().saturating_sub(HISTORY_LEN);
-    visits.history.drain(..excess);
-    if let Some(delay) = save_delay {
-        tokio::time::sleep(delay).await;
-    }
-    session.insert(VIEWS, visits.views).await?;
-    session.insert(HISTORY, &visits.history).await?;
-    if request.as_str().is_some() {
-        replay::remember(&mut applied, request, visits.views);
-        session.insert(APPLIED, &applied).await?;
-    }
-    Ok(visits)
+/// The whole state of `session`, through tower-sessions (the memory store's writer).
+pub async fn load(session: &Session) -> Result<State, AppError> {
+    Ok(State {
+        visits: read(session).await?,
+        applied: get(session, APPLIED).await?,
+    })
 }
 
-/// Ends the session: deletes the record and, through the layer, clears the cookie.
-pub async fn end(session: &Session) -> Result<(), AppError> {
-    session.flush().await?;
+/// Puts `state` into `session`, for tower-sessions to write (a new session's create, or the
+/// memory store).
+pub async fn put(session: &Session, state: &State) -> Result<(), AppError> {
+    session.insert(VIEWS, state.visits.views).await?;
+    session.insert(HISTORY, &state.visits.history).await?;
+    if !state.applied.is_empty() {
+        session.insert(APPLIED, &state.applied).await?;
+    }
     Ok(())
 }
 
@@ -113,67 +161,71 @@ pub fn short_id(session: &Session) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::collections::HashMap;
 
-    use tower_sessions::MemoryStore;
+    use tower_sessions::session::Id;
 
     use super::*;
 
-    #[tokio::test]
-    async fn visit_counts_and_keeps_the_last_ten_nodes() {
-        let session = Session::new(None, Arc::new(MemoryStore::default()), None);
-        for i in 0..12 {
-            visit(&session, &format!("n{i}"), 1, &RequestKey::default(), None)
-                .await
-                .expect("visit");
+    fn empty() -> Record {
+        Record {
+            id: Id::default(),
+            data: HashMap::new(),
+            expiry_date: time::OffsetDateTime::now_utc(),
         }
-        let visits = read(&session).await.expect("read");
+    }
+
+    #[test]
+    fn count_counts_and_keeps_the_last_ten_nodes() {
+        let mut visits = Visits::default();
+        for i in 0..12 {
+            count(&mut visits, &format!("n{i}"), 1);
+        }
         assert_eq!(visits.views, 12);
         assert_eq!(visits.history.len(), HISTORY_LEN);
         assert_eq!(visits.history.first().map(String::as_str), Some("n2"));
         assert_eq!(visits.history.last().map(String::as_str), Some("n11"));
     }
 
-    #[tokio::test]
-    async fn an_undecodable_value_reads_as_default() {
-        let session = Session::new(None, Arc::new(MemoryStore::default()), None);
-        session.insert(VIEWS, "not a number").await.expect("insert");
-        assert_eq!(read(&session).await.expect("read").views, 0);
-        assert_eq!(
-            visit(&session, "a", 1, &RequestKey::default(), None)
-                .await
-                .expect("visit")
-                .views,
-            1
-        );
+    #[test]
+    fn an_undecodable_value_reads_as_default() {
+        let mut record = empty();
+        record.data.insert(VIEWS.into(), "not a number".into());
+        let mut state = State::of(&record);
+        assert_eq!(state.visits.views, 0);
+        let (answer, changed) = state.apply(&RequestKey::default(), |v| count(v, "a", 1));
+        assert_eq!((answer.views, changed), (1, true));
     }
 
-    async fn views_after(session: &Session, node: &str, id: Option<&str>) -> u64 {
-        let key = RequestKey::new("GET", "/session", id);
-        visit(session, node, 1, &key, None)
-            .await
-            .expect("visit")
-            .views
+    #[test]
+    fn a_state_survives_its_record() {
+        let mut state = State::default();
+        state.apply(&RequestKey::new("GET", "/", Some("r1")), |v| {
+            count(v, "a", 2)
+        });
+        let mut record = empty();
+        state.store(&mut record);
+        assert_eq!(State::of(&record), state);
     }
 
-    #[tokio::test]
-    async fn a_request_id_is_counted_once_even_after_newer_requests() {
-        let session = Session::new(None, Arc::new(MemoryStore::default()), None);
+    #[test]
+    fn a_request_id_is_counted_once_even_after_newer_requests() {
+        let mut state = State::default();
+        let mut visit = |node: &str, id: &str| {
+            let key = RequestKey::new("GET", "/session", Some(id));
+            state.apply(&key, |v| count(v, node, 1)).0.views
+        };
         // r1 r2 r1 r3 r2 r1: four distinct requests, each answered with its own count.
         let answers = [
-            views_after(&session, "a", Some("r1")).await,
-            views_after(&session, "b", Some("r2")).await,
-            views_after(&session, "b", Some("r1")).await,
-            views_after(&session, "a", Some("r3")).await,
-            views_after(&session, "b", Some("r2")).await,
-            views_after(&session, "b", Some("r1")).await,
+            visit("a", "r1"),
+            visit("b", "r2"),
+            visit("b", "r1"),
+            visit("a", "r3"),
+            visit("b", "r2"),
+            visit("b", "r1"),
         ];
         assert_eq!(answers, [1, 2, 1, 3, 2, 1]);
-        assert_eq!(views_after(&session, "b", None).await, 4);
-        assert_eq!(
-            read(&session).await.expect("read").history,
-            ["a", "b", "a", "b"]
-        );
+        assert_eq!(state.visits.history, ["a", "b", "a"]);
     }
 
     #[test]

@@ -61,20 +61,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use fred::{
-    bytes::Bytes,
-    clients::Pool,
-    interfaces::KeysInterface,
-    types::{Key, Value},
-};
+use fred::{bytes::Bytes, clients::Pool, interfaces::KeysInterface, types::Value};
 use rand::Rng;
 use tokio::time::Instant;
-use tower_sessions::session::{Id, Record};
+use tower_sessions::session::Id;
 
 use crate::{
     config::SessionCodec,
     keys::Keys,
-    local_queue::{Ack, HandOff, LocalQueues},
     lock_scripts::{
         ABANDON, ACQUIRE, CAS_RESOLVE, CAS_SAVE, DELETE_HELD, RELEASE, RENEW, RESOLVE, SAVE,
         WAITING_MS,
@@ -82,6 +76,7 @@ use crate::{
     lock_wakeups::{self, Wakeups},
     metrics::Metrics,
     outcome::Failure,
+    writer::{Cas, Peek},
 };
 
 /// How many recent save ids a session keeps for resolving lost answers.
@@ -113,8 +108,6 @@ pub struct SessionLock {
     pub group_commit: bool,
     /// Whether an uncontended write may first try without the lock (compare-and-set).
     pub optimistic: bool,
-    /// Each session's line of requests on this replica.
-    pub local: Arc<LocalQueues>,
     /// Waiters for locks held elsewhere, woken by the holder's release.
     pub wakeups: Arc<Wakeups>,
     /// Wait times, timeouts and unknown outcomes are exported here.
@@ -123,35 +116,6 @@ pub struct SessionLock {
     pub keys: Keys,
     /// How records are written.
     pub codec: SessionCodec,
-}
-
-/// A session's record key and lock key, made once for an optimistic read and its write.
-#[derive(Debug, Clone)]
-pub struct OptimisticKeys {
-    /// The record's key.
-    pub record: Key,
-    /// The lock's key.
-    pub lock: Key,
-}
-
-/// What [`SessionLock::peek`] saw.
-#[derive(Debug)]
-pub struct Peeked {
-    /// The record's bytes, if it exists.
-    pub record: Option<Bytes>,
-    /// Whether somebody holds the session's lock.
-    pub locked: bool,
-    /// The keys, for the write.
-    pub keys: OptimisticKeys,
-}
-
-/// What an optimistic write found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Optimistic {
-    /// Written: the record was still the one the request read, and nobody held the lock.
-    Written,
-    /// The record changed, or somebody held the lock: nothing was written.
-    Conflict,
 }
 
 /// Why no lock was taken.
@@ -195,8 +159,7 @@ pub struct LockSettings {
 }
 
 impl SessionLock {
-    /// The lock on `pool`, with this replica's lines (whose unclaimed hand-offs it settles)
-    /// and `wakeups`.
+    /// The lock on `pool`, waking its waiters through `wakeups`.
     pub fn new(
         pool: Pool,
         settings: LockSettings,
@@ -204,32 +167,25 @@ impl SessionLock {
         wakeups: Arc<Wakeups>,
         metrics: Arc<Metrics>,
     ) -> Arc<SessionLock> {
-        Arc::new_cyclic(|this: &std::sync::Weak<SessionLock>| {
-            let this = this.clone();
-            let orphaned: crate::local_queue::Orphaned = Arc::new(move |id, left| {
-                if let Some(lock) = this.upgrade() {
-                    lock.settle_orphan(id, left);
-                }
-            });
-            SessionLock {
-                pool,
-                lease: settings.lease,
-                wait: settings.wait,
-                resolve: settings.resolve,
-                hand_offs: settings.hand_offs,
-                group_commit: settings.group_commit,
-                optimistic: settings.optimistic,
-                local: Arc::new(LocalQueues::new(orphaned)),
-                wakeups,
-                metrics,
-                keys,
-                codec: settings.codec,
-            }
+        Arc::new(SessionLock {
+            pool,
+            lease: settings.lease,
+            wait: settings.wait,
+            resolve: settings.resolve,
+            hand_offs: settings.hand_offs,
+            group_commit: settings.group_commit,
+            optimistic: settings.optimistic,
+            wakeups,
+            metrics,
+            keys,
+            codec: settings.codec,
         })
     }
 
     /// Retries `attempt` until it returns `Some` or `deadline` passes: after each failed
     /// attempt it sleeps until the holder's release wakes it (or the fallback timer).
+    /// `attempt` is told whether an earlier attempt failed (and so may have put its token in
+    /// line).
     async fn wait_for<T, F, Fut>(
         &self,
         id: &str,
@@ -238,7 +194,7 @@ impl SessionLock {
         mut attempt: F,
     ) -> Result<T, LockError>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(bool) -> Fut,
         Fut: Future<Output = Result<Option<T>, fred::error::Error>>,
     {
         // Uncontended, the first attempt succeeds and nothing is registered.
@@ -251,7 +207,7 @@ impl SessionLock {
             if let Some(w) = woken.as_mut() {
                 w.as_mut().enable();
             }
-            if let Some(done) = attempt().await? {
+            if let Some(done) = attempt(watch.is_some()).await? {
                 self.metrics
                     .lock_wait
                     .observe(start.elapsed().as_secs_f64());
@@ -281,15 +237,16 @@ impl SessionLock {
     }
 
     /// Takes the lock of session `id` with `token`, waiting until `deadline` (the wait began
-    /// at `start`), and returns the record read in the same script. On a Redis error the
-    /// caller must [`abandon`](Self::abandon) the token: the acquire may still run.
+    /// at `start`), and returns the record's bytes read in the same script. On an error the
+    /// caller must [`abandon`](Self::abandon) the token: the acquire may still run, or the
+    /// token may still be handed the lock.
     pub async fn acquire(
         &self,
         id: &Id,
         token: &str,
         start: Instant,
         deadline: Instant,
-    ) -> Result<Option<Record>, LockError> {
+    ) -> Result<Option<Bytes>, LockError> {
         let id = id.to_string();
         let keys = vec![
             self.keys.lock(&id),
@@ -298,64 +255,52 @@ impl SessionLock {
             self.keys.waiting(&id),
         ];
         let lease_ms = self.lease.as_millis().to_string();
-        self.wait_for(&id, start, deadline, || async {
-            let answer: Value = ACQUIRE
-                .run(&self.pool, || {
-                    (keys.clone(), vec![token, lease_ms.as_str(), WAITING_MS])
+        self.wait_for(&id, start, deadline, |in_line| {
+            let keys = &keys;
+            let lease_ms = lease_ms.as_str();
+            async move {
+                let in_line = if in_line { "1" } else { "0" };
+                let answer: Value = ACQUIRE
+                    .run(&self.pool, || {
+                        (keys.clone(), vec![token, lease_ms, WAITING_MS, in_line])
+                    })
+                    .await?;
+                let mut answer = answer.into_array().into_iter();
+                Ok(match answer.next().and_then(|taken| taken.as_i64()) {
+                    Some(1) => Some(answer.next().and_then(Value::into_bytes)),
+                    _ => None,
                 })
-                .await?;
-            let mut answer = answer.into_array().into_iter();
-            Ok(match answer.next().and_then(|taken| taken.as_i64()) {
-                Some(1) => Some(
-                    answer
-                        .next()
-                        .as_ref()
-                        .and_then(Value::as_bytes)
-                        .and_then(crate::record::decode),
-                ),
-                _ => None,
-            })
+            }
         })
         .await
     }
 
     /// Reads session `id`'s record and whether anybody holds its lock, in one command
     /// (`MGET`; the record and the lock share a hash tag, so one Cluster slot).
-    pub async fn peek(&self, id: &Id) -> Result<Peeked, fred::error::Error> {
+    pub async fn peek(&self, id: &Id) -> Result<Peek, fred::error::Error> {
         let (record, lock) = self.keys.record_and_lock(id);
-        let keys = OptimisticKeys {
-            record: Key::from(record),
-            lock: Key::from(lock),
-        };
-        let values: Vec<Value> = self
-            .pool
-            .mget(vec![keys.record.clone(), keys.lock.clone()])
-            .await?;
+        let values: Vec<Value> = self.pool.mget(vec![record, lock]).await?;
         let mut values = values.into_iter();
         let record = values.next().and_then(Value::into_bytes);
         let locked = values.next().is_some_and(|v| !v.is_null());
-        Ok(Peeked {
-            record,
-            locked,
-            keys,
-        })
+        Ok(Peek { record, locked })
     }
 
     /// Writes `bytes` as session `id`'s record, expiring `ttl` from now, only if the record
-    /// is still `seen` (the bytes this request read) and nobody holds the lock. A write
-    /// whose answer was lost is resolved: applied, or made sure never to apply.
+    /// is still `seen` (the bytes the writer read) and nobody holds the lock. A write whose
+    /// answer was lost is resolved: applied, or made sure never to apply.
     pub async fn save_optimistic(
         &self,
         id: &Id,
-        keys: &OptimisticKeys,
         seen: &Bytes,
         bytes: &[u8],
         ttl: Duration,
-    ) -> Result<Optimistic, Failure> {
+    ) -> Result<Cas, Failure> {
+        let (record, lock) = self.keys.record_and_lock(id);
         let sent: Result<i64, _> = CAS_SAVE
             .run(&self.pool, || {
                 (
-                    vec![keys.record.clone(), keys.lock.clone()],
+                    vec![record.clone(), lock.clone()],
                     vec![
                         Value::Bytes(seen.clone()),
                         Value::from(bytes),
@@ -365,23 +310,19 @@ impl SessionLock {
             })
             .await;
         let outcome = match sent {
-            Ok(1) => Ok(Optimistic::Written),
+            Ok(1) => Ok(Cas::Written),
             Ok(2) => Err(Failure::Gone),
-            Ok(_) => Ok(Optimistic::Conflict),
+            Ok(_) => Ok(Cas::Conflict),
             Err(err) => {
                 tracing::warn!(%err, session = %abbrev(&id.to_string()), "optimistic save not confirmed; resolving");
-                Box::pin(self.resolve_optimistic(id, &keys.record, seen, bytes)).await
+                Box::pin(self.resolve_optimistic(id, &record, seen, bytes)).await
             }
         };
         match outcome {
-            Ok(Optimistic::Written) => {
-                self.metrics.optimistic_writes.inc();
-            }
-            Ok(Optimistic::Conflict) => {
-                self.metrics.optimistic_conflicts.inc();
-            }
-            Err(_) => {}
-        }
+            Ok(Cas::Written) => self.metrics.optimistic_writes.inc(),
+            Ok(Cas::Conflict) => self.metrics.optimistic_conflicts.inc(),
+            Err(_) => 0,
+        };
         outcome
     }
 
@@ -389,21 +330,21 @@ impl SessionLock {
     async fn resolve_optimistic(
         &self,
         id: &Id,
-        record: &Key,
+        record: &str,
         seen: &Bytes,
         bytes: &[u8],
-    ) -> Result<Optimistic, Failure> {
+    ) -> Result<Cas, Failure> {
         let written = Bytes::copy_from_slice(bytes);
         self.resolve_with("optimistic save", &id.to_string(), || {
             CAS_RESOLVE.run(&self.pool, || {
                 (
-                    vec![record.clone()],
+                    vec![record.to_owned()],
                     vec![Value::Bytes(seen.clone()), Value::Bytes(written.clone())],
                 )
             })
         })
         .await
-        .map(|()| Optimistic::Written)
+        .map(|()| Cas::Written)
     }
 
     /// Runs `attempt`, a resolving script (1: applied; 0: not applied, and now never will
@@ -578,39 +519,6 @@ impl SessionLock {
             })
             .await?;
         Ok(())
-    }
-
-    /// Writes `record` under `token` and lets go of the lock, then tells every request whose
-    /// changes it carries (`acks`, deferred by group commit) what became of the write.
-    pub(crate) async fn write_carried(&self, token: &str, record: &Record, acks: Vec<Ack>) {
-        let result = match crate::record::encode(record, self.codec) {
-            Ok(bytes) => {
-                let ttl = crate::record::ttl(record.expiry_date);
-                self.save(&record.id, token, &bytes, ttl, false)
-                    .await
-                    .map(|_| ())
-            }
-            Err(_) => Err(Failure::Unavailable),
-        };
-        for ack in acks {
-            let _ = ack.send(result);
-        }
-    }
-
-    /// Settles a hand-off nobody took (the next in line gave up): its record is written if
-    /// it carries deferred changes, and the lock is let go of, in the background.
-    fn settle_orphan(self: Arc<Self>, id: Id, left: HandOff) {
-        if left.pending.is_empty() {
-            SessionLock::clone(&self).abandon(id.to_string(), left.token);
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
-            self.write_carried(&left.token, &left.record, left.pending)
-                .await;
-        });
     }
 
     /// In the background, undoes an acquire or a save whose answer never came: frees the lock

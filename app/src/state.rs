@@ -1,14 +1,12 @@
-//! What every handler can reach: the node's name, the Redis pool and the metrics.
+//! What every handler can reach: the node's name, the Redis pool, the metrics and the
+//! session writers.
 
-use std::{
-    sync::{Arc, atomic::AtomicBool},
-    time::Duration,
-};
+use std::sync::{Arc, atomic::AtomicBool};
 
 use axum::extract::FromRef;
 use fred::clients::Pool;
 
-use crate::metrics::Metrics;
+use crate::{metrics::Metrics, writer::Backend};
 
 /// Shared, cheaply clonable application state.
 #[derive(Debug, Clone)]
@@ -21,8 +19,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set once shutdown began: `/readyz` fails so balancers stop sending new requests.
     pub draining: Arc<AtomicBool>,
-    /// Test hook: pause between loading and saving a session (see `Config::save_delay`).
-    pub save_delay: Option<Duration>,
+    /// How sessions are written ([`crate::writer`]).
+    pub writer: Backend,
 }
 
 impl FromRef<AppState> for Arc<Metrics> {

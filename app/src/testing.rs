@@ -320,3 +320,9 @@ impl Drop for Replica {
         }
     }
 }
+
+/// The SHA1 of every session lock script, so a test can wait until a replica preloaded them
+/// (`SCRIPT EXISTS`) before it counts the commands a request sends.
+pub fn lock_script_shas() -> Vec<String> {
+    crate::lock_scripts::shas()
+}

@@ -21,6 +21,7 @@ use crate::{
     replay::RequestKey,
     session::{self, Visits},
     state::AppState,
+    writer::SessionWriter,
 };
 
 /// The JSON answer of the session endpoints.
@@ -37,14 +38,27 @@ pub struct SessionView {
 }
 
 impl SessionView {
-    fn new(state: &AppState, session: &Session, visits: Visits) -> Self {
+    fn new(state: &AppState, session: Option<String>, visits: Visits) -> Self {
         SessionView {
             views: visits.views,
             node: state.node.to_string(),
             history: visits.history,
-            session: session::short_id(session),
+            session,
         }
     }
+}
+
+/// Counts `by` visits on `writer`'s session, served by this replica.
+async fn count(
+    state: &AppState,
+    writer: &SessionWriter,
+    request: RequestKey,
+    by: u64,
+) -> Result<Visits, AppError> {
+    let node = state.node.clone();
+    writer
+        .update(request, move |visits| session::count(visits, &node, by))
+        .await
 }
 
 /// Body of `POST /api/session/views`.
@@ -64,9 +78,9 @@ fn one() -> u64 {
 pub async fn seed_counter(
     State(state): State<AppState>,
     request: RequestKey,
-    session: Session,
+    writer: SessionWriter,
 ) -> Result<String, AppError> {
-    let visits = session::visit(&session, &state.node, 1, &request, state.save_delay).await?;
+    let visits = count(&state, &writer, request, 1).await?;
     Ok(format!("Session View Cnt  {}", visits.views))
 }
 
@@ -76,14 +90,18 @@ pub async fn show(
     session: Session,
 ) -> Result<Json<SessionView>, AppError> {
     let visits = session::read(&session).await?;
-    Ok(Json(SessionView::new(&state, &session, visits)))
+    Ok(Json(SessionView::new(
+        &state,
+        session::short_id(&session),
+        visits,
+    )))
 }
 
 /// `POST /api/session/views`: counts views and returns the new state.
 pub async fn increment(
     State(state): State<AppState>,
     request: RequestKey,
-    session: Session,
+    writer: SessionWriter,
     // Malformed JSON is rejected by the extractor with a 400/415/422 and its reason.
     body: Option<Json<Increment>>,
 ) -> Result<Response, AppError> {
@@ -91,12 +109,12 @@ pub async fn increment(
     if !(1..=1000).contains(&by) {
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, "`by` must be 1 to 1000\n").into_response());
     }
-    let visits = session::visit(&session, &state.node, by, &request, state.save_delay).await?;
-    Ok(Json(SessionView::new(&state, &session, visits)).into_response())
+    let visits = count(&state, &writer, request, by).await?;
+    Ok(Json(SessionView::new(&state, writer.short_id(), visits)).into_response())
 }
 
 /// `DELETE /api/session`: ends the session.
-pub async fn destroy(session: Session) -> Result<StatusCode, AppError> {
-    session::end(&session).await?;
+pub async fn destroy(writer: SessionWriter) -> Result<StatusCode, AppError> {
+    writer.delete().await?;
     Ok(StatusCode::NO_CONTENT)
 }

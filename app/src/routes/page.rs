@@ -14,13 +14,13 @@ use axum::{
     response::{Html, IntoResponse, Redirect, Response},
 };
 use html_escape::encode_text as esc;
-use tower_sessions::Session;
 
 use crate::{
     error::AppError,
     replay::RequestKey,
     session::{self, Visits},
     state::AppState,
+    writer::SessionWriter,
 };
 
 /// A stable hue per node name, so the same replica always has the same colour.
@@ -162,12 +162,13 @@ pub async fn hello_unless_html(req: Request, next: Next) -> Response {
 pub async fn index(
     State(state): State<AppState>,
     request: RequestKey,
-    session: Session,
+    writer: SessionWriter,
 ) -> Result<impl IntoResponse, AppError> {
-    let visits = session::visit(&session, &state.node, 1, &request, state.save_delay).await?;
-    // The cookie for a new session is only known once the layer saved it; the page shows
-    // the id when it existed already, which is every visit after the first.
-    let id = session::short_id(&session);
+    let node = state.node.clone();
+    let visits = writer
+        .update(request, move |visits| session::count(visits, &node, 1))
+        .await?;
+    let id = writer.short_id();
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
         Html(render(&state.node, &visits, id.as_deref())),
@@ -175,8 +176,8 @@ pub async fn index(
 }
 
 /// `POST /logout`: ends the session and goes back to the page, which starts a new one.
-pub async fn logout(session: Session) -> Result<Redirect, AppError> {
-    session::end(&session).await?;
+pub async fn logout(writer: SessionWriter) -> Result<Redirect, AppError> {
+    writer.delete().await?;
     Ok(Redirect::to("/"))
 }
 

@@ -69,12 +69,34 @@ impl Cluster {
         configure: impl Fn(&mut Config),
     ) -> Cluster {
         let mut replicas = Vec::new();
+        let mut locking = false;
         for i in 0..n {
             let mut config = Config::for_test(&redis.url(), &format!("node-{i}"));
             configure(&mut config);
+            locking |=
+                config.session_lock && config.session_store == app::config::SessionStoreKind::Redis;
             replicas.push(Replica::start(config).await);
         }
-        Cluster { redis, replicas }
+        let cluster = Cluster { redis, replicas };
+        if locking {
+            cluster.wait_for_lock_scripts().await;
+        }
+        cluster
+    }
+
+    /// Waits (at most 5 s) until the replicas' background preload put every lock script in
+    /// Redis, so tests that list the commands of a request never see a first-use `EVAL`.
+    async fn wait_for_lock_scripts(&self) {
+        let shas = app::testing::lock_script_shas();
+        let mut args = vec!["SCRIPT", "EXISTS"];
+        args.extend(shas.iter().map(String::as_str));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if self.redis.cli(&args).lines().all(|line| line.trim() == "1") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn url(&self, replica: usize, path: &str) -> String {
