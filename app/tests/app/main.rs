@@ -20,4 +20,5 @@ mod redis_view;
 mod replay;
 mod round_trips;
 mod shutdown;
+mod single_writer;
 mod stalls;
