@@ -13,8 +13,11 @@ use futures_util::future::join_all;
 
 use crate::helpers::{Cluster, open_session, plain, set_cookie, views_of};
 
+/// A named setting of the protocol's options.
+type Variant = (&'static str, fn(&mut Config));
+
 /// The two ends of the protocol's options: group commit with hand-offs, and neither.
-fn variants() -> [(&'static str, fn(&mut Config)); 2] {
+fn variants() -> [Variant; 2] {
     [
         ("group commit and hand-offs", |c| {
             c.session_lock_group_commit = true;
