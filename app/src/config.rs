@@ -113,27 +113,26 @@ pub struct Config {
     #[arg(long, env = "SESSION_LOCK", default_value = "on", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub session_lock: bool,
 
-    /// Milliseconds a session lock is leased for; renewed while the request runs.
+    /// Milliseconds a session lock is leased for; renewed while its writer holds it.
     #[arg(long, env = "SESSION_LOCK_LEASE_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
     pub session_lock_lease_ms: u64,
 
-    /// Most times in a row the session lock passes from one request to the next of the same
-    /// session on one replica without going back to Redis (0: never). Bounds how long
-    /// requests of that session on other replicas can be kept waiting.
+    /// Most writes served in a row under one lock beyond the first, while writes of the same
+    /// session keep arriving on one replica, before the lock goes back to Redis (0: every
+    /// write takes it anew). Bounds how long that session's writes on other replicas wait.
     #[arg(long, env = "SESSION_LOCK_HANDOFFS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub session_lock_handoffs: u32,
 
-    /// Group commit (`on`): a request whose successor already waits on this replica passes
-    /// its changes on unwritten, and one write carries both; each is answered after that
-    /// write. `off`: every request writes before handing the lock on.
+    /// Group commit (`on`): writes of one session that arrive on this replica while its writer
+    /// works under the lock join that round, and one write carries them all; each is
+    /// answered after that write. `off`: one write each.
     #[arg(long, env = "SESSION_LOCK_GROUP_COMMIT", default_value = "on", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub session_lock_group_commit: bool,
 
-    /// Optimistic first try (`on`): a write of a session that nobody else on this replica is
-    /// using, and whose lock is free, runs without taking the lock and is written only if
-    /// the record is still the one it read (compare-and-set); if it changed or was locked
-    /// meanwhile, nothing is written and the request runs again under the lock. `off`: every
-    /// write takes the lock first.
+    /// Optimistic first try (`on`): a lone write of a session that was not contended lately,
+    /// and whose lock is free, is written only if the record is still the one it read
+    /// (compare-and-set); if it changed or was locked meanwhile, nothing is written and the
+    /// change runs again under the lock. `off`: every write takes the lock first.
     #[arg(long, env = "SESSION_LOCK_OPTIMISTIC", default_value = "on", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub session_lock_optimistic: bool,
 
@@ -167,8 +166,9 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
-    /// Test hook: a pause between loading the session and saving it, which widens the
-    /// race window so tests can show lost updates deterministically. Not a flag.
+    /// Test hook: the time each write's change takes between loading the session and saving
+    /// it, which widens the race window so tests can show lost updates deterministically.
+    /// Not a flag.
     #[arg(skip)]
     pub save_delay: Option<Duration>,
 }

@@ -1,59 +1,41 @@
-//! The session lock's protocol in Redis: no lost updates when one session's requests run in
-//! parallel on different replicas.
+//! The Redis side of the session writer ([`crate::writer`]): the commands and scripts each
+//! step of its protocol sends, and what their answers mean. The design, once, with its state
+//! diagram: `docs/session-writer.md`.
 //!
-//! Every session store in the field (express-session, tower-sessions, Spring Session) loads
-//! the whole record, changes it and writes it back, so when two requests of one session
-//! overlap, the last writer wins and the other's change is lost. Here a request that will
-//! write takes the session's lock when it first loads the session, and gives it back with
-//! its save, so one session's writes run one at a time across every replica.
-//!
-//! Most writes meet no other request of their session, so they first try without the lock
-//! (optimistic, `SESSION_LOCK_OPTIMISTIC`, driven by [`crate::lock_scope`]):
 //! - **Peek**: `MGET` of the record and the lock, one round trip.
-//! - **Compare-and-set**: one script writes the new record only if the record is still the
-//!   bytes the request read and nobody holds the lock; `0` means nothing was written and the
-//!   request runs again under the lock. While anybody holds the lock the compare-and-set
-//!   refuses, so it never lands between a locked load and its save; and a locked save changes
-//!   the record, so a compare-and-set based on the record from before that save fails too.
-//! - **Resolve** (after a compare-and-set that Redis did not confirm): the record holds what it
-//!   wrote (applied), or still holds what it read: then one trailing space is appended, a
-//!   byte change that decodes to the same record ([`crate::record`]) but fails the late
-//!   compare-and-set, so it never applies.
-//!
-//! Under the lock, each step is one Lua script, so each is atomic at Redis and costs one
-//! round trip:
+//! - **Compare-and-set** (an optimistic write): one script writes the new record only if the
+//!   record is still the bytes the writer read and nobody holds the lock; `0` means nothing
+//!   was written. **Resolve** (after a compare-and-set Redis did not confirm): the record
+//!   holds what it wrote (applied), or still holds what it read: then one trailing space is
+//!   appended, a byte change that decodes to the same record ([`crate::record`]) but fails
+//!   the late compare-and-set, so it never applies.
 //! - **Acquire**: `SET lock <random token> NX PX <lease>` and, in the same script, `GET` the
-//!   record: the lock adds no round trip to the load. When the lock is taken, the first
-//!   waiter writes its token as "next in line" (a short-lived key its retries keep alive),
-//!   and sleeps until the holder lets go: the holder then hands the lock straight to that
-//!   token and publishes a wake-up ([`crate::lock_wakeups`]). So replicas take turns in the
-//!   order they started waiting, and the head of another replica's line cannot be overtaken
-//!   by a newcomer. Waiters also retry on a slow fallback timer, until
-//!   `SESSION_LOCK_WAIT_MS`; then 503 (busy), never an unlocked write.
-//! - **Save**: write the record (`PX`, relative expiry), only while the lock still holds our
-//!   token (a fenced write) and only while the record still exists (`XX` semantics: a
-//!   session deleted meanwhile stays deleted); then free the lock, or, when the next request
-//!   of the session waits on this replica, keep it and renew its lease for a local hand-off
-//!   ([`crate::local_queue`]). Each save's random id goes on a short list of recent saves,
-//!   so that a save whose answer was lost can be resolved.
-//! - **Resolve** (after a save that Redis did not confirm): the save's id on the list of recent
-//!   saves says it ran. Otherwise, if the lock still holds our token, the save has not run:
-//!   delete the lock, and it never will (it is fenced). Only when neither tells is the outcome
-//!   unknown.
+//!   record. When the lock is taken, the first waiter writes its token as "next in line" (a
+//!   short-lived key its retries keep alive) and sleeps until the holder lets go: the holder
+//!   then hands the lock straight to that token and publishes a wake-up
+//!   ([`crate::lock_wakeups`]). Taking a free lock takes the taker out of line. Waiters also
+//!   retry on a slow fallback timer, until `SESSION_LOCK_WAIT_MS`; then 503 (busy).
+//! - **Save**: write the record (`PX`, relative expiry), only while the lock still holds the
+//!   writer's token (a fenced write) and only while the record still exists (`XX`: a
+//!   session deleted meanwhile stays deleted); then let go of the lock, or keep it (renewing
+//!   its lease) for the writer's next round. Each save's random id goes on a short list of
+//!   recent saves, so that a save whose answer was lost can be resolved.
+//! - **Resolve** (after a save Redis did not confirm): the save's id on the list says it ran.
+//!   Otherwise, if the lock still holds the token, the save has not run: the lock is deleted,
+//!   and it never will (it is fenced). Only when neither tells is the outcome unknown.
 //! - Every step that lets go of the lock hands it to the waiter next in line, if any, in the
-//!   same script.
-//! - **Delete** (logout): take the lock like a write, then delete the record and let go of
-//!   the lock in one script.
-//! - **Renew**: extend the lease, only while the lock holds our token.
-//! - **Abandon** (an acquire whose answer was lost: a timeout, a client gone): free the lock
-//!   if it holds our token, else leave a short tombstone that makes the acquire, should it
-//!   still arrive, refuse. Retried until Redis answers, so no lock outlives its requester by
-//!   more than Redis's own silence.
+//!   same script, and never to the releaser's own token.
+//! - **Delete** (logout): under the lock, delete the record and let go of the lock in one
+//!   script.
+//! - **Renew**: extend the lease, only while the lock holds the token.
+//! - **Abandon** (an acquire or release whose answer was lost): free the lock if it holds the
+//!   token, else leave a short tombstone that makes the acquire, should it still arrive,
+//!   refuse. Retried until Redis answers.
 //!
-//! Keys ([`crate::keys`]) carry the session id as a hash tag (`session:{id}:lock`), so the
-//! lock, its lists and the record (`session:{id}`) live in one Redis Cluster slot and one
-//! script can touch them all. Leases and
-//! expiries are relative (`PX`), measured by Redis's clock: replicas' clocks do not matter.
+//! Each step under the lock is one Lua script ([`crate::lock_scripts`]), atomic at Redis and
+//! one round trip. Keys ([`crate::keys`]) carry the session id as a hash tag
+//! (`session:{id}:lock`), so the record, its lock and the lock's helper keys live in one Redis
+//! Cluster slot. Leases and expiries are relative (`PX`), on Redis's clock.
 //!
 //! What this does **not** guarantee: Redis replication is asynchronous, so a failover can
 //! lose the last writes acknowledged by the old master (a lock included). The Sentinel setup
@@ -102,9 +84,9 @@ pub struct SessionLock {
     pub wait: Duration,
     /// How long a save that Redis did not confirm is given to be resolved.
     pub resolve: Duration,
-    /// Most local hand-offs in a row before the lock goes back to Redis (0: never).
+    /// Most writes served under one lock beyond the first before it goes back to Redis.
     pub hand_offs: u32,
-    /// Whether a hand-off may pass the record on unwritten (group commit).
+    /// Whether writes that arrive while a locked round works join it (group commit).
     pub group_commit: bool,
     /// Whether an uncontended write may first try without the lock (compare-and-set).
     pub optimistic: bool,
@@ -378,9 +360,9 @@ impl SessionLock {
     }
 
     /// Writes `bytes` as session `id`'s record, expiring `ttl` from now, if `token` still
-    /// holds the lock; then frees the lock, or with `keep` renews it for a local hand-off.
+    /// holds the lock; then frees the lock, or with `keep` renews it for the writer's next round.
     /// Resolves a save that Redis did not confirm (and then never keeps the lock). Returns
-    /// whether the lock is still held (kept for the hand-off).
+    /// whether the lock is still held (kept).
     pub async fn save(
         &self,
         id: &Id,
