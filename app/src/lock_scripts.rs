@@ -218,6 +218,7 @@ const ALL: [&Lua; 9] = [
 ];
 
 /// The SHA1 of every script (for tests that wait for the preload).
+#[cfg(feature = "test-support")]
 pub fn shas() -> Vec<String> {
     ALL.iter().map(|lua| lua.sha().to_owned()).collect()
 }

@@ -138,8 +138,9 @@ impl Writers {
         );
         let mut owned = Owned {
             state: Some(State::Idle),
-            lock: &self.lock,
+            writers: &self,
             id,
+            finished: false,
         };
         let mut events = VecDeque::from([Event::Arrived]);
         // When the lease is next renewed, while the lock is ours.
@@ -163,7 +164,8 @@ impl Writers {
             }
             let (event, lost) = self.perform(id, io, &owned, &mut renew_at).await;
             let Some(event) = event else {
-                // Idle and nothing new: this writer is done.
+                // Idle and nothing new: this writer is done (its mailbox is gone).
+                owned.finished = true;
                 return;
             };
             if lost {
@@ -172,21 +174,8 @@ impl Writers {
             events.push_back(event);
         }
         // Unreachable: every step that is not waiting for an I/O asks for one. Should it ever
-        // happen, no job may wait for a writer that is gone.
+        // happen, `owned` lets go of what this writer holds as it is dropped.
         tracing::error!("session writer stopped without finishing");
-        if let Some(state) = owned.state.take() {
-            if let Some(token) = state.token() {
-                SessionLock::clone(&self.lock).abandon(id.to_string(), token.to_owned());
-            }
-            cx.enqueue(self.drain(&id));
-            for effect in state.abandon(&mut cx) {
-                self.apply(id, effect);
-            }
-        }
-        let mut mailboxes = self.mailboxes.lock().unwrap_or_else(|e| e.into_inner());
-        for job in mailboxes.remove(&id).unwrap_or_default() {
-            let _ = job.reply.send(Err(Failure::Unavailable));
-        }
     }
 
     fn apply(&self, id: Id, effect: Effect<Answer>) {
@@ -316,18 +305,34 @@ impl Writers {
     }
 }
 
-/// The writer's state, owned so that a writer dropped mid-round (the runtime shutting down)
-/// still lets go of a lock it may hold.
+/// The writer's state, owned so that a writer that stops mid-round (the runtime shutting
+/// down, or a bug) still lets go of a lock it may hold, and leaves no mailbox that nobody
+/// drains: the jobs in it are answered "nothing written" (none was taken), and the next job
+/// of the session starts a new writer. The jobs the protocol held are dropped with it, so
+/// their callers answer by their tickets (taken: unknown; not: nothing written).
 struct Owned<'a> {
     state: Option<State<Answer>>,
-    lock: &'a Arc<SessionLock>,
+    writers: &'a Writers,
     id: Id,
+    /// Ended normally: the mailbox was removed when it was empty.
+    finished: bool,
 }
 
 impl Drop for Owned<'_> {
     fn drop(&mut self) {
         if let Some(token) = self.state.as_ref().and_then(State::token) {
-            SessionLock::clone(self.lock).abandon(self.id.to_string(), token.to_owned());
+            SessionLock::clone(&self.writers.lock).abandon(self.id.to_string(), token.to_owned());
+        }
+        if self.finished {
+            return;
+        }
+        let mut mailboxes = self
+            .writers
+            .mailboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for job in mailboxes.remove(&self.id).unwrap_or_default() {
+            let _ = job.reply.send(Err(Failure::Unavailable));
         }
     }
 }

@@ -116,6 +116,44 @@ impl Cluster {
     }
 }
 
+/// A replica as a real process of the app binary (so a test can SIGKILL it), on a free port
+/// and `cluster`'s Redis, named `node`, with `env` on top; returns once `/readyz` answers 200.
+pub async fn app_process(
+    cluster: &Cluster,
+    node: &str,
+    env: &[(&str, String)],
+) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_app"))
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("REDIS_URL", cluster.redis.url())
+        .env("NODE_NAME", node)
+        .env("SHUTDOWN_DELAY", "0")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("app binary");
+    let url = format!("http://127.0.0.1:{port}");
+    let ready = std::time::Instant::now();
+    while !plain()
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            ready.elapsed() < Duration::from_secs(10),
+            "{node} never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, url)
+}
+
 /// `GET /session` and the counter it printed, with the node that served it.
 pub async fn seed_visit(client: &reqwest::Client, url: &str) -> (u64, String) {
     let res = client.get(url).send().await.expect("request");

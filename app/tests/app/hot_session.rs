@@ -3,12 +3,13 @@
 //! write); a flooded replica cannot keep other replicas' requests out beyond the hand-off
 //! budget; and a replica killed while it holds the session loses nothing.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use crate::helpers::{Cluster, commands_during, metric, open_session, plain, views_of};
+use crate::helpers::{
+    Cluster, app_process, commands_during, metric, open_session, plain, views_of,
+};
 
 /// `POST /api/session/views` on `base` with `cookie`; the count it answered.
 async fn increment(base: &str, cookie: &str) -> Result<u64, String> {
@@ -157,34 +158,12 @@ async fn a_replica_killed_while_holding_a_hot_session_loses_nothing() {
     // Arrange: replica `victim` is a real process (so it can be SIGKILLed) with a 1 s lease;
     // two in-process replicas share the same Redis.
     let cluster = Cluster::start(2, |c| c.session_lock_lease_ms = 1000).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let mut victim = Command::new(env!("CARGO_BIN_EXE_app"))
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("REDIS_URL", cluster.redis.url())
-        .env("NODE_NAME", "victim")
-        .env("SESSION_LOCK_LEASE_MS", "1000")
-        .env("SHUTDOWN_DELAY", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("app binary");
-    let victim_url = format!("http://127.0.0.1:{port}");
-    let ready = Instant::now();
-    while !plain()
-        .get(format!("{victim_url}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(
-            ready.elapsed() < Duration::from_secs(10),
-            "victim never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut victim, victim_url) = app_process(
+        &cluster,
+        "victim",
+        &[("SESSION_LOCK_LEASE_MS", "1000".to_owned())],
+    )
+    .await;
     let (cookie, _) = open_session(&cluster, "/api/session/views").await;
     let urls = [
         victim_url.clone(),

@@ -5,13 +5,12 @@
 //! the counter in Redis.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use app::Config;
 use futures_util::future::join_all;
 
-use crate::helpers::{Cluster, open_session, plain, set_cookie, views_of};
+use crate::helpers::{Cluster, app_process, open_session, plain, set_cookie, views_of};
 
 /// A named setting of the protocol's options.
 type Variant = (&'static str, fn(&mut Config));
@@ -165,41 +164,21 @@ async fn a_holder_killed_under_hot_load_costs_the_survivor_one_lease() {
             variant(c);
         })
         .await;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
         let (group_commit, hand_offs) = {
             let mut c = Config::for_test("redis://unused", "x");
             variant(&mut c);
             (c.session_lock_group_commit, c.session_lock_handoffs)
         };
-        let mut victim = Command::new(env!("CARGO_BIN_EXE_app"))
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("REDIS_URL", cluster.redis.url())
-            .env("NODE_NAME", "victim")
-            .env("SESSION_LOCK_LEASE_MS", "1000")
-            .env("SESSION_LOCK_GROUP_COMMIT", group_commit.to_string())
-            .env("SESSION_LOCK_HANDOFFS", hand_offs.to_string())
-            .env("SHUTDOWN_DELAY", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("app binary");
-        let victim_url = format!("http://127.0.0.1:{port}");
-        let ready = Instant::now();
-        while !plain()
-            .get(format!("{victim_url}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            assert!(
-                ready.elapsed() < Duration::from_secs(10),
-                "victim not ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (mut victim, victim_url) = app_process(
+            &cluster,
+            "victim",
+            &[
+                ("SESSION_LOCK_LEASE_MS", "1000".to_owned()),
+                ("SESSION_LOCK_GROUP_COMMIT", group_commit.to_string()),
+                ("SESSION_LOCK_HANDOFFS", hand_offs.to_string()),
+            ],
+        )
+        .await;
         let (cookie, _) = open_session(&cluster, "/api/session/views").await;
         let survivor = [cluster.replicas[0].url()];
         let start = Instant::now();
@@ -384,16 +363,23 @@ async fn group(
     join_all(sends).await
 }
 
+/// One replica whose writer takes `delay` per change, locked from the first write (so the
+/// first holds the lock while later ones queue), with `variant`; and a session on it.
+async fn slow_locked(delay: Duration, variant: fn(&mut Config)) -> (Cluster, String, String) {
+    let cluster = Cluster::start(1, |c| {
+        c.save_delay = Some(delay);
+        c.session_lock_optimistic = false;
+        variant(c);
+    })
+    .await;
+    let (cookie, id) = open_session(&cluster, "/api/session/views").await;
+    (cluster, cookie, id)
+}
+
 #[tokio::test]
 async fn a_delete_inside_a_group_ends_the_session_between_the_writes_around_it() {
     for (name, variant) in variants() {
-        let cluster = Cluster::start(1, |c| {
-            c.save_delay = Some(Duration::from_millis(200));
-            c.session_lock_optimistic = false;
-            variant(c);
-        })
-        .await;
-        let (cookie, id) = open_session(&cluster, "/api/session/views").await;
+        let (cluster, cookie, id) = slow_locked(Duration::from_millis(200), variant).await;
         let url = cluster.url(0, "/api/session/views");
 
         // Act: a write, then a logout 50 ms later and a write 100 ms later, all queued
@@ -475,13 +461,7 @@ async fn a_caller_that_goes_away_does_not_cancel_its_round_and_a_queued_one_is_n
     for (name, variant) in variants() {
         // Each job's change takes 300 ms. Job 1's client leaves at 100 ms, mid-round; job 2
         // (at 50 ms) waits for its answer; job 3 (at 50 ms) leaves at 150 ms, while queued.
-        let cluster = Cluster::start(1, |c| {
-            c.save_delay = Some(Duration::from_millis(300));
-            c.session_lock_optimistic = false;
-            variant(c);
-        })
-        .await;
-        let (cookie, _) = open_session(&cluster, "/api/session/views").await;
+        let (cluster, cookie, _) = slow_locked(Duration::from_millis(300), variant).await;
 
         let (leaves, stays) = (Duration::from_millis(100), Duration::from_secs(5));
         let at_50 = Duration::from_millis(50);
