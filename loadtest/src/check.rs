@@ -33,16 +33,19 @@ pub enum AnomalyKind {
     NonMonotonic,
     /// The request errored or timed out: an unknown outcome (Jepsen's `info`).
     Unknown,
+    /// Any answer after `18446744073709551615`: no count fits in 64 bits after it.
+    Overflow,
 }
 
 impl AnomalyKind {
     /// Every kind, in the order the summary table lists them.
-    pub const ALL: [AnomalyKind; 5] = [
+    pub const ALL: [AnomalyKind; 6] = [
         AnomalyKind::Reset,
         AnomalyKind::Repeat,
         AnomalyKind::Gap,
         AnomalyKind::NonMonotonic,
         AnomalyKind::Unknown,
+        AnomalyKind::Overflow,
     ];
 
     /// The name used in the table and in JSON.
@@ -53,6 +56,7 @@ impl AnomalyKind {
             AnomalyKind::Gap => "gap",
             AnomalyKind::NonMonotonic => "non_monotonic",
             AnomalyKind::Unknown => "unknown",
+            AnomalyKind::Overflow => "overflow",
         }
     }
 }
@@ -66,13 +70,21 @@ pub struct Anomaly {
     pub kind: AnomalyKind,
     /// The value seen, if the request was acknowledged.
     pub observed: Option<u64>,
-    /// The smallest value that would have been correct.
+    /// The smallest value that would have been correct (for `overflow`: the last value, which
+    /// no count can follow).
     pub expected_min: u64,
-    /// The largest value that would have been correct (above `expected_min` only after unknown outcomes).
+    /// The largest value that would have been correct (above `expected_min` only after unknown
+    /// outcomes; for `overflow`, the last value).
     pub expected_max: u64,
 }
 
 /// Classifies every request of one session. An empty result means the session counted correctly.
+///
+/// One user's requests never overlap (each is sent after the previous answer arrived), so this
+/// is the real-time order of [`crate::order`] for one session: every answer must be above the
+/// last one. The window's lower end is checked arithmetic: after `u64::MAX` nothing is correct.
+// No operator on a value from the server may wrap (release) or panic (debug).
+#[deny(clippy::arithmetic_side_effects)]
 pub fn classify(observations: &[Observation]) -> Vec<Anomaly> {
     let mut anomalies = Vec::new();
     // The last acknowledged value; 0 before the session exists.
@@ -80,10 +92,29 @@ pub fn classify(observations: &[Observation]) -> Vec<Anomaly> {
     // Unknown outcomes not yet accounted for: each may take effect at any later time, so it
     // widens the window of every later answer until a jump uses it up.
     let mut unknown: u64 = 0;
-    for (index, observation) in observations.iter().enumerate() {
-        let expected_min = last.saturating_add(1);
+    for (seq, observation) in (1..).zip(observations) {
+        // After u64::MAX no value is correct: the next answer is an overflow (an error's window
+        // is reported as that last value), and judging goes on from it.
+        let Some(expected_min) = last.checked_add(1) else {
+            let (kind, observed) = match *observation {
+                Observation::Value(value) => (AnomalyKind::Overflow, Some(value)),
+                Observation::Unknown | Observation::Refused => (AnomalyKind::Unknown, None),
+            };
+            anomalies.push(Anomaly {
+                seq,
+                kind,
+                observed,
+                expected_min: last,
+                expected_max: last,
+            });
+            if let Some(value) = observed {
+                last = value;
+                unknown = 0;
+            }
+            continue;
+        };
+        // Capping the upper end is exact: no u64 lies above u64::MAX anyway.
         let expected_max = expected_min.saturating_add(unknown);
-        let seq = index + 1;
         match *observation {
             Observation::Unknown => {
                 anomalies.push(Anomaly {
@@ -93,7 +124,7 @@ pub fn classify(observations: &[Observation]) -> Vec<Anomaly> {
                     expected_min,
                     expected_max,
                 });
-                unknown += 1;
+                unknown = unknown.saturating_add(1);
             }
             Observation::Refused => {
                 // Reported with the errors, but it cannot explain a later jump in the counter.
@@ -131,7 +162,8 @@ pub fn classify(observations: &[Observation]) -> Vec<Anomaly> {
                 // reported once instead of cascading through the rest of the session. A jump
                 // within the window used up that many unknown outcomes; one beyond it, all.
                 unknown = match kind {
-                    None => unknown - (value - expected_min),
+                    // Within the window: value − expected_min ≤ unknown.
+                    None => unknown.saturating_sub(value.saturating_sub(expected_min)),
                     Some(_) => 0,
                 };
                 last = value;
@@ -358,6 +390,32 @@ mod tests {
     #[test]
     fn repeat_of_zero_from_a_broken_server_is_a_repeat() {
         assert_eq!(kinds(&[Value(0)]), vec![(1, AnomalyKind::Repeat)]);
+    }
+
+    #[test]
+    fn nothing_follows_the_largest_count() {
+        // Saturating the window would have accepted the repeat of u64::MAX.
+        let max = u64::MAX;
+        assert_eq!(
+            kinds(&[Value(1), Value(max), Value(max), Unknown, Value(1)]),
+            vec![
+                (2, AnomalyKind::Gap),
+                (3, AnomalyKind::Overflow),
+                (4, AnomalyKind::Unknown),
+                (5, AnomalyKind::Overflow)
+            ]
+        );
+        let anomalies = classify(&[Value(max - 1), Value(max)]);
+        assert_eq!(
+            anomalies.len(),
+            1,
+            "max after max - 1 is only the first gap"
+        );
+        let anomalies = classify(&[Value(max), Value(7)]);
+        assert_eq!(
+            (anomalies[1].observed, anomalies[1].expected_min),
+            (Some(7), max)
+        );
     }
 
     #[test]

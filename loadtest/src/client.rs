@@ -1,6 +1,5 @@
-//! The reqwest side of the checker: one client per virtual user (its own cookie jar, as goose
-//! does; a shared jar would merge users into one session) and the classification of one
-//! increment's answer.
+//! The reqwest side of the checker: one cookie jar per virtual user (as goose does; a shared
+//! jar would merge users into one session) and the classification of one increment's answer.
 
 use std::time::{Duration, Instant};
 
@@ -10,14 +9,18 @@ use crate::error::RunError;
 /// A client with its own cookie jar. `no_proxy` because the targets are local: a proxy from
 /// the environment would silently put another hop in the path under test.
 pub fn build(timeout: Duration) -> Result<reqwest::Client, RunError> {
-    reqwest::Client::builder()
+    builder(timeout)
         .cookie_store(true)
+        .build()
+        .map_err(|e| RunError::Client(e.to_string()))
+}
+
+fn builder(timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
         .no_proxy()
         .timeout(timeout)
         .connect_timeout(timeout)
         .tcp_nodelay(true)
-        .build()
-        .map_err(|e| RunError::Client(e.to_string()))
 }
 
 /// What one request achieved.
@@ -40,6 +43,10 @@ pub struct Answer {
     pub outcome: Outcome,
     /// `X-Served-By`, else the node in the JSON body.
     pub node: Option<String>,
+    /// `X-Served-By` alone, to compare with the body ([`crate::evidence`]).
+    pub served_by: Option<String>,
+    /// The answer set a cookie: the server keeps a session for this client.
+    pub set_cookie: bool,
     /// Time from send to the end of the body.
     pub latency: Duration,
 }
@@ -58,16 +65,20 @@ pub async fn send(
             return Answer {
                 outcome: Outcome::Unknown(describe(&error)),
                 node: None,
+                served_by: None,
+                set_cookie: false,
                 latency: started.elapsed(),
             };
         }
     };
     let status = response.status();
-    let mut node = response
+    let served_by = response
         .headers()
         .get(SERVED_BY)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let set_cookie = response.headers().contains_key(http::header::SET_COOKIE);
+    let mut node = served_by.clone();
     let body = response.text().await;
     let latency = started.elapsed();
     let outcome = match body {
@@ -90,6 +101,8 @@ pub async fn send(
     Answer {
         outcome,
         node,
+        served_by,
+        set_cookie,
         latency,
     }
 }

@@ -1,6 +1,7 @@
-//! The default mode: U virtual users at once, each with its own client and cookie jar, each
-//! sending R increments in sequence while the requests rotate over the targets. Every answer
-//! is recorded and each session's trace is judged by `check`.
+//! The default mode: U virtual users at once, each with its own cookie jar, each sending R
+//! increments in sequence while the requests rotate over the targets. Every answer is recorded
+//! and each session's trace is judged by `check`; the replica each answer names is judged by
+//! `evidence`, and a session counts as shared only if the server keeps one (a cookie or an id).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use crate::check::{self, Observation};
 use crate::client::{self, Outcome};
 use crate::config::Config;
 use crate::error::RunError;
+use crate::evidence;
 use crate::latency::Latencies;
 use crate::progress::{Goal, Progress};
 use crate::report::{
@@ -32,6 +34,10 @@ struct Step {
     node: Option<String>,
     /// The session id the answer named (JSON only).
     session: Option<String>,
+    /// The answer set a cookie.
+    set_cookie: bool,
+    /// Its header and body named different replicas.
+    mismatch: Option<String>,
     /// The error, when the outcome is unknown.
     error: Option<String>,
 }
@@ -113,8 +119,13 @@ async fn run_user(
             .url(endpoint.path());
         let answer = client::increment(&client, endpoint, &url).await;
         trace.latencies.record(answer.latency);
+        let mut mismatch = None;
         let (observation, session, error) = match answer.outcome {
-            Outcome::Counted(counter) => (Observation::Value(counter.views), counter.session, None),
+            Outcome::Counted(counter) => {
+                mismatch =
+                    evidence::disagreement(endpoint, true, answer.served_by.as_deref(), &counter);
+                (Observation::Value(counter.views), counter.session, None)
+            }
             Outcome::Refused(e) => (Observation::Refused, None, Some(e)),
             Outcome::AckedUnreadable(e) | Outcome::Unknown(e) => {
                 (Observation::Unknown, None, Some(e))
@@ -124,6 +135,8 @@ async fn run_user(
             observation,
             node: answer.node,
             session,
+            set_cookie: answer.set_cookie,
+            mismatch,
             error,
         });
         counter.fetch_add(1, Ordering::Relaxed);
@@ -147,6 +160,8 @@ fn summarise(
     let (mut sent, mut errors, mut hops, mut hop_pairs, mut sessions_with_anomalies) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut sessions_shared = 0u64;
+    let mut sessions_identified = 0u64;
+    let (mut node_mismatches, mut mismatch_examples) = (0u64, Vec::new());
     let mut rotations: Vec<String> = Vec::new();
     let mut rotated_sessions = 0u64;
     let (mut spread_min, mut spread_max, mut spread_sum) = (u64::MAX, 0u64, 0u64);
@@ -154,13 +169,35 @@ fn summarise(
     for (user, trace) in traces.iter().enumerate() {
         latencies.merge(&trace.latencies);
         let observations: Vec<Observation> = trace.steps.iter().map(|s| s.observation).collect();
-        let nodes: Vec<Option<&str>> = trace.steps.iter().map(|s| s.node.as_deref()).collect();
+        // A replica named two different ways is no evidence of where the answer came from.
+        let nodes: Vec<Option<&str>> = trace
+            .steps
+            .iter()
+            .map(|s| s.node.as_deref().filter(|_| s.mismatch.is_none()))
+            .collect();
+        for (seq, mismatch) in (1..)
+            .zip(&trace.steps)
+            .filter_map(|(seq, s)| s.mismatch.as_ref().map(|m| (seq, m)))
+        {
+            node_mismatches += 1;
+            if mismatch_examples.len() < 5 {
+                mismatch_examples.push(format!("user {user} request {seq}: {mismatch}"));
+            }
+        }
         let found = check::classify(&observations);
         if found.iter().any(|a| a.kind != check::AnomalyKind::Unknown) {
             sessions_with_anomalies += 1;
         }
-        if check::shared_hops(&observations, &nodes, &found) > 0 {
-            sessions_shared += 1;
+        // Without a cookie or an id, nothing says the count belongs to a session.
+        let identified = trace
+            .steps
+            .iter()
+            .any(|s| s.set_cookie || s.session.is_some());
+        if identified {
+            sessions_identified += 1;
+            if check::shared_hops(&observations, &nodes, &found) > 0 {
+                sessions_shared += 1;
+            }
         }
         let ids: Vec<Option<&str>> = trace.steps.iter().map(|s| s.session.as_deref()).collect();
         let changes = check::id_changes(&ids, &found);
@@ -226,6 +263,9 @@ fn summarise(
         hops,
         hop_pairs,
         sessions_shared,
+        sessions_identified,
+        node_mismatches,
+        node_mismatch_examples: mismatch_examples,
         rotated_sessions,
         rotation_examples: rotations,
         replicas_per_session: if traces.is_empty() {

@@ -83,10 +83,11 @@ fn sequential_rows(r: &SequentialReport) -> Vec<(String, String)> {
         (
             "sessions shared".to_owned(),
             format!(
-                "{} of {} carried their count across replicas",
-                r.sessions_shared, r.users
+                "{} of {} carried their count across replicas ({} had a cookie or an id)",
+                r.sessions_shared, r.users, r.sessions_identified
             ),
         ),
+        ("replica evidence".to_owned(), replica_evidence(r)),
         (
             "replicas per session".to_owned(),
             format!(
@@ -95,6 +96,19 @@ fn sequential_rows(r: &SequentialReport) -> Vec<(String, String)> {
             ),
         ),
     ]
+}
+
+/// Where the replica of each answer was read, and whether its two sources agreed.
+fn replica_evidence(r: &SequentialReport) -> String {
+    match (r.endpoint, r.node_mismatches) {
+        (crate::endpoint::Endpoint::Text, _) => {
+            "X-Served-By alone (the text body names no replica)".to_owned()
+        }
+        (crate::endpoint::Endpoint::Json, 0) => "X-Served-By and the body agree".to_owned(),
+        (crate::endpoint::Endpoint::Json, n) => {
+            format!("X-Served-By and the body disagree in {n} answers")
+        }
+    }
 }
 
 fn endpoint_name(r: &SequentialReport) -> &'static str {
@@ -115,7 +129,9 @@ fn examples(r: &SequentialReport) -> String {
             Some(v) => format!("saw {v}"),
             None => format!("no value ({})", e.error.as_deref().unwrap_or("error")),
         };
-        let expected = if e.anomaly.expected_min == e.anomaly.expected_max {
+        let expected = if e.anomaly.kind == AnomalyKind::Overflow {
+            format!("nothing after {}", e.anomaly.expected_min)
+        } else if e.anomaly.expected_min == e.anomaly.expected_max {
             e.anomaly.expected_min.to_string()
         } else {
             format!("{}..={}", e.anomaly.expected_min, e.anomaly.expected_max)
@@ -145,8 +161,13 @@ fn parallel_rows(r: &ParallelReport) -> Vec<(String, String)> {
         (
             "session".to_owned(),
             format!(
-                "{} (opened at {}, base read {}{})",
+                "{}{} (opened at {}, base read {}{})",
                 r.session.as_deref().unwrap_or("?"),
+                if r.session_cookie {
+                    ""
+                } else {
+                    ", no cookie set"
+                },
                 r.opening_value,
                 r.base_value,
                 if r.reads > 0 {
@@ -187,6 +208,10 @@ fn parallel_rows(r: &ParallelReport) -> Vec<(String, String)> {
                 rows.push(("phantom increments".to_owned(), check.phantom.to_string()));
             }
         }
+        (None, Some(final_value)) => rows.push((
+            "final value".to_owned(),
+            format!("{final_value} (its bounds do not fit in 64 bits: not judged)"),
+        )),
         _ => rows.push(("final value".to_owned(), "could not be read".to_owned())),
     }
     rows.push((
@@ -194,16 +219,24 @@ fn parallel_rows(r: &ParallelReport) -> Vec<(String, String)> {
         format!("{} acknowledged increments", r.replicas_acknowledging),
     ));
     let broken = if r.violations.is_empty() {
-        "every answer within its bounds, no value twice".to_owned()
+        "every answer within its bounds and in real-time order, no value twice".to_owned()
     } else {
         r.violations
             .iter()
-            .map(|v| format!("{} {:?}", v.count, v.rule))
+            .map(|v| format!("{} {}", v.count, rule_name(v.rule)))
             .collect::<Vec<_>>()
             .join(", ")
     };
     rows.push(("answers checked".to_owned(), broken));
     rows
+}
+
+/// The rule's JSON name, so the table and `--json` say the same.
+fn rule_name(rule: crate::bounds::Rule) -> String {
+    serde_json::to_value(rule)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{rule:?}"))
 }
 
 fn throughput_rows(r: &ThroughputReport) -> Vec<(String, String)> {
@@ -315,6 +348,9 @@ mod tests {
             hops: 38,
             hop_pairs: 38,
             sessions_shared: 2,
+            sessions_identified: 2,
+            node_mismatches: 0,
+            node_mismatch_examples: Vec::new(),
             rotated_sessions: 0,
             rotation_examples: Vec::new(),
             replicas_per_session: Spread {
