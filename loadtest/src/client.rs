@@ -1,6 +1,7 @@
 //! The reqwest side of the checker: one cookie jar per virtual user (as goose does; a shared
 //! jar would merge users into one session) and the classification of one increment's answer.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::endpoint::{Counter, Endpoint, SERVED_BY};
@@ -13,6 +14,21 @@ pub fn build(timeout: Duration) -> Result<reqwest::Client, RunError> {
         .cookie_store(true)
         .build()
         .map_err(|e| RunError::Client(e.to_string()))
+}
+
+/// One user as a browser is: two clients, so at least two connections, sharing one cookie jar.
+/// A user that alternates between them carries its session in the cookie alone: a server that
+/// keyed its count on the connection (and set a cookie it never reads) would count each
+/// connection from 1 and show resets, where one keep-alive connection would count 1, 2, 3.
+pub fn build_user(timeout: Duration) -> Result<[reqwest::Client; 2], RunError> {
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let client = || {
+        builder(timeout)
+            .cookie_provider(Arc::clone(&jar))
+            .build()
+            .map_err(|e| RunError::Client(e.to_string()))
+    };
+    Ok([client()?, client()?])
 }
 
 fn builder(timeout: Duration) -> reqwest::ClientBuilder {

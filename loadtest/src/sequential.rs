@@ -2,6 +2,9 @@
 //! increments in sequence while the requests rotate over the targets. Every answer is recorded
 //! and each session's trace is judged by `check`; the replica each answer names is judged by
 //! `evidence`, and a session counts as shared only if the server keeps one (a cookie or an id).
+//!
+//! Each user alternates between two connections sharing its jar, as a browser does, so the
+//! cookie is all that carries the session from one request to the next.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,7 +61,7 @@ pub async fn run(
 ) -> Result<SequentialReport, RunError> {
     let targets = Arc::new(config.target.clone());
     let clients = (0..users)
-        .map(|_| client::build(config.timeout))
+        .map(|_| client::build_user(config.timeout))
         .collect::<Result<Vec<_>, _>>()?;
     let progress = Progress::start(
         !config.no_progress && !config.json,
@@ -101,7 +104,7 @@ pub async fn run(
 
 async fn run_user(
     user: usize,
-    client: reqwest::Client,
+    clients: [reqwest::Client; 2],
     targets: &Targets,
     endpoint: crate::endpoint::Endpoint,
     requests: u64,
@@ -117,7 +120,9 @@ async fn run_user(
         let url = targets
             .pick(user.wrapping_add(seq as usize))
             .url(endpoint.path());
-        let answer = client::increment(&client, endpoint, &url).await;
+        // Alternate connections: only the shared cookie jar links them.
+        let client = &clients[(seq % 2) as usize];
+        let answer = client::increment(client, endpoint, &url).await;
         trace.latencies.record(answer.latency);
         let mut mismatch = None;
         let (observation, session, error) = match answer.outcome {
