@@ -57,10 +57,9 @@ pub enum Outcome {
 pub struct Answer {
     /// What happened.
     pub outcome: Outcome,
-    /// `X-Served-By`, else the node in the JSON body.
+    /// `X-Served-By`: the replica that answered. Never taken from the body, which is the
+    /// second witness it is compared with ([`crate::evidence`]).
     pub node: Option<String>,
-    /// `X-Served-By` alone, to compare with the body ([`crate::evidence`]).
-    pub served_by: Option<String>,
     /// The answer set a cookie: the server keeps a session for this client.
     pub set_cookie: bool,
     /// Time from send to the end of the body.
@@ -81,20 +80,18 @@ pub async fn send(
             return Answer {
                 outcome: Outcome::Unknown(describe(&error)),
                 node: None,
-                served_by: None,
                 set_cookie: false,
                 latency: started.elapsed(),
             };
         }
     };
     let status = response.status();
-    let served_by = response
+    let node = response
         .headers()
         .get(SERVED_BY)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let set_cookie = response.headers().contains_key(http::header::SET_COOKIE);
-    let mut node = served_by.clone();
     let body = response.text().await;
     let latency = started.elapsed();
     let outcome = match body {
@@ -103,12 +100,7 @@ pub async fn send(
         }
         Err(error) => Outcome::Unknown(format!("HTTP {status}, body lost: {}", describe(&error))),
         Ok(text) if status.is_success() => match parse(&text) {
-            Ok(counter) => {
-                if node.is_none() {
-                    node.clone_from(&counter.node);
-                }
-                Outcome::Counted(counter)
-            }
+            Ok(counter) => Outcome::Counted(counter),
             Err(error) => Outcome::AckedUnreadable(error),
         },
         Ok(_) if status.is_client_error() => Outcome::Refused(format!("HTTP {status}")),
@@ -117,7 +109,6 @@ pub async fn send(
     Answer {
         outcome,
         node,
-        served_by,
         set_cookie,
         latency,
     }

@@ -25,7 +25,7 @@ pub const READ_PATH: &str = "/api/session";
 pub struct Counter {
     /// The session's view count after this request.
     pub views: u64,
-    /// The replica named in the body (JSON only); the header is preferred when present.
+    /// The replica named in the body (JSON only), the second witness beside `X-Served-By`.
     pub node: Option<String>,
     /// The replicas that counted the session's last visits, oldest first (JSON only).
     pub history: Option<Vec<String>>,

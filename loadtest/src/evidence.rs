@@ -4,7 +4,9 @@
 //! only evidence when they agree: a header rewritten on the way, or a body that always names
 //! one replica, would otherwise prove hops that never happened.
 //!
-//! The text endpoint's body names no replica, so there the header is the only source.
+//! The replica of an answer is always the header's: an answer without `X-Served-By` names no
+//! replica and proves no hop, whatever its body says. The text endpoint's body names no
+//! replica, so there the header is the only witness.
 
 use crate::endpoint::{Counter, Endpoint};
 

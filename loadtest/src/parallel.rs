@@ -101,12 +101,7 @@ fn observe(
                 received_us,
                 value: counter.views,
             },
-            mismatch: evidence::disagreement(
-                endpoint,
-                increment,
-                answer.served_by.as_deref(),
-                &counter,
-            ),
+            mismatch: evidence::disagreement(endpoint, increment, answer.node.as_deref(), &counter),
             session: counter.session,
             set_cookie: answer.set_cookie,
         }),
@@ -347,19 +342,16 @@ async fn work(
             timed(origin, client::increment(client, endpoint, &url)).await;
         tally.latencies.record(answer.latency);
         tally.set_cookie |= answer.set_cookie;
-        let served_by = answer.served_by;
-        let node = answer.node.unwrap_or_else(|| NO_NODE.to_owned());
-        *tally.per_replica.entry(node.clone()).or_default() += 1;
+        let served_by = answer.node;
+        let node = served_by.clone().unwrap_or_else(|| NO_NODE.to_owned());
+        *tally.per_replica.entry(node).or_default() += 1;
         let result = match answer.outcome {
             Outcome::Counted(c) => {
                 tally.acknowledged += 1;
-                if let Some(mismatch) =
-                    evidence::disagreement(endpoint, true, served_by.as_deref(), &c)
-                {
-                    tally.mismatches.push((op, mismatch));
-                }
-                if node != NO_NODE {
-                    tally.acknowledging.insert(node);
+                match evidence::disagreement(endpoint, true, served_by.as_deref(), &c) {
+                    Some(mismatch) => tally.mismatches.push((op, mismatch)),
+                    // Only a replica both witnesses name counts as having acknowledged.
+                    None => tally.acknowledging.extend(served_by),
                 }
                 if let Some(session) = c.session {
                     *tally.sessions.entry(session).or_default() += 1;

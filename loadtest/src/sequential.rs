@@ -127,8 +127,7 @@ async fn run_user(
         let mut mismatch = None;
         let (observation, session, error) = match answer.outcome {
             Outcome::Counted(counter) => {
-                mismatch =
-                    evidence::disagreement(endpoint, true, answer.served_by.as_deref(), &counter);
+                mismatch = evidence::disagreement(endpoint, true, answer.node.as_deref(), &counter);
                 (Observation::Value(counter.views), counter.session, None)
             }
             Outcome::Refused(e) => (Observation::Refused, None, Some(e)),

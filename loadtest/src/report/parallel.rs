@@ -128,8 +128,8 @@ impl ParallelReport {
         }
         if self.replicas_acknowledging < 2 {
             unproven.push(format!(
-                "{} replica(s) acknowledged increments: parallel requests never met on \
-                 different replicas",
+                "{} replica(s) named by X-Served-By (and, with JSON, by the body alike) \
+                 acknowledged increments: parallel requests never met on different replicas",
                 self.replicas_acknowledging
             ));
         }

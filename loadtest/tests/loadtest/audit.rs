@@ -223,6 +223,31 @@ async fn hops_named_by_one_source_only_are_not_evidence() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_named_by_the_body_alone_prove_no_hop() {
+    // Arrange: no X-Served-By; the body's node rotates (the checker used to fall back on it).
+    let fake = Fake::start(Case::BodyOnlyNames).await;
+
+    // Act
+    let seq = sequential(&fake, "3", "6", &[]).await;
+    let par = parallel(&fake, "4", "25", &[]).await;
+
+    // Assert
+    assert_eq!(seq.code, 1, "{}", seq.stdout);
+    let report = seq.json();
+    assert_eq!(report["verdict"], "unproven", "{}", seq.stdout);
+    assert_eq!(report["hops"], 0);
+    assert!(
+        reasons(&report).contains("no response carried X-Served-By"),
+        "{}",
+        seq.stdout
+    );
+    assert_eq!(par.code, 1, "{}", par.stdout);
+    let report = par.json();
+    assert_eq!(report["verdict"], "unproven", "{}", par.stdout);
+    assert_eq!(report["replicas_acknowledging"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_counter_without_sessions_proves_nothing_and_says_why() {
     // Arrange: no cookie and no id; one counter for everyone, which one user (or one session
     // in parallel mode) sees counting perfectly.

@@ -39,6 +39,8 @@ pub enum Case {
     HeaderOnlyHops,
     /// `X-Served-By` and `node` agree and rotate; the history says app-1 whoever counted.
     StaleHistory,
+    /// No `X-Served-By`; the body's `node` and `history` rotate: one witness only.
+    BodyOnlyNames,
     /// No cookie, no session id: one counter per TCP connection.
     NoSession,
     /// No cookie, no session id: one counter for everyone.
@@ -295,13 +297,15 @@ async fn after_release(shared: &Shared, answer: &mut Answer) {
     }
 }
 
-fn respond(answer: &Answer, body: Response) -> Response {
+fn respond(case: Case, answer: &Answer, body: Response) -> Response {
     let mut response = body;
     let headers = response.headers_mut();
-    headers.insert(
-        "x-served-by",
-        HeaderValue::from_str(&answer.served_by).expect("ascii"),
-    );
+    if case != Case::BodyOnlyNames {
+        headers.insert(
+            "x-served-by",
+            HeaderValue::from_str(&answer.served_by).expect("ascii"),
+        );
+    }
     if let Some(id) = &answer.cookie {
         let cookie = format!("sid={id}; Path=/; HttpOnly");
         headers.insert(
@@ -329,7 +333,7 @@ async fn increment_json(
 ) -> Response {
     let mut answer = handle(&shared, peer, &headers, true);
     after_release(&shared, &mut answer).await;
-    respond(&answer, json_body(&answer))
+    respond(shared.case, &answer, json_body(&answer))
 }
 
 async fn increment_text(
@@ -340,7 +344,7 @@ async fn increment_text(
     let mut answer = handle(&shared, peer, &headers, true);
     after_release(&shared, &mut answer).await;
     let body = format!("Session View Cnt  {}", answer.views).into_response();
-    respond(&answer, body)
+    respond(shared.case, &answer, body)
 }
 
 async fn read(
@@ -349,5 +353,5 @@ async fn read(
     headers: HeaderMap,
 ) -> Response {
     let answer = handle(&shared, peer, &headers, false);
-    respond(&answer, json_body(&answer))
+    respond(shared.case, &answer, json_body(&answer))
 }
