@@ -4,7 +4,8 @@
 //! The rules follow the sequential-client table in `shared/REFERENCE.md`, extended with Jepsen's
 //! treatment of unknown outcomes: a request that errored or timed out may or may not have been
 //! applied, so after `u` unknown outcomes the next value may legitimately be anything in
-//! `last + 1 ..= last + 1 + u`.
+//! `last + 1 ..= last + 1 + u`. A read after the last answer may see anything in
+//! `last ..= last + u`: nothing below what was acknowledged before it was sent.
 
 use serde::Serialize;
 
@@ -35,15 +36,19 @@ pub enum AnomalyKind {
     Unknown,
     /// Any answer after `18446744073709551615`: no count fits in 64 bits after it.
     Overflow,
+    /// A read after the session's last answer saw less: that increment was lost, or the read
+    /// was served from an old copy.
+    StaleRead,
 }
 
 impl AnomalyKind {
     /// Every kind, in the order the summary table lists them.
-    pub const ALL: [AnomalyKind; 6] = [
+    pub const ALL: [AnomalyKind; 7] = [
         AnomalyKind::Reset,
         AnomalyKind::Repeat,
         AnomalyKind::Gap,
         AnomalyKind::NonMonotonic,
+        AnomalyKind::StaleRead,
         AnomalyKind::Unknown,
         AnomalyKind::Overflow,
     ];
@@ -57,6 +62,7 @@ impl AnomalyKind {
             AnomalyKind::NonMonotonic => "non_monotonic",
             AnomalyKind::Unknown => "unknown",
             AnomalyKind::Overflow => "overflow",
+            AnomalyKind::StaleRead => "stale_read",
         }
     }
 }
@@ -79,63 +85,74 @@ pub struct Anomaly {
 }
 
 /// Classifies every request of one session. An empty result means the session counted correctly.
+pub fn classify(observations: &[Observation]) -> Vec<Anomaly> {
+    let mut session = Session::default();
+    observations
+        .iter()
+        .filter_map(|observation| session.answer(*observation))
+        .collect()
+}
+
+/// One session's judge, fed one answer at a time.
 ///
 /// One user's requests never overlap (each is sent after the previous answer arrived), so this
-/// is the real-time order of [`crate::order`] for one session: every answer must be above the
-/// last one. The window's lower end is checked arithmetic: after `u64::MAX` nothing is correct.
+/// is the real-time order of [`crate::order`] for one session: every increment must answer
+/// above the last answer, and a read at least that. The window's lower end is checked
+/// arithmetic: after `u64::MAX` no increment is correct.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// The last acknowledged value; 0 before the session exists.
+    last: u64,
+    /// Unknown outcomes not yet accounted for: each may take effect at any later time, so it
+    /// widens the window of every later answer until a jump uses it up.
+    unknown: u64,
+    /// Requests judged so far.
+    seq: usize,
+}
+
 // No operator on a value from the server may wrap (release) or panic (debug).
 #[deny(clippy::arithmetic_side_effects)]
-pub fn classify(observations: &[Observation]) -> Vec<Anomaly> {
-    let mut anomalies = Vec::new();
-    // The last acknowledged value; 0 before the session exists.
-    let mut last: u64 = 0;
-    // Unknown outcomes not yet accounted for: each may take effect at any later time, so it
-    // widens the window of every later answer until a jump uses it up.
-    let mut unknown: u64 = 0;
-    for (seq, observation) in (1..).zip(observations) {
+impl Session {
+    /// Judges the answer to the next increment.
+    pub fn answer(&mut self, observation: Observation) -> Option<Anomaly> {
+        self.seq = self.seq.saturating_add(1);
+        let seq = self.seq;
+        let last = self.last;
         // After u64::MAX no value is correct: the next answer is an overflow (an error's window
         // is reported as that last value), and judging goes on from it.
         let Some(expected_min) = last.checked_add(1) else {
-            let (kind, observed) = match *observation {
+            let (kind, observed) = match observation {
                 Observation::Value(value) => (AnomalyKind::Overflow, Some(value)),
                 Observation::Unknown | Observation::Refused => (AnomalyKind::Unknown, None),
             };
-            anomalies.push(Anomaly {
+            if let Some(value) = observed {
+                self.last = value;
+                self.unknown = 0;
+            }
+            return Some(Anomaly {
                 seq,
                 kind,
                 observed,
                 expected_min: last,
                 expected_max: last,
             });
-            if let Some(value) = observed {
-                last = value;
-                unknown = 0;
-            }
-            continue;
         };
         // Capping the upper end is exact: no u64 lies above u64::MAX anyway.
-        let expected_max = expected_min.saturating_add(unknown);
-        match *observation {
+        let expected_max = expected_min.saturating_add(self.unknown);
+        let unknown = |seq| Anomaly {
+            seq,
+            kind: AnomalyKind::Unknown,
+            observed: None,
+            expected_min,
+            expected_max,
+        };
+        match observation {
             Observation::Unknown => {
-                anomalies.push(Anomaly {
-                    seq,
-                    kind: AnomalyKind::Unknown,
-                    observed: None,
-                    expected_min,
-                    expected_max,
-                });
-                unknown = unknown.saturating_add(1);
+                self.unknown = self.unknown.saturating_add(1);
+                Some(unknown(seq))
             }
-            Observation::Refused => {
-                // Reported with the errors, but it cannot explain a later jump in the counter.
-                anomalies.push(Anomaly {
-                    seq,
-                    kind: AnomalyKind::Unknown,
-                    observed: None,
-                    expected_min,
-                    expected_max,
-                });
-            }
+            // Reported with the errors, but it cannot explain a later jump in the counter.
+            Observation::Refused => Some(unknown(seq)),
             Observation::Value(value) => {
                 let kind = if (expected_min..=expected_max).contains(&value) {
                     None
@@ -149,28 +166,49 @@ pub fn classify(observations: &[Observation]) -> Vec<Anomaly> {
                 } else {
                     Some(AnomalyKind::Gap)
                 };
-                if let Some(kind) = kind {
-                    anomalies.push(Anomaly {
-                        seq,
-                        kind,
-                        observed: Some(value),
-                        expected_min,
-                        expected_max,
-                    });
-                }
                 // Judge the next request against what the server now says, so one fault is
                 // reported once instead of cascading through the rest of the session. A jump
                 // within the window used up that many unknown outcomes; one beyond it, all.
-                unknown = match kind {
+                self.unknown = match kind {
                     // Within the window: value − expected_min ≤ unknown.
-                    None => unknown.saturating_sub(value.saturating_sub(expected_min)),
+                    None => self
+                        .unknown
+                        .saturating_sub(value.saturating_sub(expected_min)),
                     Some(_) => 0,
                 };
-                last = value;
+                self.last = value;
+                kind.map(|kind| Anomaly {
+                    seq,
+                    kind,
+                    observed: Some(value),
+                    expected_min,
+                    expected_max,
+                })
             }
         }
     }
-    anomalies
+
+    /// Judges a read of the counter sent after every answer so far: it must see the last
+    /// acknowledged value, or more by the unknown outcomes that may have landed since.
+    pub fn read(&mut self, value: u64) -> Option<Anomaly> {
+        self.seq = self.seq.saturating_add(1);
+        let expected_min = self.last;
+        let expected_max = expected_min.saturating_add(self.unknown);
+        let kind = if value < expected_min {
+            AnomalyKind::StaleRead
+        } else if value > expected_max {
+            AnomalyKind::Gap
+        } else {
+            return None;
+        };
+        Some(Anomaly {
+            seq: self.seq,
+            kind,
+            observed: Some(value),
+            expected_min,
+            expected_max,
+        })
+    }
 }
 
 /// Consecutive requests of a session answered by different replicas.
@@ -390,6 +428,31 @@ mod tests {
     #[test]
     fn repeat_of_zero_from_a_broken_server_is_a_repeat() {
         assert_eq!(kinds(&[Value(0)]), vec![(1, AnomalyKind::Repeat)]);
+    }
+
+    #[test]
+    fn a_read_after_the_last_answer_must_see_it() {
+        let read = |trace: &[Observation], value| {
+            let mut session = Session::default();
+            for observation in trace {
+                session.answer(*observation);
+            }
+            session.read(value).map(|a| (a.seq, a.kind))
+        };
+        assert_eq!(read(&[Value(1), Value(2)], 2), None);
+        // The last increment acknowledged, then not seen: lost, or read from an old copy.
+        assert_eq!(
+            read(&[Value(1), Value(2)], 1),
+            Some((3, AnomalyKind::StaleRead))
+        );
+        assert_eq!(read(&[Value(1), Value(2)], 3), Some((3, AnomalyKind::Gap)));
+        // An unknown outcome may land before the read, or not.
+        assert_eq!(read(&[Value(1), Unknown], 1), None);
+        assert_eq!(read(&[Value(1), Unknown], 2), None);
+        assert_eq!(read(&[Value(1), Unknown], 3), Some((3, AnomalyKind::Gap)));
+        // A session that never counted reads 0.
+        assert_eq!(read(&[], 0), None);
+        assert_eq!(read(&[Value(u64::MAX)], u64::MAX).map(|a| a.1), None);
     }
 
     #[test]

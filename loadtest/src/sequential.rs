@@ -4,16 +4,19 @@
 //! `evidence`, and a session counts as shared only if the server keeps one (a cookie or an id).
 //!
 //! Each user alternates between two connections sharing its jar, as a browser does, so the
-//! cookie is all that carries the session from one request to the next.
+//! cookie is all that carries the session from one request to the next. With the JSON
+//! endpoint each user then reads its counter back (`GET /api/session`): without that read,
+//! nothing would check that a session's last increment was kept.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::check::{self, Observation};
 use crate::client::{self, Outcome};
 use crate::config::Config;
+use crate::endpoint::{self, Endpoint};
 use crate::error::RunError;
 use crate::evidence;
 use crate::latency::Latencies;
@@ -27,6 +30,9 @@ use crate::targets::Targets;
 
 /// How many anomalies the report lists in detail.
 const EXAMPLES: usize = 20;
+
+/// Attempts at each session's final read.
+const READ_ATTEMPTS: u32 = 3;
 
 /// One answered request in a session.
 #[derive(Debug, Clone)]
@@ -45,11 +51,35 @@ struct Step {
     error: Option<String>,
 }
 
-/// One user's session: its steps and latencies.
+/// One user's session: its steps, its final read and latencies.
 #[derive(Debug, Default)]
 struct Trace {
     steps: Vec<Step>,
+    /// The read after the last increment (JSON only), judged like an answer.
+    read: Option<Step>,
     latencies: Latencies,
+}
+
+/// Records one answer; `increment` false for a read.
+fn step(endpoint: Endpoint, increment: bool, answer: client::Answer) -> Step {
+    let mut mismatch = None;
+    let (observation, session, error) = match answer.outcome {
+        Outcome::Counted(counter) => {
+            mismatch =
+                evidence::disagreement(endpoint, increment, answer.node.as_deref(), &counter);
+            (Observation::Value(counter.views), counter.session, None)
+        }
+        Outcome::Refused(e) => (Observation::Refused, None, Some(e)),
+        Outcome::AckedUnreadable(e) | Outcome::Unknown(e) => (Observation::Unknown, None, Some(e)),
+    };
+    Step {
+        observation,
+        node: answer.node,
+        session,
+        set_cookie: answer.set_cookie,
+        mismatch,
+        error,
+    }
 }
 
 /// Runs the sequential mode.
@@ -106,7 +136,7 @@ async fn run_user(
     user: usize,
     clients: [reqwest::Client; 2],
     targets: &Targets,
-    endpoint: crate::endpoint::Endpoint,
+    endpoint: Endpoint,
     requests: u64,
     counter: &AtomicU64,
     stop: &Stop,
@@ -124,26 +154,31 @@ async fn run_user(
         let client = &clients[(seq % 2) as usize];
         let answer = client::increment(client, endpoint, &url).await;
         trace.latencies.record(answer.latency);
-        let mut mismatch = None;
-        let (observation, session, error) = match answer.outcome {
-            Outcome::Counted(counter) => {
-                mismatch = evidence::disagreement(endpoint, true, answer.node.as_deref(), &counter);
-                (Observation::Value(counter.views), counter.session, None)
-            }
-            Outcome::Refused(e) => (Observation::Refused, None, Some(e)),
-            Outcome::AckedUnreadable(e) | Outcome::Unknown(e) => {
-                (Observation::Unknown, None, Some(e))
-            }
-        };
-        trace.steps.push(Step {
-            observation,
-            node: answer.node,
-            session,
-            set_cookie: answer.set_cookie,
-            mismatch,
-            error,
-        });
+        trace.steps.push(step(endpoint, true, answer));
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+    // Read the count back, on the next target and connection in turn. The text route has no
+    // read: a read there would be one more increment, itself unchecked.
+    if endpoint == Endpoint::Json && !trace.steps.is_empty() && !stop.is_stopped() {
+        let url = targets
+            .pick(user.wrapping_add(trace.steps.len()))
+            .url(endpoint::READ_PATH);
+        let client = &clients[trace.steps.len() % 2];
+        // A read changes nothing, so a failed one is tried again: a blip (a replica restarting
+        // under load) is not a wrong count.
+        for attempt in 0..READ_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let answer =
+                client::send(client, reqwest::Method::GET, &url, endpoint::parse_json).await;
+            let read = step(endpoint, false, answer);
+            let done = read.error.is_none();
+            trace.read = Some(read);
+            if done {
+                break;
+            }
+        }
     }
     trace
 }
@@ -165,6 +200,7 @@ fn summarise(
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut sessions_shared = 0u64;
     let mut sessions_identified = 0u64;
+    let mut final_reads = 0u64;
     let (mut node_mismatches, mut mismatch_examples) = (0u64, Vec::new());
     let mut rotations: Vec<String> = Vec::new();
     let mut rotated_sessions = 0u64;
@@ -179,16 +215,37 @@ fn summarise(
             .iter()
             .map(|s| s.node.as_deref().filter(|_| s.mismatch.is_none()))
             .collect();
-        for (seq, mismatch) in (1..)
+        let named = (1..)
             .zip(&trace.steps)
-            .filter_map(|(seq, s)| s.mismatch.as_ref().map(|m| (seq, m)))
+            .map(|(seq, s)| (format!("request {seq}"), s));
+        let read = trace.read.iter().map(|s| ("final read".to_owned(), s));
+        for (which, mismatch) in named
+            .chain(read)
+            .filter_map(|(which, s)| s.mismatch.as_ref().map(|m| (which, m)))
         {
             node_mismatches += 1;
             if mismatch_examples.len() < 5 {
-                mismatch_examples.push(format!("user {user} request {seq}: {mismatch}"));
+                mismatch_examples.push(format!("user {user} {which}: {mismatch}"));
             }
         }
-        let found = check::classify(&observations);
+        let mut session = check::Session::default();
+        let mut found: Vec<_> = observations
+            .iter()
+            .filter_map(|observation| session.answer(*observation))
+            .collect();
+        if let Some(read) = &trace.read {
+            match (read.observation, &read.error) {
+                (Observation::Value(value), _) => {
+                    final_reads += 1;
+                    found.extend(session.read(value));
+                }
+                (_, error) => {
+                    errors += 1;
+                    let error = error.as_deref().unwrap_or("no value");
+                    remember_error(&mut error_examples, &format!("final read: {error}"));
+                }
+            }
+        }
         if found.iter().any(|a| a.kind != check::AnomalyKind::Unknown) {
             sessions_with_anomalies += 1;
         }
@@ -216,7 +273,10 @@ fn summarise(
         for anomaly in found {
             anomalies.add(anomaly.kind);
             if examples.len() < EXAMPLES {
-                let step = &trace.steps[anomaly.seq - 1];
+                // Past the increments: the final read.
+                let Some(step) = trace.steps.get(anomaly.seq - 1).or(trace.read.as_ref()) else {
+                    continue;
+                };
                 examples.push(LocatedAnomaly {
                     user: user as u64,
                     node: step.node.clone(),
@@ -268,6 +328,7 @@ fn summarise(
         hop_pairs,
         sessions_shared,
         sessions_identified,
+        final_reads,
         node_mismatches,
         node_mismatch_examples: mismatch_examples,
         rotated_sessions,

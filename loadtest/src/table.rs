@@ -88,6 +88,7 @@ fn sequential_rows(r: &SequentialReport) -> Vec<(String, String)> {
             ),
         ),
         ("replica evidence".to_owned(), replica_evidence(r)),
+        ("final reads".to_owned(), final_reads(r)),
         (
             "replicas per session".to_owned(),
             format!(
@@ -108,6 +109,20 @@ fn replica_evidence(r: &SequentialReport) -> String {
         (crate::endpoint::Endpoint::Json, n) => {
             format!("X-Served-By and the body disagree in {n} answers")
         }
+    }
+}
+
+/// Whether each session's last increment was read back.
+fn final_reads(r: &SequentialReport) -> String {
+    match r.endpoint {
+        crate::endpoint::Endpoint::Text => {
+            "none: the text endpoint has no read route, the last increments are unchecked"
+                .to_owned()
+        }
+        crate::endpoint::Endpoint::Json => format!(
+            "{} of {} sessions read back after their last increment",
+            r.final_reads, r.users
+        ),
     }
 }
 
@@ -349,6 +364,7 @@ mod tests {
             hop_pairs: 38,
             sessions_shared: 2,
             sessions_identified: 2,
+            final_reads: 2,
             node_mismatches: 0,
             node_mismatch_examples: Vec::new(),
             rotated_sessions: 0,

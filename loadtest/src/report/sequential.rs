@@ -24,6 +24,8 @@ pub struct AnomalyCounts {
     pub unknown: u64,
     /// Answers after `18446744073709551615`, which no count can follow.
     pub overflow: u64,
+    /// Final reads below the session's last answer: a lost last write or an old copy.
+    pub stale_read: u64,
 }
 
 impl AnomalyCounts {
@@ -42,6 +44,7 @@ impl AnomalyCounts {
             AnomalyKind::NonMonotonic => self.non_monotonic,
             AnomalyKind::Unknown => self.unknown,
             AnomalyKind::Overflow => self.overflow,
+            AnomalyKind::StaleRead => self.stale_read,
         }
     }
 
@@ -53,6 +56,7 @@ impl AnomalyCounts {
             AnomalyKind::NonMonotonic => &mut self.non_monotonic,
             AnomalyKind::Unknown => &mut self.unknown,
             AnomalyKind::Overflow => &mut self.overflow,
+            AnomalyKind::StaleRead => &mut self.stale_read,
         }
     }
 
@@ -64,6 +68,7 @@ impl AnomalyCounts {
             self.gap,
             self.non_monotonic,
             self.overflow,
+            self.stale_read,
         ]
         .into_iter()
         .fold(0, u64::saturating_add)
@@ -122,6 +127,8 @@ pub struct SequentialReport {
     pub sessions_shared: u64,
     /// Sessions whose server set a cookie or named a session id: only these can prove sharing.
     pub sessions_identified: u64,
+    /// Sessions whose counter was read back after their last increment (JSON only).
+    pub final_reads: u64,
     /// Answers whose `X-Served-By` and body named different replicas ([`crate::evidence`]).
     pub node_mismatches: u64,
     /// A few of them, as `user U request R: how`.
@@ -251,6 +258,7 @@ mod tests {
             hop_pairs: 95,
             sessions_shared: u64::from(hops > 0),
             sessions_identified: 5,
+            final_reads: 5,
             node_mismatches: 0,
             node_mismatch_examples: Vec::new(),
             rotated_sessions: 0,

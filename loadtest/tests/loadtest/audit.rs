@@ -3,7 +3,7 @@
 //! fake must still pass in every mode, and a run that could not tell sessions from connections
 //! must say NOTHING PROVEN and why. Each case runs the real binary.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::fakes::{Case, Fake};
 use crate::helpers::{Cli, cli};
@@ -329,4 +329,28 @@ async fn a_session_cookie_the_server_never_reads_fails() {
         "{}",
         out.stdout
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_misses_the_last_increment_fails_sequential_mode() {
+    // Arrange: every increment answers right, reads lag one write behind. Nothing in
+    // sequential mode used to read, so each session's last increment was never checked.
+    let fake = Fake::start(Case::StaleReads).await;
+
+    // Act
+    let out = sequential(&fake, "3", "6", &[]).await;
+
+    // Assert
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let report = out.json();
+    assert_eq!(report["final_reads"], 3);
+    assert_eq!(report["anomalies"]["stale_read"], 3, "{}", out.stdout);
+    let example = &report["examples"][0];
+    assert_eq!(
+        (&example["kind"], &example["seq"], &example["observed"]),
+        (&json!("stale_read"), &json!(7), &json!(5)),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(example["expected_min"], 6);
 }
