@@ -151,11 +151,16 @@ fn examples(r: &SequentialReport) -> String {
         } else {
             format!("{}..={}", e.anomaly.expected_min, e.anomaly.expected_max)
         };
+        // Past the planned increments: the read after them.
+        let which = if e.anomaly.seq as u64 > r.requests_per_user {
+            "final read  ".to_owned()
+        } else {
+            format!("request {:>3}", e.anomaly.seq)
+        };
         let _ = writeln!(
             out,
-            "  user {:>3} request {:>3}: {:<13} {seen}, expected {expected} (node {})",
+            "  user {:>3} {which}: {:<13} {seen}, expected {expected} (node {})",
             e.user,
-            e.anomaly.seq,
             e.anomaly.kind.name(),
             e.node.as_deref().unwrap_or("?")
         );
@@ -348,18 +353,32 @@ mod tests {
                 ..AnomalyCounts::default()
             },
             sessions_with_anomalies: 1,
-            examples: vec![LocatedAnomaly {
-                user: 1,
-                anomaly: Anomaly {
-                    seq: 2,
-                    kind: AnomalyKind::Reset,
-                    observed: Some(1),
-                    expected_min: 2,
-                    expected_max: 2,
+            examples: vec![
+                LocatedAnomaly {
+                    user: 1,
+                    anomaly: Anomaly {
+                        seq: 2,
+                        kind: AnomalyKind::Reset,
+                        observed: Some(1),
+                        expected_min: 2,
+                        expected_max: 2,
+                    },
+                    node: Some("app-2".to_owned()),
+                    error: None,
                 },
-                node: Some("app-2".to_owned()),
-                error: None,
-            }],
+                LocatedAnomaly {
+                    user: 0,
+                    anomaly: Anomaly {
+                        seq: 21,
+                        kind: AnomalyKind::StaleRead,
+                        observed: Some(19),
+                        expected_min: 20,
+                        expected_max: 20,
+                    },
+                    node: Some("app-1".to_owned()),
+                    error: None,
+                },
+            ],
             hops: 38,
             hop_pairs: 38,
             sessions_shared: 2,
@@ -381,6 +400,10 @@ mod tests {
         assert!(text.contains("reset 1"), "{text}");
         assert!(text.contains("app-1 20, app-2 20"), "{text}");
         assert!(text.contains("user   1 request   2: reset"), "{text}");
+        assert!(
+            text.contains("user   0 final read  : stale_read    saw 19, expected 20"),
+            "{text}"
+        );
         assert!(text.contains("not shared"), "{text}");
     }
 }
