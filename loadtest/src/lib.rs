@@ -29,6 +29,7 @@ pub mod stop;
 pub mod table;
 pub mod targets;
 pub mod throughput;
+pub mod violation;
 
 pub use config::Config;
 pub use error::RunError;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::bounds::{self, Answered, Found, History, Rule, Seen, Timed};
+use crate::bounds::{self, Answered, History, Seen, Timed};
 use crate::client::{self, Answer, Outcome};
 use crate::config::Config;
 use crate::endpoint::{self, Endpoint};
@@ -28,6 +28,7 @@ use crate::progress::{Goal, Progress};
 use crate::report::{Common, NO_NODE, ParallelReport, Verdict, per_second, remember_error};
 use crate::stop::Stop;
 use crate::targets::Targets;
+use crate::violation::{Found, Rule};
 
 /// Attempts at a read; with the JSON endpoint it changes nothing, so retrying is safe.
 const READ_ATTEMPTS: u32 = 3;
