@@ -40,7 +40,7 @@ async fn sequential(fake: &Fake, users: &str, requests: &str, extra: &[&str]) ->
     cli(&args, &[]).await
 }
 
-/// The violations of a parallel report, by rule name.
+/// One violation of a parallel report, found by its rule name.
 fn violation<'a>(report: &'a Value, rule: &str) -> Option<&'a Value> {
     report["violations"]
         .as_array()?
