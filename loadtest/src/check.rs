@@ -4,7 +4,8 @@
 //! The rules follow the sequential-client table in `shared/REFERENCE.md`, extended with Jepsen's
 //! treatment of unknown outcomes: a request that errored or timed out may or may not have been
 //! applied, so after `u` unknown outcomes the next value may legitimately be anything in
-//! `last + 1 ..= last + 1 + u`.
+//! `last + 1 ..= last + 1 + u`. A read after the last answer may see anything in
+//! `last ..= last + u`: nothing below what was acknowledged before it was sent.
 
 use serde::Serialize;
 
@@ -33,16 +34,23 @@ pub enum AnomalyKind {
     NonMonotonic,
     /// The request errored or timed out: an unknown outcome (Jepsen's `info`).
     Unknown,
+    /// Any answer after `18446744073709551615`: no count fits in 64 bits after it.
+    Overflow,
+    /// A read after the session's last answer saw less: that increment was lost, or the read
+    /// was served from an old copy.
+    StaleRead,
 }
 
 impl AnomalyKind {
     /// Every kind, in the order the summary table lists them.
-    pub const ALL: [AnomalyKind; 5] = [
+    pub const ALL: [AnomalyKind; 7] = [
         AnomalyKind::Reset,
         AnomalyKind::Repeat,
         AnomalyKind::Gap,
         AnomalyKind::NonMonotonic,
+        AnomalyKind::StaleRead,
         AnomalyKind::Unknown,
+        AnomalyKind::Overflow,
     ];
 
     /// The name used in the table and in JSON.
@@ -53,6 +61,8 @@ impl AnomalyKind {
             AnomalyKind::Gap => "gap",
             AnomalyKind::NonMonotonic => "non_monotonic",
             AnomalyKind::Unknown => "unknown",
+            AnomalyKind::Overflow => "overflow",
+            AnomalyKind::StaleRead => "stale_read",
         }
     }
 }
@@ -66,45 +76,83 @@ pub struct Anomaly {
     pub kind: AnomalyKind,
     /// The value seen, if the request was acknowledged.
     pub observed: Option<u64>,
-    /// The smallest value that would have been correct.
+    /// The smallest value that would have been correct (for `overflow`: the last value, which
+    /// no count can follow).
     pub expected_min: u64,
-    /// The largest value that would have been correct (above `expected_min` only after unknown outcomes).
+    /// The largest value that would have been correct (above `expected_min` only after unknown
+    /// outcomes; for `overflow`, the last value).
     pub expected_max: u64,
 }
 
 /// Classifies every request of one session. An empty result means the session counted correctly.
 pub fn classify(observations: &[Observation]) -> Vec<Anomaly> {
-    let mut anomalies = Vec::new();
-    // The last acknowledged value; 0 before the session exists.
-    let mut last: u64 = 0;
-    // Unknown outcomes not yet accounted for: each may take effect at any later time, so it
-    // widens the window of every later answer until a jump uses it up.
-    let mut unknown: u64 = 0;
-    for (index, observation) in observations.iter().enumerate() {
-        let expected_min = last.saturating_add(1);
-        let expected_max = expected_min.saturating_add(unknown);
-        let seq = index + 1;
-        match *observation {
+    let mut session = Session::default();
+    observations
+        .iter()
+        .filter_map(|observation| session.answer(*observation))
+        .collect()
+}
+
+/// One session's judge, fed one answer at a time.
+///
+/// One user's requests never overlap (each is sent after the previous answer arrived), so this
+/// is the real-time order of [`crate::order`] for one session: every increment must answer
+/// above the last answer, and a read at least that. The window's lower end is checked
+/// arithmetic: after `u64::MAX` no increment is correct.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// The last acknowledged value; 0 before the session exists.
+    last: u64,
+    /// Unknown outcomes not yet accounted for: each may take effect at any later time, so it
+    /// widens the window of every later answer until a jump uses it up.
+    unknown: u64,
+    /// Requests judged so far.
+    seq: usize,
+}
+
+// No operator on a value from the server may wrap (release) or panic (debug).
+#[deny(clippy::arithmetic_side_effects)]
+impl Session {
+    /// Judges the answer to the next increment.
+    pub fn answer(&mut self, observation: Observation) -> Option<Anomaly> {
+        self.seq = self.seq.saturating_add(1);
+        let seq = self.seq;
+        let last = self.last;
+        // After u64::MAX no value is correct: the next answer is an overflow (an error's window
+        // is reported as that last value), and judging goes on from it.
+        let Some(expected_min) = last.checked_add(1) else {
+            let (kind, observed) = match observation {
+                Observation::Value(value) => (AnomalyKind::Overflow, Some(value)),
+                Observation::Unknown | Observation::Refused => (AnomalyKind::Unknown, None),
+            };
+            if let Some(value) = observed {
+                self.last = value;
+                self.unknown = 0;
+            }
+            return Some(Anomaly {
+                seq,
+                kind,
+                observed,
+                expected_min: last,
+                expected_max: last,
+            });
+        };
+        // Capping the upper end is exact: no u64 lies above u64::MAX anyway.
+        let expected_max = expected_min.saturating_add(self.unknown);
+        let unknown = |seq| Anomaly {
+            seq,
+            kind: AnomalyKind::Unknown,
+            observed: None,
+            expected_min,
+            expected_max,
+        };
+        match observation {
             Observation::Unknown => {
-                anomalies.push(Anomaly {
-                    seq,
-                    kind: AnomalyKind::Unknown,
-                    observed: None,
-                    expected_min,
-                    expected_max,
-                });
-                unknown += 1;
+                self.unknown = self.unknown.saturating_add(1);
+                Some(unknown(seq))
             }
-            Observation::Refused => {
-                // Reported with the errors, but it cannot explain a later jump in the counter.
-                anomalies.push(Anomaly {
-                    seq,
-                    kind: AnomalyKind::Unknown,
-                    observed: None,
-                    expected_min,
-                    expected_max,
-                });
-            }
+            // Reported with the errors, but it cannot explain a later jump in the counter.
+            Observation::Refused => Some(unknown(seq)),
             Observation::Value(value) => {
                 let kind = if (expected_min..=expected_max).contains(&value) {
                     None
@@ -118,27 +166,49 @@ pub fn classify(observations: &[Observation]) -> Vec<Anomaly> {
                 } else {
                     Some(AnomalyKind::Gap)
                 };
-                if let Some(kind) = kind {
-                    anomalies.push(Anomaly {
-                        seq,
-                        kind,
-                        observed: Some(value),
-                        expected_min,
-                        expected_max,
-                    });
-                }
                 // Judge the next request against what the server now says, so one fault is
                 // reported once instead of cascading through the rest of the session. A jump
                 // within the window used up that many unknown outcomes; one beyond it, all.
-                unknown = match kind {
-                    None => unknown - (value - expected_min),
+                self.unknown = match kind {
+                    // Within the window: value − expected_min ≤ unknown.
+                    None => self
+                        .unknown
+                        .saturating_sub(value.saturating_sub(expected_min)),
                     Some(_) => 0,
                 };
-                last = value;
+                self.last = value;
+                kind.map(|kind| Anomaly {
+                    seq,
+                    kind,
+                    observed: Some(value),
+                    expected_min,
+                    expected_max,
+                })
             }
         }
     }
-    anomalies
+
+    /// Judges a read of the counter sent after every answer so far: it must see the last
+    /// acknowledged value, or more by the unknown outcomes that may have landed since.
+    pub fn read(&mut self, value: u64) -> Option<Anomaly> {
+        self.seq = self.seq.saturating_add(1);
+        let expected_min = self.last;
+        let expected_max = expected_min.saturating_add(self.unknown);
+        let kind = if value < expected_min {
+            AnomalyKind::StaleRead
+        } else if value > expected_max {
+            AnomalyKind::Gap
+        } else {
+            return None;
+        };
+        Some(Anomaly {
+            seq: self.seq,
+            kind,
+            observed: Some(value),
+            expected_min,
+            expected_max,
+        })
+    }
 }
 
 /// Consecutive requests of a session answered by different replicas.
@@ -358,6 +428,57 @@ mod tests {
     #[test]
     fn repeat_of_zero_from_a_broken_server_is_a_repeat() {
         assert_eq!(kinds(&[Value(0)]), vec![(1, AnomalyKind::Repeat)]);
+    }
+
+    #[test]
+    fn a_read_after_the_last_answer_must_see_it() {
+        let read = |trace: &[Observation], value| {
+            let mut session = Session::default();
+            for observation in trace {
+                session.answer(*observation);
+            }
+            session.read(value).map(|a| (a.seq, a.kind))
+        };
+        assert_eq!(read(&[Value(1), Value(2)], 2), None);
+        // The last increment acknowledged, then not seen: lost, or read from an old copy.
+        assert_eq!(
+            read(&[Value(1), Value(2)], 1),
+            Some((3, AnomalyKind::StaleRead))
+        );
+        assert_eq!(read(&[Value(1), Value(2)], 3), Some((3, AnomalyKind::Gap)));
+        // An unknown outcome may land before the read, or not.
+        assert_eq!(read(&[Value(1), Unknown], 1), None);
+        assert_eq!(read(&[Value(1), Unknown], 2), None);
+        assert_eq!(read(&[Value(1), Unknown], 3), Some((3, AnomalyKind::Gap)));
+        // A session that never counted reads 0.
+        assert_eq!(read(&[], 0), None);
+        assert_eq!(read(&[Value(u64::MAX)], u64::MAX).map(|a| a.1), None);
+    }
+
+    #[test]
+    fn nothing_follows_the_largest_count() {
+        // Saturating the window would have accepted the repeat of u64::MAX.
+        let max = u64::MAX;
+        assert_eq!(
+            kinds(&[Value(1), Value(max), Value(max), Unknown, Value(1)]),
+            vec![
+                (2, AnomalyKind::Gap),
+                (3, AnomalyKind::Overflow),
+                (4, AnomalyKind::Unknown),
+                (5, AnomalyKind::Overflow)
+            ]
+        );
+        let anomalies = classify(&[Value(max - 1), Value(max)]);
+        assert_eq!(
+            anomalies.len(),
+            1,
+            "max after max - 1 is only the first gap"
+        );
+        let anomalies = classify(&[Value(max), Value(7)]);
+        assert_eq!(
+            (anomalies[1].observed, anomalies[1].expected_min),
+            (Some(7), max)
+        );
     }
 
     #[test]

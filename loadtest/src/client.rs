@@ -1,7 +1,7 @@
-//! The reqwest side of the checker: one client per virtual user (its own cookie jar, as goose
-//! does; a shared jar would merge users into one session) and the classification of one
-//! increment's answer.
+//! The reqwest side of the checker: one cookie jar per virtual user (as goose does; a shared
+//! jar would merge users into one session) and the classification of one increment's answer.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::endpoint::{Counter, Endpoint, SERVED_BY};
@@ -10,14 +10,33 @@ use crate::error::RunError;
 /// A client with its own cookie jar. `no_proxy` because the targets are local: a proxy from
 /// the environment would silently put another hop in the path under test.
 pub fn build(timeout: Duration) -> Result<reqwest::Client, RunError> {
-    reqwest::Client::builder()
+    builder(timeout)
         .cookie_store(true)
+        .build()
+        .map_err(|e| RunError::Client(e.to_string()))
+}
+
+/// One user as a browser is: two clients, so at least two connections, sharing one cookie jar.
+/// A user that alternates between them carries its session in the cookie alone: a server that
+/// keyed its count on the connection (and set a cookie it never reads) would count each
+/// connection from 1 and show resets, where one keep-alive connection would count 1, 2, 3.
+pub fn build_user(timeout: Duration) -> Result<[reqwest::Client; 2], RunError> {
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let client = || {
+        builder(timeout)
+            .cookie_provider(Arc::clone(&jar))
+            .build()
+            .map_err(|e| RunError::Client(e.to_string()))
+    };
+    Ok([client()?, client()?])
+}
+
+fn builder(timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
         .no_proxy()
         .timeout(timeout)
         .connect_timeout(timeout)
         .tcp_nodelay(true)
-        .build()
-        .map_err(|e| RunError::Client(e.to_string()))
 }
 
 /// What one request achieved.
@@ -38,8 +57,11 @@ pub enum Outcome {
 pub struct Answer {
     /// What happened.
     pub outcome: Outcome,
-    /// `X-Served-By`, else the node in the JSON body.
+    /// `X-Served-By`: the replica that answered. Never taken from the body, which is the
+    /// second witness it is compared with ([`crate::evidence`]).
     pub node: Option<String>,
+    /// The answer set a cookie: the server keeps a session for this client.
+    pub set_cookie: bool,
     /// Time from send to the end of the body.
     pub latency: Duration,
 }
@@ -58,16 +80,18 @@ pub async fn send(
             return Answer {
                 outcome: Outcome::Unknown(describe(&error)),
                 node: None,
+                set_cookie: false,
                 latency: started.elapsed(),
             };
         }
     };
     let status = response.status();
-    let mut node = response
+    let node = response
         .headers()
         .get(SERVED_BY)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let set_cookie = response.headers().contains_key(http::header::SET_COOKIE);
     let body = response.text().await;
     let latency = started.elapsed();
     let outcome = match body {
@@ -76,12 +100,7 @@ pub async fn send(
         }
         Err(error) => Outcome::Unknown(format!("HTTP {status}, body lost: {}", describe(&error))),
         Ok(text) if status.is_success() => match parse(&text) {
-            Ok(counter) => {
-                if node.is_none() {
-                    node.clone_from(&counter.node);
-                }
-                Outcome::Counted(counter)
-            }
+            Ok(counter) => Outcome::Counted(counter),
             Err(error) => Outcome::AckedUnreadable(error),
         },
         Ok(_) if status.is_client_error() => Outcome::Refused(format!("HTTP {status}")),
@@ -90,6 +109,7 @@ pub async fn send(
     Answer {
         outcome,
         node,
+        set_cookie,
         latency,
     }
 }

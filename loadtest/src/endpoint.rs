@@ -25,8 +25,10 @@ pub const READ_PATH: &str = "/api/session";
 pub struct Counter {
     /// The session's view count after this request.
     pub views: u64,
-    /// The replica named in the body (JSON only); the header is preferred when present.
+    /// The replica named in the body (JSON only), the second witness beside `X-Served-By`.
     pub node: Option<String>,
+    /// The replicas that counted the session's last visits, oldest first (JSON only).
+    pub history: Option<Vec<String>>,
     /// The abbreviated session id the app reports (JSON only), for the parallel report.
     pub session: Option<String>,
 }
@@ -36,6 +38,8 @@ struct JsonBody {
     views: u64,
     #[serde(default)]
     node: Option<String>,
+    #[serde(default)]
+    history: Option<Vec<String>>,
     #[serde(default)]
     session: Option<String>,
 }
@@ -73,6 +77,7 @@ pub fn parse_json(body: &str) -> Result<Counter, String> {
     Ok(Counter {
         views: parsed.views,
         node: parsed.node,
+        history: parsed.history,
         session: parsed.session,
     })
 }
@@ -91,6 +96,7 @@ pub fn parse_text(body: &str) -> Result<Counter, String> {
     Ok(Counter {
         views,
         node: None,
+        history: None,
         session: None,
     })
 }
@@ -113,6 +119,7 @@ mod tests {
             Ok(Counter {
                 views: 7,
                 node: None,
+                history: None,
                 session: None
             })
         );
@@ -133,6 +140,7 @@ mod tests {
             Ok(Counter {
                 views: 3,
                 node: Some("app-2".to_owned()),
+                history: Some(vec!["app-1".to_owned(), "app-2".to_owned()]),
                 session: Some("ab12".to_owned())
             })
         );

@@ -1,6 +1,7 @@
 //! `--parallel K`: open one session, read its counter (the base), race K workers × M
 //! increments on that one cookie, read the final value, and judge every answer with Jepsen's
-//! counter checker ([`crate::bounds`]).
+//! counter checker ([`crate::bounds`]), in real-time order ([`crate::order`]), on one clock
+//! for the opening, the reads and every increment.
 //!
 //! All workers share one client, hence one cookie jar: this is one browser with K tabs, which
 //! is exactly the case last-write-wins sessions get wrong.
@@ -15,16 +16,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::bounds::{self, Answered, Timed};
-use crate::client::{self, Outcome};
+use crate::bounds::{self, Answered, History, Seen, Timed};
+use crate::client::{self, Answer, Outcome};
 use crate::config::Config;
 use crate::endpoint::{self, Endpoint};
 use crate::error::RunError;
+use crate::evidence;
 use crate::latency::Latencies;
+use crate::order::Op;
 use crate::progress::{Goal, Progress};
 use crate::report::{Common, NO_NODE, ParallelReport, Verdict, per_second, remember_error};
 use crate::stop::Stop;
 use crate::targets::Targets;
+use crate::violation::{Found, Rule};
 
 /// Attempts at a read; with the JSON endpoint it changes nothing, so retrying is safe.
 const READ_ATTEMPTS: u32 = 3;
@@ -41,6 +45,10 @@ struct Tally {
     sessions: BTreeMap<String, u64>,
     /// Replicas that acknowledged at least one increment.
     acknowledging: std::collections::BTreeSet<String>,
+    /// Answers whose header and body named different replicas: which, and how.
+    mismatches: Vec<(Op, String)>,
+    /// Some answer set a cookie.
+    set_cookie: bool,
     per_replica: BTreeMap<String, u64>,
     errors: Vec<String>,
     latencies: Latencies,
@@ -53,10 +61,53 @@ impl Tally {
     }
 }
 
-/// The counter value read before and after the workers, and the session it named.
-struct Read {
-    views: u64,
+/// One operation outside the workers (the opening or a read) that answered a value.
+struct Observed {
+    /// Its value and times.
+    seen: Seen,
+    /// The session id it named.
     session: Option<String>,
+    /// It set a cookie.
+    set_cookie: bool,
+    /// Its header and body named different replicas.
+    mismatch: Option<String>,
+}
+
+/// Microseconds from `origin`, the run's one clock.
+fn micros(origin: Instant, at: Instant) -> u64 {
+    u64::try_from(at.duration_since(origin).as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Sends `request` and times it on the run's clock.
+async fn timed<F: Future<Output = Answer>>(origin: Instant, request: F) -> (Answer, u64, u64) {
+    let sent_at = Instant::now();
+    let answer = request.await;
+    (
+        answer,
+        micros(origin, sent_at),
+        micros(origin, Instant::now()),
+    )
+}
+
+/// The value of an opening or read answer, or why there is none.
+fn observe(
+    endpoint: Endpoint,
+    increment: bool,
+    (answer, sent_us, received_us): (Answer, u64, u64),
+) -> Result<Observed, String> {
+    match answer.outcome {
+        Outcome::Counted(counter) => Ok(Observed {
+            seen: Seen {
+                sent_us,
+                received_us,
+                value: counter.views,
+            },
+            mismatch: evidence::disagreement(endpoint, increment, answer.node.as_deref(), &counter),
+            session: counter.session,
+            set_cookie: answer.set_cookie,
+        }),
+        Outcome::AckedUnreadable(e) | Outcome::Unknown(e) | Outcome::Refused(e) => Err(e),
+    }
 }
 
 /// Reads the counter: `GET /api/session` for JSON; for text, one increment sent alone
@@ -65,8 +116,9 @@ async fn read(
     client: &reqwest::Client,
     targets: &Targets,
     endpoint: Endpoint,
+    origin: Instant,
     increments: &mut u64,
-) -> Result<Read, String> {
+) -> Result<Observed, String> {
     let mut last_error = String::new();
     for attempt in 0..READ_ATTEMPTS {
         if attempt > 0 {
@@ -75,29 +127,21 @@ async fn read(
         let answer = match endpoint {
             Endpoint::Json => {
                 let url = targets.pick(0).url(endpoint::READ_PATH);
-                client::send(client, reqwest::Method::GET, &url, endpoint::parse_json).await
+                let get = client::send(client, reqwest::Method::GET, &url, endpoint::parse_json);
+                observe(endpoint, false, timed(origin, get).await)
             }
             Endpoint::Text => {
                 *increments += 1;
-                client::increment(client, endpoint, &targets.pick(0).url(endpoint.path())).await
+                let url = targets.pick(0).url(endpoint.path());
+                let get = client::increment(client, endpoint, &url);
+                observe(endpoint, true, timed(origin, get).await)
             }
         };
-        match answer.outcome {
-            Outcome::Counted(counter) => {
-                return Ok(Read {
-                    views: counter.views,
-                    session: counter.session,
-                });
-            }
+        match answer {
+            Ok(observed) => return Ok(observed),
             // A text read that failed may have counted: no later bound could be trusted.
-            Outcome::AckedUnreadable(e) | Outcome::Unknown(e) | Outcome::Refused(e)
-                if endpoint == Endpoint::Text =>
-            {
-                return Err(e);
-            }
-            Outcome::AckedUnreadable(e) | Outcome::Unknown(e) | Outcome::Refused(e) => {
-                last_error = e;
-            }
+            Err(e) if endpoint == Endpoint::Text => return Err(e),
+            Err(e) => last_error = e,
         }
     }
     Err(last_error)
@@ -115,20 +159,17 @@ pub async fn run(
     let endpoint = config.endpoint;
     let client = client::build(config.timeout)?;
 
+    // One clock for the opening, the reads and the workers: real-time order spans them all.
+    let origin = Instant::now();
     // The opening increment makes the session (and its cookie); the base is read after it.
     let opening_url = targets.pick(0).url(endpoint.path());
-    let opening = client::increment(&client, endpoint, &opening_url).await;
-    let opened = match opening.outcome {
-        Outcome::Counted(counter) => counter,
-        Outcome::AckedUnreadable(reason) | Outcome::Refused(reason) | Outcome::Unknown(reason) => {
-            return Err(RunError::Opening {
-                target: opening_url,
-                reason,
-            });
-        }
-    };
+    let opening = timed(origin, client::increment(&client, endpoint, &opening_url)).await;
+    let opened = observe(endpoint, true, opening).map_err(|reason| RunError::Opening {
+        target: opening_url.clone(),
+        reason,
+    })?;
     let mut reads = 0;
-    let base = read(&client, &targets, endpoint, &mut reads)
+    let base = read(&client, &targets, endpoint, origin, &mut reads)
         .await
         .map_err(|reason| RunError::Opening {
             target: opening_url.clone(),
@@ -155,7 +196,7 @@ pub async fn run(
                     &client,
                     &targets,
                     endpoint,
-                    (per_worker, deadline, started),
+                    (per_worker, deadline, origin),
                     &counter,
                     &stop,
                 )
@@ -180,6 +221,8 @@ pub async fn run(
             *total.per_replica.entry(node).or_default() += n;
         }
         total.acknowledging.extend(tally.acknowledging);
+        total.mismatches.extend(tally.mismatches);
+        total.set_cookie |= tally.set_cookie;
         for (session, n) in tally.sessions {
             *total.sessions.entry(session).or_default() += n;
         }
@@ -190,24 +233,42 @@ pub async fn run(
     let elapsed_s = started.elapsed().as_secs_f64();
     progress.finish();
 
-    let final_read = read(&client, &targets, endpoint, &mut reads).await;
-    // A text read was itself an increment: the workers left one less.
-    let final_value = final_read.as_ref().ok().map(|r| match endpoint {
-        Endpoint::Json => r.views,
-        Endpoint::Text => r.views.saturating_sub(1),
-    });
+    let final_read = read(&client, &targets, endpoint, origin, &mut reads).await;
     if let Err(e) = &final_read {
         remember_error(&mut total.errors, &format!("final read: {e}"));
     }
-    let counter = final_value
-        .map(|f| bounds::check_counter(base.views, total.acknowledged, total.unknown, f));
-    let violations = bounds::check_answers(base.views, &total.timed, counter);
+    let final_ok = final_read.as_ref().ok();
+    let requests = total.sent();
+    let judged = bounds::judge(&History {
+        reads_increment: endpoint == Endpoint::Text,
+        opening: opened.seen,
+        base: base.seen,
+        increments: std::mem::take(&mut total.timed),
+        final_read: final_ok.map(|r| r.seen),
+    });
+    let mut evidence = Found::default();
+    let outside = [
+        (Op::Opening, Some(&opened)),
+        (Op::BaseRead, Some(&base)),
+        (Op::FinalRead, final_ok),
+    ];
+    let mismatches = outside
+        .iter()
+        .filter_map(|(op, o)| o.and_then(|o| o.mismatch.clone()).map(|m| (*op, m)))
+        .chain(total.mismatches.iter().cloned());
+    for (op, mismatch) in mismatches {
+        evidence.add(Rule::NodeMismatch, || format!("{op}: {mismatch}"));
+    }
+    let mut violations = judged.violations;
+    violations.extend(evidence.into_vec());
+    let set_cookie =
+        total.set_cookie || outside.iter().any(|(_, o)| o.is_some_and(|o| o.set_cookie));
     // A brand-new session has no id yet in the answer that creates it; the reads have one.
     let session = base
         .session
         .clone()
         .or_else(|| opened.session.clone())
-        .or_else(|| final_read.ok().and_then(|r| r.session));
+        .or_else(|| final_ok.and_then(|r| r.session.clone()));
     let other_sessions: BTreeMap<String, u64> = total
         .sessions
         .iter()
@@ -215,7 +276,6 @@ pub async fn run(
         .map(|(id, n)| (id.clone(), *n))
         .collect();
     let planned = per_worker.map(|m| workers.saturating_mul(m));
-    let requests = total.sent();
     let mut report = ParallelReport {
         common: Common {
             verdict: Verdict::Fail,
@@ -239,14 +299,15 @@ pub async fn run(
         replicas_acknowledging: total.acknowledging.len() as u64,
         session,
         other_sessions,
-        opening_value: opened.views,
-        base_value: base.views,
+        session_cookie: set_cookie,
+        opening_value: opened.seen.value,
+        base_value: base.seen.value,
         reads,
         acknowledged: total.acknowledged,
         failed: total.failed,
         unknown: total.unknown,
-        final_value,
-        counter,
+        final_value: judged.final_value,
+        counter: judged.counter,
         violations,
     };
     report.judge();
@@ -262,8 +323,6 @@ async fn work(
     counter: &AtomicU64,
     stop: &Stop,
 ) -> Tally {
-    let micros =
-        |at: Instant| u64::try_from(at.duration_since(origin).as_micros()).unwrap_or(u64::MAX);
     let mut tally = Tally::default();
     loop {
         if per_worker.is_some_and(|m| tally.sent() >= m)
@@ -276,17 +335,24 @@ async fn work(
         let url = targets
             .pick(worker.wrapping_add(tally.timed.len()).wrapping_add(1))
             .url(endpoint.path());
-        let sent_at = Instant::now();
-        let answer = client::increment(client, endpoint, &url).await;
-        let received_at = Instant::now();
+        let op = Op::Increment {
+            worker: worker as u64,
+            nth: tally.sent(),
+        };
+        let (answer, sent_us, received_us) =
+            timed(origin, client::increment(client, endpoint, &url)).await;
         tally.latencies.record(answer.latency);
-        let node = answer.node.unwrap_or_else(|| NO_NODE.to_owned());
-        *tally.per_replica.entry(node.clone()).or_default() += 1;
+        tally.set_cookie |= answer.set_cookie;
+        let served_by = answer.node;
+        let node = served_by.clone().unwrap_or_else(|| NO_NODE.to_owned());
+        *tally.per_replica.entry(node).or_default() += 1;
         let result = match answer.outcome {
             Outcome::Counted(c) => {
                 tally.acknowledged += 1;
-                if node != NO_NODE {
-                    tally.acknowledging.insert(node);
+                match evidence::disagreement(endpoint, true, served_by.as_deref(), &c) {
+                    Some(mismatch) => tally.mismatches.push((op, mismatch)),
+                    // Only a replica both witnesses name counts as having acknowledged.
+                    None => tally.acknowledging.extend(served_by),
                 }
                 if let Some(session) = c.session {
                     *tally.sessions.entry(session).or_default() += 1;
@@ -306,8 +372,9 @@ async fn work(
             }
         };
         tally.timed.push(Timed {
-            sent_us: micros(sent_at),
-            received_us: micros(received_at),
+            op,
+            sent_us,
+            received_us,
             result,
         });
         counter.fetch_add(1, Ordering::Relaxed);

@@ -115,6 +115,11 @@ pub struct Common {
     pub interrupted: bool,
 }
 
+/// Why a run whose server set no cookie and named no session id proves nothing.
+pub const NO_SESSION: &str = "the server set no session cookie and named no session id: a \
+                              count kept per connection, or one for everyone, looks the same, \
+                              so nothing was proven about sessions";
+
 /// The key used in `requests_per_replica` when a response had no `X-Served-By`.
 pub const NO_NODE: &str = "(none)";
 

@@ -83,10 +83,12 @@ fn sequential_rows(r: &SequentialReport) -> Vec<(String, String)> {
         (
             "sessions shared".to_owned(),
             format!(
-                "{} of {} carried their count across replicas",
-                r.sessions_shared, r.users
+                "{} of {} carried their count across replicas ({} had a cookie or an id)",
+                r.sessions_shared, r.users, r.sessions_identified
             ),
         ),
+        ("replica evidence".to_owned(), replica_evidence(r)),
+        ("final reads".to_owned(), final_reads(r)),
         (
             "replicas per session".to_owned(),
             format!(
@@ -95,6 +97,33 @@ fn sequential_rows(r: &SequentialReport) -> Vec<(String, String)> {
             ),
         ),
     ]
+}
+
+/// Where the replica of each answer was read, and whether its two sources agreed.
+fn replica_evidence(r: &SequentialReport) -> String {
+    match (r.endpoint, r.node_mismatches) {
+        (crate::endpoint::Endpoint::Text, _) => {
+            "X-Served-By alone (the text body names no replica)".to_owned()
+        }
+        (crate::endpoint::Endpoint::Json, 0) => "X-Served-By and the body agree".to_owned(),
+        (crate::endpoint::Endpoint::Json, n) => {
+            format!("X-Served-By and the body disagree in {n} answers")
+        }
+    }
+}
+
+/// Whether each session's last increment was read back.
+fn final_reads(r: &SequentialReport) -> String {
+    match r.endpoint {
+        crate::endpoint::Endpoint::Text => {
+            "none: the text endpoint has no read route, the last increments are unchecked"
+                .to_owned()
+        }
+        crate::endpoint::Endpoint::Json => format!(
+            "{} of {} sessions read back after their last increment",
+            r.final_reads, r.users
+        ),
+    }
 }
 
 fn endpoint_name(r: &SequentialReport) -> &'static str {
@@ -115,16 +144,23 @@ fn examples(r: &SequentialReport) -> String {
             Some(v) => format!("saw {v}"),
             None => format!("no value ({})", e.error.as_deref().unwrap_or("error")),
         };
-        let expected = if e.anomaly.expected_min == e.anomaly.expected_max {
+        let expected = if e.anomaly.kind == AnomalyKind::Overflow {
+            format!("nothing after {}", e.anomaly.expected_min)
+        } else if e.anomaly.expected_min == e.anomaly.expected_max {
             e.anomaly.expected_min.to_string()
         } else {
             format!("{}..={}", e.anomaly.expected_min, e.anomaly.expected_max)
         };
+        // Past the planned increments: the read after them.
+        let which = if e.anomaly.seq as u64 > r.requests_per_user {
+            "final read  ".to_owned()
+        } else {
+            format!("request {:>3}", e.anomaly.seq)
+        };
         let _ = writeln!(
             out,
-            "  user {:>3} request {:>3}: {:<13} {seen}, expected {expected} (node {})",
+            "  user {:>3} {which}: {:<13} {seen}, expected {expected} (node {})",
             e.user,
-            e.anomaly.seq,
             e.anomaly.kind.name(),
             e.node.as_deref().unwrap_or("?")
         );
@@ -145,8 +181,13 @@ fn parallel_rows(r: &ParallelReport) -> Vec<(String, String)> {
         (
             "session".to_owned(),
             format!(
-                "{} (opened at {}, base read {}{})",
+                "{}{} (opened at {}, base read {}{})",
                 r.session.as_deref().unwrap_or("?"),
+                if r.session_cookie {
+                    ""
+                } else {
+                    ", no cookie set"
+                },
                 r.opening_value,
                 r.base_value,
                 if r.reads > 0 {
@@ -187,6 +228,10 @@ fn parallel_rows(r: &ParallelReport) -> Vec<(String, String)> {
                 rows.push(("phantom increments".to_owned(), check.phantom.to_string()));
             }
         }
+        (None, Some(final_value)) => rows.push((
+            "final value".to_owned(),
+            format!("{final_value} (its bounds do not fit in 64 bits: not judged)"),
+        )),
         _ => rows.push(("final value".to_owned(), "could not be read".to_owned())),
     }
     rows.push((
@@ -194,16 +239,24 @@ fn parallel_rows(r: &ParallelReport) -> Vec<(String, String)> {
         format!("{} acknowledged increments", r.replicas_acknowledging),
     ));
     let broken = if r.violations.is_empty() {
-        "every answer within its bounds, no value twice".to_owned()
+        "every answer within its bounds and in real-time order, no value twice".to_owned()
     } else {
         r.violations
             .iter()
-            .map(|v| format!("{} {:?}", v.count, v.rule))
+            .map(|v| format!("{} {}", v.count, rule_name(v.rule)))
             .collect::<Vec<_>>()
             .join(", ")
     };
     rows.push(("answers checked".to_owned(), broken));
     rows
+}
+
+/// The rule's JSON name, so the table and `--json` say the same.
+fn rule_name(rule: crate::bounds::Rule) -> String {
+    serde_json::to_value(rule)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{rule:?}"))
 }
 
 fn throughput_rows(r: &ThroughputReport) -> Vec<(String, String)> {
@@ -300,21 +353,39 @@ mod tests {
                 ..AnomalyCounts::default()
             },
             sessions_with_anomalies: 1,
-            examples: vec![LocatedAnomaly {
-                user: 1,
-                anomaly: Anomaly {
-                    seq: 2,
-                    kind: AnomalyKind::Reset,
-                    observed: Some(1),
-                    expected_min: 2,
-                    expected_max: 2,
+            examples: vec![
+                LocatedAnomaly {
+                    user: 1,
+                    anomaly: Anomaly {
+                        seq: 2,
+                        kind: AnomalyKind::Reset,
+                        observed: Some(1),
+                        expected_min: 2,
+                        expected_max: 2,
+                    },
+                    node: Some("app-2".to_owned()),
+                    error: None,
                 },
-                node: Some("app-2".to_owned()),
-                error: None,
-            }],
+                LocatedAnomaly {
+                    user: 0,
+                    anomaly: Anomaly {
+                        seq: 21,
+                        kind: AnomalyKind::StaleRead,
+                        observed: Some(19),
+                        expected_min: 20,
+                        expected_max: 20,
+                    },
+                    node: Some("app-1".to_owned()),
+                    error: None,
+                },
+            ],
             hops: 38,
             hop_pairs: 38,
             sessions_shared: 2,
+            sessions_identified: 2,
+            final_reads: 2,
+            node_mismatches: 0,
+            node_mismatch_examples: Vec::new(),
             rotated_sessions: 0,
             rotation_examples: Vec::new(),
             replicas_per_session: Spread {
@@ -329,6 +400,10 @@ mod tests {
         assert!(text.contains("reset 1"), "{text}");
         assert!(text.contains("app-1 20, app-2 20"), "{text}");
         assert!(text.contains("user   1 request   2: reset"), "{text}");
+        assert!(
+            text.contains("user   0 final read  : stale_read    saw 19, expected 20"),
+            "{text}"
+        );
         assert!(text.contains("not shared"), "{text}");
     }
 }

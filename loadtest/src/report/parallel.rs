@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Common, Verdict};
+use super::{Common, NO_SESSION, Verdict};
 use crate::bounds::{CounterCheck, Violation};
 use crate::endpoint::Endpoint;
 
@@ -32,6 +32,9 @@ pub struct ParallelReport {
     pub session: Option<String>,
     /// Other session ids named in answers, with how often: the session changed mid-run.
     pub other_sessions: BTreeMap<String, u64>,
+    /// Some answer set a cookie. Without one, and without a session id, the counter may be
+    /// kept per connection or for everyone: nothing says it is the session's.
+    pub session_cookie: bool,
     /// Counter value the opening request answered.
     pub opening_value: u64,
     /// Counter value read before the workers started: every bound counts from it.
@@ -65,7 +68,7 @@ impl ParallelReport {
                 "{} {}: e.g. {}",
                 v.count,
                 v.rule.meaning(),
-                v.examples.join(", ")
+                v.examples.join("; ")
             ));
         }
         if let Some(check) = &self.counter
@@ -114,6 +117,9 @@ impl ParallelReport {
         }
         let failed = !reasons.is_empty();
         let mut unproven = Vec::new();
+        if !self.session_cookie && self.session.is_none() && self.other_sessions.is_empty() {
+            unproven.push(NO_SESSION.to_owned());
+        }
         if self.workers < 2 {
             unproven.push("one worker cannot race itself: use --parallel 2 or more".to_owned());
         }
@@ -122,8 +128,8 @@ impl ParallelReport {
         }
         if self.replicas_acknowledging < 2 {
             unproven.push(format!(
-                "{} replica(s) acknowledged increments: parallel requests never met on \
-                 different replicas",
+                "{} replica(s) named by X-Served-By (and, with JSON, by the body alike) \
+                 acknowledged increments: parallel requests never met on different replicas",
                 self.replicas_acknowledging
             ));
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Common, NO_NODE, Verdict};
+use super::{Common, NO_NODE, NO_SESSION, Verdict};
 use crate::check::{Anomaly, AnomalyKind};
 use crate::endpoint::Endpoint;
 
@@ -22,12 +22,17 @@ pub struct AnomalyCounts {
     pub non_monotonic: u64,
     /// Errors and timeouts.
     pub unknown: u64,
+    /// Answers after `18446744073709551615`, which no count can follow.
+    pub overflow: u64,
+    /// Final reads below the session's last answer: a lost last write or an old copy.
+    pub stale_read: u64,
 }
 
 impl AnomalyCounts {
     /// Counts one anomaly.
     pub fn add(&mut self, kind: AnomalyKind) {
-        *self.slot(kind) += 1;
+        let slot = self.slot(kind);
+        *slot = slot.saturating_add(1);
     }
 
     /// The count of one kind.
@@ -38,6 +43,8 @@ impl AnomalyCounts {
             AnomalyKind::Gap => self.gap,
             AnomalyKind::NonMonotonic => self.non_monotonic,
             AnomalyKind::Unknown => self.unknown,
+            AnomalyKind::Overflow => self.overflow,
+            AnomalyKind::StaleRead => self.stale_read,
         }
     }
 
@@ -48,12 +55,23 @@ impl AnomalyCounts {
             AnomalyKind::Gap => &mut self.gap,
             AnomalyKind::NonMonotonic => &mut self.non_monotonic,
             AnomalyKind::Unknown => &mut self.unknown,
+            AnomalyKind::Overflow => &mut self.overflow,
+            AnomalyKind::StaleRead => &mut self.stale_read,
         }
     }
 
     /// Anomalies other than unknown outcomes: proof that the counter was wrong.
     pub fn wrong_values(&self) -> u64 {
-        self.reset + self.repeat + self.gap + self.non_monotonic
+        [
+            self.reset,
+            self.repeat,
+            self.gap,
+            self.non_monotonic,
+            self.overflow,
+            self.stale_read,
+        ]
+        .into_iter()
+        .fold(0, u64::saturating_add)
     }
 }
 
@@ -107,6 +125,14 @@ pub struct SequentialReport {
     /// Sessions in which a replica answered a correct count right after another replica
     /// answered the previous one: the proof that sessions are shared.
     pub sessions_shared: u64,
+    /// Sessions whose server set a cookie or named a session id: only these can prove sharing.
+    pub sessions_identified: u64,
+    /// Sessions whose counter was read back after their last increment (JSON only).
+    pub final_reads: u64,
+    /// Answers whose `X-Served-By` and body named different replicas ([`crate::evidence`]).
+    pub node_mismatches: u64,
+    /// A few of them, as `user U request R: how`.
+    pub node_mismatch_examples: Vec<String>,
     /// Sessions whose id changed while the count went on (rotations).
     pub rotated_sessions: u64,
     /// A few rotations, as `user U request R: old -> new`.
@@ -140,6 +166,13 @@ impl SequentialReport {
                 );
             }
         }
+        if self.node_mismatches > 0 {
+            reasons.push(format!(
+                "{} answers named two different replicas, so their hops cannot be trusted: {}",
+                self.node_mismatches,
+                self.node_mismatch_examples.join("; ")
+            ));
+        }
         if self.common.errors > 0 {
             reasons.push(format!(
                 "{} requests failed or timed out (unknown outcomes)",
@@ -166,7 +199,9 @@ impl SequentialReport {
         let failed = !reasons.is_empty();
         let unproven = self.sessions_shared == 0;
         if unproven {
-            reasons.push(if self.hops == 0 {
+            reasons.push(if self.sessions_identified == 0 {
+                NO_SESSION.to_owned()
+            } else if self.hops == 0 {
                 no_hops_reason(&self.common.requests_per_replica)
             } else {
                 "no session carried a correct count from one replica to another: nothing was \
@@ -222,6 +257,10 @@ mod tests {
             hops,
             hop_pairs: 95,
             sessions_shared: u64::from(hops > 0),
+            sessions_identified: 5,
+            final_reads: 5,
+            node_mismatches: 0,
+            node_mismatch_examples: Vec::new(),
             rotated_sessions: 0,
             rotation_examples: Vec::new(),
             replicas_per_session: Spread::default(),
@@ -277,6 +316,30 @@ mod tests {
         report.judge();
         assert_eq!(report.common.verdict, Verdict::Fail);
         assert!(report.common.reasons[0].contains("40 of 100 planned requests"));
+    }
+
+    #[test]
+    fn a_server_without_sessions_proves_nothing_and_says_why() {
+        let mut report = sequential(AnomalyCounts::default(), 0, 95);
+        report.sessions_shared = 0;
+        report.sessions_identified = 0;
+        report.judge();
+        assert_eq!(report.common.verdict, Verdict::Unproven);
+        assert!(
+            report.common.reasons[0].contains("no session cookie and named no session id"),
+            "{:?}",
+            report.common.reasons
+        );
+    }
+
+    #[test]
+    fn two_names_for_one_replica_fail_the_run() {
+        let mut report = sequential(AnomalyCounts::default(), 0, 95);
+        report.node_mismatches = 3;
+        report.node_mismatch_examples = vec!["user 0 request 2: X-Served-By b, body node a".into()];
+        report.judge();
+        assert_eq!(report.common.verdict, Verdict::Fail);
+        assert!(report.common.reasons[0].contains("X-Served-By b, body node a"));
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! in-process, on 127.0.0.1:0), plus a deliberately broken counter server for faults a healthy
 //! cluster never shows. Every load is bounded in count, and every run in time.
 
+mod fakes;
 mod helpers;
 
+mod audit;
 mod broken;
 mod consistency;
 mod exit_codes;
