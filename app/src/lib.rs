@@ -22,6 +22,7 @@ pub mod shutdown;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod ticket;
 pub mod writer;
 
 #[cfg(feature = "test-support")]

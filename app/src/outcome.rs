@@ -15,7 +15,7 @@
 //!
 //! The request timeout (`REQUEST_TIMEOUT`) lives here too, for the same reason: a request
 //! cut off before its session writer took its change gets 503 (nothing was written, and
-//! nothing will be), one cut off after gets the 504 ([`crate::writer::Ticket`]).
+//! nothing will be), one cut off after gets the 504 ([`crate::ticket`]).
 
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::writer::Ticket;
+use crate::ticket::Ticket;
 
 /// What went wrong with the session store, as far as the answer is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -58,7 +58,6 @@ use crate::{
     lock_wakeups::{self, Wakeups},
     metrics::Metrics,
     outcome::Failure,
-    writer::{Cas, Peek},
 };
 
 /// How many recent save ids a session keeps for resolving lost answers.
@@ -98,6 +97,24 @@ pub struct SessionLock {
     pub keys: Keys,
     /// How records are written.
     pub codec: SessionCodec,
+}
+
+/// What a peek saw.
+#[derive(Debug, Clone)]
+pub struct Peek {
+    /// The record's bytes, if it exists.
+    pub record: Option<Bytes>,
+    /// Whether somebody holds the session's lock.
+    pub locked: bool,
+}
+
+/// What a compare-and-set found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cas {
+    /// Written.
+    Written,
+    /// The record changed or somebody held the lock: nothing was written.
+    Conflict,
 }
 
 /// Why no lock was taken.

@@ -23,6 +23,12 @@ pub struct AppState {
     pub writer: Backend,
 }
 
+impl FromRef<AppState> for Backend {
+    fn from_ref(state: &AppState) -> Self {
+        state.writer.clone()
+    }
+}
+
 impl FromRef<AppState> for Arc<Metrics> {
     fn from_ref(state: &AppState) -> Self {
         state.metrics.clone()

@@ -23,12 +23,11 @@
 
 mod protocol;
 mod task;
-mod ticket;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use fred::{
     clients::Pool,
     interfaces::KeysInterface,
@@ -41,11 +40,9 @@ use tokio::sync::oneshot;
 use tower_sessions::Session;
 
 pub use protocol::{
-    Actions, Cas, Change, Context, Done, Effect, Event, Io, Job, Order, Peek, Reply, Settings,
-    State, step,
+    Actions, Change, Context, Done, Effect, Event, Io, Job, Order, Reply, Settings, State, step,
 };
 pub use task::{CONTENDED_FOR, Writers};
-pub use ticket::Ticket;
 
 use crate::{
     config::SessionCodec,
@@ -54,7 +51,7 @@ use crate::{
     outcome::Failure,
     replay::RequestKey,
     session::{self, Visits},
-    state::AppState,
+    ticket::Ticket,
 };
 
 /// How this replica writes sessions.
@@ -99,13 +96,14 @@ pub struct SessionWriter {
     backend: Backend,
 }
 
-impl FromRequestParts<AppState> for SessionWriter {
-    type Rejection = <Session as FromRequestParts<AppState>>::Rejection;
+impl<S> FromRequestParts<S> for SessionWriter
+where
+    Backend: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = <Session as FromRequestParts<S>>::Rejection;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let session = Session::from_request_parts(parts, state).await?;
         // The request timeout puts it there; without one (a test), a fresh one.
         let ticket = parts
@@ -116,7 +114,7 @@ impl FromRequestParts<AppState> for SessionWriter {
         Ok(SessionWriter {
             session,
             ticket,
-            backend: state.writer.clone(),
+            backend: Backend::from_ref(state),
         })
     }
 }

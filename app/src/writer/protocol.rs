@@ -25,11 +25,12 @@ use std::sync::Arc;
 use fred::bytes::Bytes;
 use tower_sessions::session::Record;
 
-use super::ticket::Ticket;
 use crate::{
     outcome::Failure,
     replay::RequestKey,
     session::{State as SessionState, Visits},
+    session_lock::{Cas, Peek},
+    ticket::Ticket,
 };
 
 /// A change to apply to a session: pure, so it can run again after a conflict.
@@ -87,24 +88,6 @@ pub enum Done {
 
 /// A job's answer.
 pub type Reply = Result<Done, Failure>;
-
-/// What an optimistic read saw.
-#[derive(Debug, Clone)]
-pub struct Peek {
-    /// The record's bytes, if it exists.
-    pub record: Option<Bytes>,
-    /// Whether somebody holds the session's lock.
-    pub locked: bool,
-}
-
-/// What a compare-and-set found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cas {
-    /// Written.
-    Written,
-    /// The record changed or somebody held the lock: nothing was written.
-    Conflict,
-}
 
 /// What happened: the result of the action the writer performed, or new jobs.
 #[derive(Debug)]

@@ -3,8 +3,8 @@
 //! answered truthfully and never applied after the answer said it was not.
 //!
 //! The request timeout ([`crate::outcome::guard`]) makes the ticket and puts it in the
-//! request's extensions; [`crate::writer::SessionWriter`] files it with the change; the writer
-//! takes it when the change enters a round. Taking and withdrawing are one atomic step, so
+//! request's extensions; [`crate::writer::SessionWriter`] files it with the change; the
+//! session's writer takes it when the change enters a round. Taking and withdrawing are one atomic step, so
 //! exactly one of them wins:
 //!
 //! | Ticket when the request is cut off | Answer | What happens to the change |
