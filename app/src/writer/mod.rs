@@ -140,14 +140,13 @@ impl SessionWriter {
         change: impl Fn(&mut Visits) + Send + Sync + 'static,
     ) -> Result<Visits, AppError> {
         let change: Change = Arc::new(change);
-        let visits = match &self.backend {
-            Backend::Locked(writers) => self.update_locked(writers, request, change).await?,
-            Backend::Plain(plain) => self.update_plain(plain, request, change).await?,
+        match &self.backend {
+            Backend::Locked(writers) => self.update_locked(writers, request, change).await,
+            Backend::Plain(plain) => self.update_plain(plain, request, change).await,
             Backend::Memory { save_delay } => {
-                return self.update_memory(*save_delay, request, change).await;
+                self.update_memory(*save_delay, request, change).await
             }
-        };
-        Ok(visits)
+        }
     }
 
     async fn update_locked(

@@ -428,32 +428,35 @@ async fn a_timeout_inside_a_group_is_504_once_taken_and_503_while_queued_and_the
     // REQUEST_TIMEOUT 1 s; each job's change takes 1.5 s. The first job is taken at once
     // (its round goes on: 504); the second, queued behind it, times out before a round
     // could take it (503: nothing was written, and nothing will be).
-    let cluster = Cluster::start(1, |c| {
-        c.request_timeout = 1;
-        c.save_delay = Some(Duration::from_millis(1_500));
-    })
-    .await;
-    let (cookie, _) = open_session(&cluster, "/api/session/views").await;
-    let patient = Duration::from_secs(5);
+    for (name, variant) in variants() {
+        let cluster = Cluster::start(1, |c| {
+            c.request_timeout = 1;
+            c.save_delay = Some(Duration::from_millis(1_500));
+            variant(c);
+        })
+        .await;
+        let (cookie, _) = open_session(&cluster, "/api/session/views").await;
+        let patient = Duration::from_secs(5);
 
-    let answers = group(
-        &cluster,
-        &cookie,
-        &[
-            (Duration::ZERO, patient),
-            (Duration::from_millis(100), patient),
-        ],
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let answers = group(
+            &cluster,
+            &cookie,
+            &[
+                (Duration::ZERO, patient),
+                (Duration::from_millis(100), patient),
+            ],
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
 
-    assert_eq!((answers[0].0, answers[0].1), (504, false));
-    assert_eq!((answers[1].0, answers[1].1), (503, true));
-    assert_eq!(
-        views_of(&cluster, &cookie).await,
-        2,
-        "the first's round landed; the second never did"
-    );
+        assert_eq!((answers[0].0, answers[0].1), (504, false), "{name}");
+        assert_eq!((answers[1].0, answers[1].1), (503, true), "{name}");
+        assert_eq!(
+            views_of(&cluster, &cookie).await,
+            2,
+            "{name}: the first's round landed; the second never did"
+        );
+    }
 }
 
 #[tokio::test]
