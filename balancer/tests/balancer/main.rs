@@ -8,6 +8,7 @@ mod helpers;
 mod admin;
 mod broken_backends;
 mod discovery;
+mod early_answers;
 mod errors;
 mod exactly_once;
 mod failover;
