@@ -96,8 +96,9 @@ pub struct Conn<B> {
 
 impl<B: UpstreamBody> UpstreamPool<B> {
     /// An empty pool; every connection it opens is counted in `opened`. A response head may
-    /// take up to `head_limit` bytes, with as many header lines as fit in them. Starts the
-    /// sweep of idle connections on the current (worker) runtime; it ends with the pool.
+    /// take up to `head_limit` bytes (`MAX_HEADER_SIZE`), in up to
+    /// [`crate::framing::max_response_header_lines`] lines. Starts the sweep of idle
+    /// connections on the current (worker) runtime; it ends with the pool.
     pub fn new(
         max_idle: usize,
         idle_timeout: Duration,
@@ -108,7 +109,7 @@ impl<B: UpstreamBody> UpstreamPool<B> {
         let mut builder = http1::Builder::new();
         builder
             .max_header_size(head_limit)
-            .max_headers(crate::framing::max_header_lines(head_limit));
+            .max_headers(crate::framing::max_response_header_lines(head_limit));
         let pool = Arc::new_cyclic(|this| UpstreamPool {
             idle: Mutex::new(Vec::new()),
             max_idle,
