@@ -17,6 +17,7 @@ mod hostile_clients;
 mod limits;
 mod memory;
 mod pool;
+mod rfc9112;
 mod round_robin;
 mod shutdown;
 mod upgrade;
