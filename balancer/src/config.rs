@@ -197,7 +197,8 @@ pub struct Config {
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
-    /// Maximum size of a request head in bytes (at least 8192); larger gets 431.
+    /// Maximum size of a request head in bytes (at least 8192); larger gets 431. Also the
+    /// largest response head relayed (in up to 1,024 header lines); a larger one is a 502.
     #[arg(long, env = "MAX_HEADER_SIZE", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(8192..))]
     pub max_header_size: u32,
 

@@ -102,13 +102,15 @@ pub fn is_valid_host(host: &[u8]) -> bool {
     // port: ":" and up to five digits, at most 65535 (an empty port is allowed by RFC 3986).
     match &host[name_end..] {
         [] => true,
-        [b':', digits @ ..] => {
-            digits.len() <= 5
-                && digits.iter().all(u8::is_ascii_digit)
-                && digits
-                    .iter()
-                    .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
-                    <= 65_535
+        [b':', digits @ ..] if digits.len() <= 5 => {
+            let mut port = 0u32;
+            for &d in digits {
+                if !d.is_ascii_digit() {
+                    return false;
+                }
+                port = port * 10 + u32::from(d - b'0');
+            }
+            port <= 65_535
         }
         _ => false,
     }
