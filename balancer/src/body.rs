@@ -4,7 +4,7 @@
 //! failed to connect: the client `Incoming` stays in a shared slot until the connection first
 //! polls it, so whether the body was touched is told by whether the slot is still full (the
 //! proxy's one answer to "was anything sent?" combines this with what hyper reports, see
-//! `Exchange::reached` in [`crate::proxy`]). It also
+//! `Exchange::failed` in [`crate::proxy`]). It also
 //! records whose fault a failed upload was: a client that stalls for `BODY_IDLE_TIMEOUT`,
 //! resets, or sends a malformed body is the client's fault, never the backend's, and the
 //! proxy must know that before it blames (and ejects) a backend. And it tells when the body

@@ -7,7 +7,7 @@
 //! The engine here sends and retries; the policy (what a failure leads to, and whom it is
 //! blamed on) is [`crate::verdict`]'s, applied in [`Proxy::decide`] only.
 //!
-//! "Was anything sent?" is answered in one place, `Exchange::reached`, for every failed
+//! "Was anything sent?" is answered in one place, `Exchange::failed`, for every failed
 //! attempt (a wait for a request slot that timed out included): nothing (the request is in
 //! hand: no slot, no connection, or hyper handed it back unsent), at most the head (the body
 //! untouched: the whole request can go again), or some of the body (nothing can carry it
@@ -149,7 +149,7 @@ struct Exchange {
 enum Attempt {
     /// A response, on this connection.
     Answered(Response<Incoming>, InFlight, UpstreamConn),
-    /// No response: why, and how far the request got ([`Exchange::reached`]).
+    /// No response: why, and how far the request got (decided by `Exchange::failed`).
     Failed(Cause, Reached, Option<UpstreamError>),
 }
 
@@ -475,6 +475,7 @@ impl Proxy {
                         crate::body::ClientFault::Stalled => ProxyError::ClientStalled,
                         crate::body::ClientFault::Broken => ProxyError::ClientBody,
                     },
+                    // Every cause answered 502 carries its error; a 504 carries none.
                     (Reply::GatewayTimeout, _) | (Reply::BadGateway, None) => ProxyError::Timeout {
                         backend: backend.addr(),
                         timeout: self.upstream_timeout,

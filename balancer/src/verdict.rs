@@ -3,7 +3,7 @@
 //! `fail_to_connect` / `error_while_proxy` apart from the code that retries.
 //!
 //! Every failed attempt comes here, as a [`Cause`] and how far the request got ([`Reached`],
-//! decided once, by [`crate::proxy`]'s `Exchange::reached`), and [`judge`] returns the one
+//! decided once, by [`crate::proxy`]'s `Exchange::failed`), and [`judge`] returns the one
 //! [`Verdict`]: the next step and the [`Blame`].
 //!
 //! The rules, in order:
