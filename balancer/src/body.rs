@@ -2,7 +2,9 @@
 //!
 //! [`RequestBody`] lets a request body be handed to a second backend when the first attempt
 //! failed to connect: the client `Incoming` stays in a shared slot until the connection first
-//! polls it, so "was anything sent?" is answered by whether the slot is still full. It also
+//! polls it, so whether the body was touched is told by whether the slot is still full (the
+//! proxy's one answer to "was anything sent?" combines this with what hyper reports, see
+//! `Exchange::failed` in [`crate::proxy`]). It also
 //! records whose fault a failed upload was: a client that stalls for `BODY_IDLE_TIMEOUT`,
 //! resets, or sends a malformed body is the client's fault, never the backend's, and the
 //! proxy must know that before it blames (and ejects) a backend. And it tells when the body
@@ -131,6 +133,13 @@ impl BodySlot {
             None => true,
             Some(upload) => upload.body.lock().map(|s| s.is_some()).unwrap_or(false),
         }
+    }
+
+    /// True once the whole body was sent to a backend (at once without a body).
+    pub fn is_sent(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_none_or(|upload| upload.done.load(Ordering::Acquire))
     }
 
     /// The client's fault, if its upload failed.

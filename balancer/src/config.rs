@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+pub use crate::internal_paths::InternalPaths;
+pub use crate::upgrade::UpgradeProtocols;
+
 /// One entry of `UPSTREAMS`: a host name (or IP literal) and a port.
 ///
 /// A host name stays a name: discovery re-resolves it every `RESOLVE_INTERVAL` and every address
@@ -95,45 +98,6 @@ fn parse_via_name(s: &str) -> Result<String, String> {
     }
 }
 
-/// Paths the public port answers 404 itself: the replicas' internals.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InternalPaths(Vec<String>);
-
-impl InternalPaths {
-    /// True when `path` (percent-decoded, without its query) is one of them.
-    pub fn contains(&self, path: &str) -> bool {
-        if self.0.is_empty() {
-            return false;
-        }
-        let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-        self.0.iter().any(|p| *p == decoded)
-    }
-}
-
-/// A comma-separated list of absolute paths, or `none`.
-impl std::str::FromStr for InternalPaths {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<InternalPaths, String> {
-        if s.trim().is_empty() || s.trim().eq_ignore_ascii_case("none") {
-            return Ok(InternalPaths::default());
-        }
-        s.split(',')
-            .map(str::trim)
-            .map(|p| {
-                if p.starts_with('/') && !p.bytes().any(|b| b.is_ascii_whitespace() || b == b'?') {
-                    Ok(p.to_owned())
-                } else {
-                    Err(format!(
-                        "`{p}` must be an absolute path without a query (e.g. /metrics), or `none`"
-                    ))
-                }
-            })
-            .collect::<Result<_, _>>()
-            .map(InternalPaths)
-    }
-}
-
 /// Balancer configuration. Each flag can also be given by the environment variable in its name.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "balancer", version, about)]
@@ -216,6 +180,11 @@ pub struct Config {
     #[arg(long, env = "INTERNAL_PATHS", default_value = "/metrics,/readyz,/healthz", value_parser = clap::value_parser!(InternalPaths))]
     pub internal_paths: InternalPaths,
 
+    /// Protocols a client may upgrade to through the balancer (comma-separated names, or
+    /// `none`): an upgrade is a raw tunnel to a backend, past every per-request check.
+    #[arg(long, env = "UPGRADE_PROTOCOLS", default_value = "websocket", value_parser = clap::value_parser!(UpgradeProtocols))]
+    pub upgrade_protocols: UpgradeProtocols,
+
     /// Consecutive passing health checks that put a backend in rotation.
     #[arg(long, env = "HEALTH_RISE", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub health_rise: u32,
@@ -228,9 +197,16 @@ pub struct Config {
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
-    /// Maximum size of a request head in bytes (at least 8192); larger gets 431.
+    /// Maximum size of a request head in bytes (at least 8192); larger gets 431. Also the
+    /// largest response head relayed (in up to 1,024 header lines); a larger one is a 502.
     #[arg(long, env = "MAX_HEADER_SIZE", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(8192..))]
     pub max_header_size: u32,
+
+    /// Most header lines a backend accepts in a request (hyper's default, which the app
+    /// uses, is 100). A request that would have more once this hop's headers are added
+    /// (`X-Forwarded-*`, `Forwarded`, `Via`, `X-Request-Id`) gets 431 here.
+    #[arg(long, env = "UPSTREAM_MAX_HEADERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(16..=10_000))]
+    pub upstream_max_headers: u32,
 
     /// Attempts per request across backends (connect failures only once anything may have been sent).
     #[arg(long, env = "RETRY_TRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
@@ -297,15 +273,13 @@ impl Config {
             trusted_proxies: Vec::new(),
             via_name: "session-cluster-balancer".to_owned(),
             expose_upstream: false,
-            internal_paths: InternalPaths(vec![
-                "/metrics".to_owned(),
-                "/readyz".to_owned(),
-                "/healthz".to_owned(),
-            ]),
+            internal_paths: InternalPaths::defaults(),
+            upgrade_protocols: UpgradeProtocols::default(),
             health_rise: 2,
             health_fall: 2,
             max_connections: 10_000,
             max_header_size: 65_536,
+            upstream_max_headers: 100,
             retry_tries: 3,
             retry_deadline: Duration::from_secs(5),
             eject_cooldown: Duration::from_secs(10),
@@ -387,6 +361,42 @@ mod tests {
         .expect_err("bad duration");
         assert!(err.to_string().contains("RESOLVE_INTERVAL"), "{err}");
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn the_upgrade_allow_list_and_header_count_are_checked_naming_the_variable() {
+        let err = Config::try_parse_from([
+            "balancer",
+            "--upstreams",
+            "app:1",
+            "--upgrade-protocols",
+            "websocket/13",
+        ])
+        .expect_err("a version is not a name");
+        assert!(err.to_string().contains("UPGRADE_PROTOCOLS"), "{err}");
+        assert_eq!(err.exit_code(), 2);
+        let err = Config::try_parse_from([
+            "balancer",
+            "--upstreams",
+            "app:1",
+            "--upstream-max-headers",
+            "3",
+        ])
+        .expect_err("too few");
+        assert!(err.to_string().contains("UPSTREAM_MAX_HEADERS"), "{err}");
+        assert_eq!(err.exit_code(), 2);
+        let cfg = Config::try_parse_from([
+            "balancer",
+            "--upstreams",
+            "app:1",
+            "--upgrade-protocols",
+            "websocket,mqtt",
+        ])
+        .expect("valid");
+        assert_eq!(
+            cfg.upgrade_protocols,
+            "websocket, MQTT".parse().expect("same list")
+        );
     }
 
     #[test]

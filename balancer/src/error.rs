@@ -29,6 +29,10 @@ pub enum ProxyError {
     /// A path of `INTERNAL_PATHS` (a replica's internals) on the public port: 404.
     #[error("not found")]
     NotFound,
+    /// More header lines than a backend accepts once this hop's are added
+    /// (`UPSTREAM_MAX_HEADERS`): 431.
+    #[error("too many header lines for the backends")]
+    TooManyHeaders,
     /// The request already passed through this proxy (`Via`): 508.
     #[error("request loop: already passed through this proxy")]
     Loop,
@@ -43,7 +47,17 @@ pub enum ProxyError {
         /// The timeout that ran out.
         timeout: Duration,
     },
-    /// The backend answered 101 to a request that did not ask for an upgrade: 502.
+    /// No backend had a free request slot within `UPSTREAM_TIMEOUT`: 504. Load, not a
+    /// fault: counted against no backend.
+    #[error("no request slot on backend {backend} within {timeout:?}")]
+    SlotTimeout {
+        /// The last backend waited on.
+        backend: SocketAddr,
+        /// The timeout that ran out.
+        timeout: Duration,
+    },
+    /// The backend answered 101 to a request that did not ask for an upgrade, or switched to
+    /// a protocol it was not offered: 502.
     #[error("backend {backend} switched protocols without being asked")]
     UnexpectedUpgrade {
         /// The misbehaving backend.
@@ -84,6 +98,7 @@ impl ProxyError {
                 | ProxyError::MethodNotAllowed
                 | ProxyError::NotImplemented
                 | ProxyError::NotFound
+                | ProxyError::TooManyHeaders
                 | ProxyError::Loop
         )
     }
@@ -96,9 +111,12 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ProxyError::NotFound => StatusCode::NOT_FOUND,
+            ProxyError::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Loop => StatusCode::LOOP_DETECTED,
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout { .. } | ProxyError::SlotTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ProxyError::Upstream { .. } | ProxyError::UnexpectedUpgrade { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -121,10 +139,14 @@ impl ProxyError {
                 "508 Loop Detected: the request already passed through this proxy\n"
             }
             ProxyError::NotFound => "404 Not Found\n",
+            ProxyError::TooManyHeaders => {
+                "431 Request Header Fields Too Large: too many header lines\n"
+            }
             ProxyError::NoBackend => "503 Service Unavailable: no healthy backend\n",
             ProxyError::Timeout { .. } => {
                 "504 Gateway Timeout: the backend did not answer in time\n"
             }
+            ProxyError::SlotTimeout { .. } => "504 Gateway Timeout: every backend was busy\n",
             ProxyError::Upstream { .. } | ProxyError::UnexpectedUpgrade { .. } => {
                 "502 Bad Gateway: the backend failed\n"
             }

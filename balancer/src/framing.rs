@@ -2,9 +2,15 @@
 //! pass on faithfully is refused with the status the RFC names, never silently altered.
 //!
 //! - CONNECT: 405. This is a reverse proxy; it opens tunnels to its backends only.
-//! - More than one `Host`: 400 (RFC 9112 §3.2).
-//! - A request in absolute form (`GET http://host/path`): its authority wins over `Host`
-//!   (RFC 9112 §3.2.2), so `Host` is replaced with it.
+//! - The request-target (RFC 9112 §3.2): the authority form (`host:port`) is CONNECT's
+//!   alone, and the asterisk form (`*`) OPTIONS' alone: 400 otherwise. An absolute form
+//!   (`GET http://host/path`) with userinfo (`http://user@host/`) or a malformed host: 400.
+//! - `Host` (RFC 9112 §3.2): required in HTTP/1.1 (an HTTP/1.0 request may go without it),
+//!   exactly once, and well-formed, `uri-host [":" port]` with no userinfo, path or
+//!   whitespace, not empty: 400 otherwise (nginx does the same). Listing `Host` in
+//!   `Connection` would have a proxy strip it: 400 too (see [`crate::headers`]).
+//! - A request in absolute form: its authority wins over `Host` (RFC 9112 §3.2.2), so `Host`
+//!   is replaced with it.
 //! - A transfer coding other than `chunked` (`gzip, chunked`): 501 (RFC 9112 §6.1). hyper
 //!   removes the chunked framing, so the coding underneath would reach the backend unlabelled.
 //! - `Via` already naming this proxy: 508, a loop.
@@ -13,26 +19,153 @@
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING, VIA};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method, Version};
 
 use crate::error::ProxyError;
+
+/// The fewest bytes a header line takes (`a:` and a bare LF, which the parser accepts).
+const SHORTEST_HEADER_LINE: usize = 3;
+
+/// Most header lines in a response head, whatever `MAX_HEADER_SIZE` allows.
+///
+/// hyper parses a head into arrays of `max_headers` entries (64 bytes per entry in all):
+/// up to 100 on the stack, more in a heap allocation made and freed for every response. At
+/// this count that is 64 KiB per response, which glibc serves from the heap without a system
+/// call; at 2,000 entries (128 KiB) a worker's heap was trimmed (`madvise`) on one response
+/// in ten, and with entries for every line 64 KiB could hold (21,845: 1.4 MB per response)
+/// on every response, measured with `strace -c` under wrk. 1,024 lines is ten times the 100
+/// that failed a real response (120 `Set-Cookie` lines), and more than nginx relays with its
+/// default 4-8 KiB `proxy_buffer_size`.
+pub const MAX_RESPONSE_HEADER_LINES: usize = 1024;
+
+/// How many header lines fit in a head of `head_size` bytes.
+pub fn max_header_lines(head_size: usize) -> usize {
+    head_size / SHORTEST_HEADER_LINE
+}
+
+/// hyper's count limit for a response head of up to `head_size` bytes: as many lines as fit,
+/// up to [`MAX_RESPONSE_HEADER_LINES`].
+pub fn max_response_header_lines(head_size: usize) -> usize {
+    max_header_lines(head_size).min(MAX_RESPONSE_HEADER_LINES)
+}
+
+fn bad(why: &'static str) -> ProxyError {
+    ProxyError::BadRequest(why)
+}
+
+/// The bytes of a reg-name (RFC 3986 §3.2.2): unreserved, `%` (of a percent-encoding) and
+/// sub-delims. A table: this runs on every request.
+const REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"-._~%!$&'()*+,;=";
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+/// True for a valid `Host` value: `uri-host [":" port]` (RFC 9112 §3.2, RFC 3986 §3.2.2),
+/// not empty, no userinfo, path, query or whitespace; an IP literal in brackets. One pass,
+/// no allocation: this runs on every request.
+pub fn is_valid_host(host: &[u8]) -> bool {
+    let name_end = if host.first() == Some(&b'[') {
+        match host.iter().position(|&b| b == b']') {
+            Some(end)
+                if end > 1
+                    && host[1..end]
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') =>
+            {
+                end + 1
+            }
+            _ => return false,
+        }
+    } else {
+        // A reg-name never holds ':' (the table says so), so this stops at the port.
+        let end = host
+            .iter()
+            .position(|&b| !REG_NAME[usize::from(b)])
+            .unwrap_or(host.len());
+        if end == 0 {
+            return false;
+        }
+        end
+    };
+    // port: ":" and up to five digits, at most 65535 (an empty port is allowed by RFC 3986).
+    match &host[name_end..] {
+        [] => true,
+        [b':', digits @ ..] if digits.len() <= 5 => {
+            let mut port = 0u32;
+            for &d in digits {
+                if !d.is_ascii_digit() {
+                    return false;
+                }
+                port = port * 10 + u32::from(d - b'0');
+            }
+            port <= 65_535
+        }
+        _ => false,
+    }
+}
+
+/// Checks the request-target's form (RFC 9112 §3.2): origin form for every method, the
+/// asterisk form only for OPTIONS, the absolute form without userinfo; the authority form,
+/// CONNECT's, never reaches here.
+fn check_target(parts: &Parts) -> Result<(), ProxyError> {
+    let uri = &parts.uri;
+    match (uri.scheme(), uri.authority()) {
+        (None, Some(_)) => Err(bad(
+            "400 Bad Request: the authority form is for CONNECT only\n",
+        )),
+        (Some(_), Some(authority)) => {
+            if authority.as_str().contains('@') || !is_valid_host(authority.as_str().as_bytes()) {
+                Err(bad(
+                    "400 Bad Request: bad authority in the request target\n",
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        _ if uri.path() == "*" && parts.method != Method::OPTIONS => Err(bad(
+            "400 Bad Request: the asterisk form is for OPTIONS only\n",
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// Checks and normalises a request head; `via_name` is this proxy's name in `Via`.
 pub fn check_request(parts: &mut Parts, via_name: &str) -> Result<(), ProxyError> {
     if parts.method == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);
     }
-    if parts.headers.get_all(HOST).iter().count() > 1 {
-        return Err(ProxyError::BadRequest(
-            "400 Bad Request: more than one Host header\n",
-        ));
+    check_target(parts)?;
+    let mut hosts = parts.headers.get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err(bad("400 Bad Request: more than one Host header\n")),
+        (None, None) if parts.version != Version::HTTP_10 => {
+            return Err(bad(
+                "400 Bad Request: an HTTP/1.1 request needs a Host header\n",
+            ));
+        }
+        (Some(host), None) if !is_valid_host(host.as_bytes()) => {
+            return Err(bad("400 Bad Request: invalid Host header\n"));
+        }
+        _ => {}
     }
     if let Some(authority) = parts.uri.authority() {
         match HeaderValue::from_str(authority.as_str()) {
             Ok(host) => {
                 parts.headers.insert(HOST, host);
             }
-            Err(_) => return Err(ProxyError::BadRequest("400 Bad Request: bad authority\n")),
+            Err(_) => return Err(bad("400 Bad Request: bad authority\n")),
         }
     }
     if !only_chunked(&parts.headers) {
@@ -125,22 +258,82 @@ mod tests {
             status(&mut parts(
                 "POST",
                 "/",
-                &[("transfer-encoding", "gzip, chunked")]
+                &[("host", "x"), ("transfer-encoding", "gzip, chunked")]
             )),
             Some(501)
         );
         assert_eq!(
-            status(&mut parts("GET", "/", &[("via", "1.0 other, 1.1 lb")])),
+            status(&mut parts(
+                "GET",
+                "/",
+                &[("host", "x"), ("via", "1.0 other, 1.1 lb")]
+            )),
             Some(508)
         );
         assert_eq!(
             status(&mut parts(
                 "POST",
                 "/",
-                &[("transfer-encoding", "chunked"), ("via", "1.1 other")]
+                &[
+                    ("host", "x"),
+                    ("transfer-encoding", "chunked"),
+                    ("via", "1.1 other")
+                ]
             )),
             None
         );
+    }
+
+    #[test]
+    fn host_must_be_there_once_and_well_formed() {
+        let status = |p: &mut Parts| check_request(p, "lb").err().map(|e| e.status().as_u16());
+        assert_eq!(status(&mut parts("GET", "/", &[])), Some(400));
+        let mut old = parts("GET", "/", &[]);
+        old.version = Version::HTTP_10;
+        assert_eq!(status(&mut old), None);
+        for host in [
+            "",
+            "evil.test/x?y#z@a",
+            "user@host",
+            "a b",
+            "host:99999",
+            "host:x",
+            "[zz]",
+        ] {
+            assert_eq!(
+                status(&mut parts("GET", "/", &[("host", host)])),
+                Some(400),
+                "{host}"
+            );
+        }
+        for host in [
+            "example.test",
+            "example.test:8080",
+            "127.0.0.1",
+            "[::1]:80",
+            "host:",
+            "xn--bcher-kva.test",
+        ] {
+            assert_eq!(
+                status(&mut parts("GET", "/", &[("host", host)])),
+                None,
+                "{host}"
+            );
+        }
+    }
+
+    #[test]
+    fn target_forms_are_kept_to_their_methods() {
+        let status = |p: &mut Parts| check_request(p, "lb").err().map(|e| e.status().as_u16());
+        let h = [("host", "x")];
+        assert_eq!(status(&mut parts("GET", "example.test:80", &h)), Some(400));
+        assert_eq!(status(&mut parts("GET", "*", &h)), Some(400));
+        assert_eq!(status(&mut parts("OPTIONS", "*", &h)), None);
+        assert_eq!(
+            status(&mut parts("GET", "http://u:p@right.test/", &h)),
+            Some(400)
+        );
+        assert_eq!(status(&mut parts("GET", "http://right.test/", &h)), None);
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //! forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`), believed only from
 //! `TRUSTED_PROXIES`.
 //!
+//! Underscore spellings of the headers this hop sets or vouches for (`X_Forwarded_For`,
+//! `X-Real_IP`, `x_request_id`, ...) are dropped from every request, trusted or not: a
+//! CGI-style backend reads `X_Forwarded_For` and `X-Forwarded-For` as the one variable
+//! `HTTP_X_FORWARDED_FOR`, so a forged underscore spelling could stand in for the value
+//! replaced here. (nginx drops every header with an underscore by default.)
+//!
 //! Everything works in place on the `HeaderMap` hyper parsed, with `remove`/`insert` only for
 //! single-valued hop-by-hop or forwarding headers, so repeated end-to-end headers such as several
 //! `Set-Cookie` pass through untouched (rebuilding the map with `insert` would keep only the last).
@@ -23,6 +29,30 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// `X-Real-IP`: a single client address some proxies set; believed only from trusted ones.
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// `X-Request-Id`: set or kept by the shared `request-id` rule.
+static X_REQUEST_ID: &str = "x-request-id";
+
+/// The headers whose underscore spellings are dropped (see the module docs).
+const VOUCHED: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    X_REQUEST_ID,
+];
+
+/// True when `name` is the spelling of a [`VOUCHED`] header with an underscore for one of
+/// its dashes or more.
+fn is_underscore_spelling(name: &str) -> bool {
+    name.contains('_')
+        && VOUCHED.iter().any(|v| {
+            v.len() == name.len()
+                && v.bytes()
+                    .zip(name.bytes())
+                    .all(|(v, n)| v == n || (v == b'-' && n == b'_'))
+        })
+}
 
 /// `X-Upstream`: response header naming the backend address that answered.
 pub static X_UPSTREAM: HeaderName = HeaderName::from_static("x-upstream");
@@ -73,6 +103,8 @@ struct Present {
     x_forwarded_host: bool,
     forwarded: bool,
     x_real_ip: bool,
+    /// An underscore spelling of a forwarding header.
+    underscored: bool,
 }
 
 impl Present {
@@ -93,6 +125,15 @@ impl Present {
                 "x-forwarded-host" => &mut p.x_forwarded_host,
                 "forwarded" => &mut p.forwarded,
                 "x-real-ip" => &mut p.x_real_ip,
+                // `VOUCHED`'s names all start with `x` and have these lengths: most names
+                // are passed over after two comparisons.
+                other
+                    if other.as_bytes().first() == Some(&b'x')
+                        && matches!(other.len(), 9 | 12 | 15..=17)
+                        && is_underscore_spelling(other) =>
+                {
+                    &mut p.underscored
+                }
                 _ => continue,
             };
             *flag = true;
@@ -105,8 +146,12 @@ impl Present {
 ///
 /// `keep_upgrade` is set while proxying an upgrade (request with `Upgrade`, or a 101 response):
 /// `Upgrade` then stays and `Connection` is re-set to exactly `upgrade`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+///
+/// Returns true when `Connection` listed `Host`, which is then kept: a request must not
+/// lose its `Host` at a proxy, and the caller refuses it (400).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> bool {
     let present = Present::scan(headers);
+    let mut lists_host = false;
     if present.connection {
         // Collected first because the names borrow from the map we are about to change.
         let mut listed: Vec<HeaderName> = Vec::new();
@@ -114,6 +159,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             let Ok(s) = value.to_str() else { continue };
             for token in s.split(',').map(str::trim) {
                 if token.is_empty() || handled_token(token) {
+                    continue;
+                }
+                if token.eq_ignore_ascii_case("host") {
+                    lists_host = true;
                     continue;
                 }
                 if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
@@ -160,6 +209,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     } else if present.upgrade {
         headers.remove(UPGRADE);
     }
+    lists_host
 }
 
 /// Who sent the request to us, as the forwarding headers need it.
@@ -183,6 +233,16 @@ pub fn set_forwarded(
 ) {
     let client_ip = hop.client_ip;
     let present = Present::scan(headers);
+    if present.underscored {
+        let forged: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_underscore_spelling(n.as_str()))
+            .cloned()
+            .collect();
+        for name in forged {
+            headers.remove(name);
+        }
+    }
     if hop.trusted && present.x_forwarded_for {
         let mut joined: Vec<u8> = Vec::with_capacity(64);
         for v in headers.get_all(&X_FORWARDED_FOR) {
@@ -238,10 +298,21 @@ fn forwarded_element(
     host: Option<&HeaderValue>,
     scheme: &str,
 ) -> Option<HeaderValue> {
-    // Built by appending bytes, not with `format!`: this runs on every request.
+    // Built by appending bytes into a buffer of the exact length, which becomes the header
+    // value without a copy: this runs on every request.
     let ip = client_ip.as_bytes();
-    let mut element = Vec::with_capacity(64);
-    if ip.contains(&b':') {
+    let v6 = ip.contains(&b':');
+    let host = host
+        .map(HeaderValue::as_bytes)
+        .filter(|h| !h.contains(&b'"') && !h.contains(&b'\\'));
+    let len = "for=".len()
+        + ip.len()
+        + if v6 { "\"[]\"".len() } else { 0 }
+        + host.map_or(0, |h| ";host=\"\"".len() + h.len())
+        + ";proto=".len()
+        + scheme.len();
+    let mut element = Vec::with_capacity(len);
+    if v6 {
         element.extend_from_slice(b"for=\"[");
         element.extend_from_slice(ip);
         element.extend_from_slice(b"]\"");
@@ -249,17 +320,15 @@ fn forwarded_element(
         element.extend_from_slice(b"for=");
         element.extend_from_slice(ip);
     }
-    if let Some(host) = host.map(HeaderValue::as_bytes)
-        && !host.contains(&b'"')
-        && !host.contains(&b'\\')
-    {
+    if let Some(host) = host {
         element.extend_from_slice(b";host=\"");
         element.extend_from_slice(host);
         element.push(b'"');
     }
     element.extend_from_slice(b";proto=");
     element.extend_from_slice(scheme.as_bytes());
-    HeaderValue::from_bytes(&element).ok()
+    // Length equal to capacity: `Bytes` takes the buffer over as it is.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(element)).ok()
 }
 
 #[cfg(test)]
@@ -384,6 +453,45 @@ mod tests {
             "for=\"[::1]\";host=\"example.test\";proto=http"
         );
         assert!(!h.contains_key(&X_REAL_IP));
+    }
+
+    #[test]
+    fn underscore_spellings_of_forwarding_headers_are_dropped_even_from_trusted_peers() {
+        let ip = HeaderValue::from_static("10.0.0.7");
+        for trusted in [false, true] {
+            let mut h = map(&[
+                ("x_forwarded_for", "6.6.6.6"),
+                ("x-forwarded_proto", "https"),
+                ("x_forwarded_host", "evil.test"),
+                ("x_real_ip", "6.6.6.6"),
+                ("x_request_id", "forged"),
+                ("x_custom_header", "kept"),
+                ("host", "example.test"),
+            ]);
+            set_forwarded(&mut h, hop(&ip, trusted), None);
+            let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            assert!(
+                !names
+                    .iter()
+                    .any(|n| n.starts_with("x_forwarded") || *n == "x-forwarded_proto"),
+                "{names:?}"
+            );
+            assert!(
+                !names.contains(&"x_real_ip") && !names.contains(&"x_request_id"),
+                "{names:?}"
+            );
+            assert_eq!(h["x_custom_header"], "kept");
+            assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.7");
+        }
+    }
+
+    #[test]
+    fn connection_listing_host_is_reported_and_host_kept() {
+        let mut h = map(&[("connection", "close, Host"), ("host", "example.test")]);
+        assert!(strip_hop_by_hop(&mut h, false));
+        assert_eq!(h[HOST], "example.test");
+        let mut h = map(&[("connection", "x-a"), ("host", "example.test")]);
+        assert!(!strip_hop_by_hop(&mut h, false));
     }
 
     #[test]

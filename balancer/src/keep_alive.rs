@@ -14,18 +14,27 @@
 //! byte (as hyper's keep-alive wait does), and at once on shutdown; once a byte comes, hyper's
 //! own header timeout runs. A new connection starts parked, so a silent socket holds no hyper
 //! state either.
+//!
+//! [`serve`] is the one place a client connection's accounting is set up: it makes the
+//! connection's [`Activity`], gives it to the socket wrapper ([`ClientIo`], which notes
+//! reads and blocked writes) and to the service it builds around the caller's handler
+//! (which counts each request in flight until its response is done, and notes an upgrade),
+//! and reads it to decide when to park. Callers pass a handler and nothing else.
 
-use std::future::poll_fn;
+use std::convert::Infallible;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
+use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::HttpService;
+use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -42,43 +51,31 @@ pin_project_lite::pin_project! {
     /// A response body that tells the connection's [`Activity`] when it is done (sent or
     /// dropped).
     #[derive(Debug)]
-    pub struct Tracked<B> {
+    struct Tracked<B> {
         #[pin]
         inner: B,
-        request: InFlight,
+        request: OpenRequest,
     }
 }
 
-/// One request counted in flight on its connection's [`Activity`], from the moment hyper
-/// hands it to the service (before the service's future first runs: hyper may yield in
-/// between) until its response is done or dropped.
+/// One request counted open on its connection's [`Activity`], from the moment hyper hands
+/// it to the service (before the service's future first runs: hyper may yield in between)
+/// until its response is done or dropped.
 #[derive(Debug)]
-pub struct InFlight(Arc<Activity>);
+struct OpenRequest(Arc<Activity>);
 
-impl InFlight {
-    /// Counts a request in flight on `activity`; call it in the service's `call`, not in
-    /// the future it returns.
-    pub fn start(activity: &Arc<Activity>) -> InFlight {
+impl OpenRequest {
+    /// Counts a request open on `activity`; made in the service's `call`, not in the future
+    /// it returns.
+    fn start(activity: &Arc<Activity>) -> OpenRequest {
         activity.request_started();
-        InFlight(Arc::clone(activity))
-    }
-
-    /// Its response switches protocols: the connection is never parked again.
-    pub fn upgrading(&self) {
-        self.0.upgrading();
+        OpenRequest(Arc::clone(activity))
     }
 }
 
-impl Drop for InFlight {
+impl Drop for OpenRequest {
     fn drop(&mut self) {
         self.0.response_done();
-    }
-}
-
-impl<B> Tracked<B> {
-    /// `inner`, its request kept in flight until the body is dropped.
-    pub fn new(inner: B, request: InFlight) -> Tracked<B> {
-        Tracked { inner, request }
     }
 }
 
@@ -120,19 +117,18 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Serves `stream` with `service` until the client closes, an idle wait times out
-/// (`idle_timeout`), the connection is upgraded, or `stop` (then the request in flight is
-/// finished first). `activity` must be the one `service` reports to.
-pub async fn serve<S, B>(
+/// Serves `stream`, answering each request with `handler`, until the client closes, an idle
+/// wait times out (`idle_timeout`), the connection is upgraded, or `stop` (then the request
+/// in flight is finished first). The connection's accounting is made and kept here.
+pub async fn serve<H, F, B>(
     settings: &Settings,
     stream: TcpStream,
-    activity: Arc<Activity>,
-    service: S,
+    handler: H,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), hyper::Error>
 where
-    S: HttpService<Incoming, ResBody = Tracked<B>>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    H: Fn(Request<Incoming>) -> F,
+    F: Future<Output = Response<B>> + Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -142,8 +138,23 @@ where
         idle_timeout,
         trimmer,
     } = settings;
+    let activity = Arc::new(Activity::default());
     let mut io = ClientIo::new(stream, *send_timeout, Arc::clone(&activity));
-    let mut service = service;
+    let counted = Arc::clone(&activity);
+    let mut service = service_fn(move |req| {
+        let request = OpenRequest::start(&counted);
+        // `map`, not an `async` block awaiting the handler's future: a block would keep that
+        // future twice (as a capture and as the awaited value), and hyper keeps the service's
+        // future for each connection with a request in flight (6.3 KB instead of 3.2 KB,
+        // +3 MB of RSS with 1,000 busy connections).
+        handler(req).map(move |resp| {
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                // The connection is handed to a tunnel: never parked again.
+                request.0.upgrading();
+            }
+            Ok::<_, Infallible>(resp.map(|inner| Tracked { inner, request }))
+        })
+    });
     let mut unread = false;
     // Fires PARK_AFTER into an idle period (see `idle_since` below).
     let park = tokio::time::sleep(PARK_AFTER);

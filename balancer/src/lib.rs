@@ -16,6 +16,7 @@ pub mod error;
 pub mod framing;
 pub mod headers;
 pub mod health;
+pub mod internal_paths;
 pub mod keep_alive;
 pub mod memory;
 pub mod metrics;
@@ -27,7 +28,10 @@ pub mod spare;
 pub mod stall;
 pub mod telemetry;
 pub mod tunnel;
+pub mod upgrade;
+pub mod upstream_io;
 pub mod upstream_pool;
+pub mod verdict;
 pub mod workers;
 
 use std::future::Future;

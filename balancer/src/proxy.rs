@@ -1,11 +1,21 @@
 //! Forwarding one client request to a backend, in named phases as pingora structures a
 //! proxy: [`Proxy::prepare`] checks and rewrites the request, [`Proxy::choose`] picks the
-//! upstream, [`Proxy::send`] sends it over the worker's pool ([`crate::upstream_pool`]),
-//! [`Proxy::decide`] turns a failure into a retry or an answer, and [`Proxy::respond`] /
-//! [`Proxy::fail`] rewrite the response and record it (metrics, logs).
+//! upstream, [`Proxy::send`] makes one attempt over the worker's pool
+//! ([`crate::upstream_pool`]), [`Proxy::decide`] turns every outcome of an attempt into the
+//! next step (relay, tunnel, retry, or an answer made here), and [`Proxy::respond`],
+//! [`Proxy::tunnel`] and [`Proxy::fail`] rewrite the response and record it (metrics, logs).
+//! The engine here sends and retries; the policy (what a failure leads to, and whom it is
+//! blamed on) is [`crate::verdict`]'s, applied in [`Proxy::decide`] only.
 //!
-//! Retry policy. A second attempt, on the next backend, is made when:
-//! - the TCP connect failed (refused, timed out): any method, nothing was sent;
+//! "Was anything sent?" is answered in one place, `Exchange::failed`, for every failed
+//! attempt (a wait for a request slot that timed out included): nothing (the request is in
+//! hand: no slot, no connection, or hyper handed it back unsent), at most the head (the body
+//! untouched: the whole request can go again), or some of the body (nothing can carry it
+//! again), and then whether all of it.
+//!
+//! Retry policy (see [`crate::verdict`]). A second attempt, on the next backend, is made when:
+//! - nothing reached the backend: no request slot within `UPSTREAM_TIMEOUT` (load: not
+//!   blamed), the TCP connect failed (refused, timed out: blamed), any method;
 //! - a pooled connection turned out closed before the request was written (a backend closing
 //!   an idle connection): hyper hands the request back (`try_send_request`) and it goes out
 //!   again on a new connection to the same backend, which is not blamed;
@@ -21,22 +31,26 @@
 //! nothing proves the backend did not act on it.
 //!
 //! Blame. A backend is penalised (failure counted, ejected within the budget of
-//! [`BackendSet::eject`]) only for its own failures: a refused or timed-out connect, a reset
-//! or truncated response, a malformed one, a stall. A client's own fault (its upload reset,
-//! truncated, malformed or stalled) gets a 4xx and touches no backend. One request cannot
-//! poison the rotation: a GET that fails after being sent is replayed once; if the replay
-//! fails too, the client gets 502 and only the first backend's failure counts.
+//! [`BackendSet::eject`]) only for what it did: a refused or timed-out connect, a reset or
+//! truncated response, a malformed one, a stall. A client's own fault (its upload reset,
+//! truncated, malformed or stalled) gets a 4xx and touches no backend. A backend that stops
+//! taking an upload (it answered early, or closed) is not at fault either: its answer is
+//! relayed ([`crate::upstream_io`] keeps the exchange reading after the refused write), and
+//! without an answer the client gets a 502 that ejects nothing. One request cannot poison
+//! the rotation: a GET that fails after being sent is replayed once; if the replay fails
+//! too, the client gets 502 and only the first backend's failure counts.
 //!
 //! Timeouts. Waiting for a request slot and for the response headers are bounded by
-//! `UPSTREAM_TIMEOUT` each; the header wait starts once the request body was sent (a slow
-//! upload is bounded by `BODY_IDLE_TIMEOUT` instead, and is the client's fault).
+//! `UPSTREAM_TIMEOUT` each; the header wait starts once the request body was sent, or the
+//! backend refused the rest of it (a slow upload is bounded by `BODY_IDLE_TIMEOUT` instead,
+//! and is the client's fault).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::HOST;
+use http::header::{HOST, UPGRADE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -46,16 +60,17 @@ use hyper::upgrade::OnUpgrade;
 
 use crate::backends::{Backend, BackendSet, InFlight};
 
-use crate::body::{BodySlot, ClientFault, RequestBody, ResponseBody, UpstreamConn};
+use crate::body::{BodySlot, RequestBody, ResponseBody, UpstreamConn};
 use crate::client_conn::ClientConn;
-use crate::config::{Config, InternalPaths};
+use crate::config::{Config, InternalPaths, UpgradeProtocols};
 use crate::error::{ProxyError, UpstreamError};
 use crate::framing;
-use crate::headers::{Hop, X_UPSTREAM, is_upgrade_request, set_forwarded, strip_hop_by_hop};
+use crate::headers::{Hop, X_UPSTREAM, set_forwarded, strip_hop_by_hop};
 use crate::metrics::Metrics;
 use crate::spare::SpareHead;
 use crate::tunnel::tunnel;
 use crate::upstream_pool::UpstreamPool;
+use crate::verdict::{self, Blame, Cause, Facts, Reached, Reply, Step, Verdict};
 
 /// What the client receives: a streamed backend body, or a small body the balancer made.
 pub type ProxyBody = Either<ResponseBody, Full<Bytes>>;
@@ -89,6 +104,18 @@ pub struct Proxy {
     expose_upstream: bool,
     /// Paths answered 404 here: the replicas' internals.
     internal_paths: InternalPaths,
+    /// Protocols a client may upgrade to.
+    upgrades: UpgradeProtocols,
+    /// Most header lines a forwarded request may carry (`UPSTREAM_MAX_HEADERS`).
+    upstream_max_headers: usize,
+}
+
+/// The client side of an upgrade it asked for, and what was offered to the backend.
+struct Upgrade {
+    /// The client's connection, once hyper hands it over.
+    client: OnUpgrade,
+    /// The `Upgrade` value the backend got.
+    offered: HeaderValue,
 }
 
 /// One client request on its way through the phases.
@@ -102,38 +129,42 @@ struct Exchange {
     spare: Option<SpareHead>,
     /// The client's body, shared by the attempts.
     body: BodySlot,
-    /// GET, HEAD or OPTIONS: may be replayed once, with its `X-Request-Id`.
-    replayable: bool,
     /// Whether the client sent no `Host` (HTTP/1.0): each attempt then names its backend.
     no_host: bool,
-    /// The client side of an upgrade it asked for.
-    client_upgrade: Option<OnUpgrade>,
+    /// The upgrade the client asked for, if honoured.
+    upgrade: Option<Upgrade>,
     /// Backends tried so far, in order.
     tried: [SocketAddr; MAX_TRIES],
     /// Attempts started.
     attempts: usize,
     /// Whether the one replay after a possibly-sent failure was used.
     replayed: bool,
+    /// The answer when no attempt is left, if not "no backend" (503).
+    gave_up: Option<ProxyError>,
 }
 
-/// How an attempt ended.
-enum Outcome {
-    /// A response to relay, on this connection.
+/// How one attempt ended.
+// The large variant is the common one: boxing it would allocate on every request.
+#[allow(clippy::large_enum_variant)]
+enum Attempt {
+    /// A response, on this connection.
     Answered(Response<Incoming>, InFlight, UpstreamConn),
-    /// Nothing was written: the request is back, for the next backend.
-    NotSent(Request<RequestBody>, UpstreamError),
-    /// The request may have reached the backend.
-    Failed(UpstreamError),
-    /// No slot, or no headers within `UPSTREAM_TIMEOUT`.
-    TimedOut,
+    /// No response: why, and how far the request got (decided by `Exchange::failed`).
+    Failed(Cause, Reached, Option<UpstreamError>),
 }
 
-/// What [`Proxy::decide`] makes of a failed attempt.
+/// What [`Proxy::decide`] makes of an attempt.
 enum Next {
-    /// Try again (the exchange holds the request to send).
+    /// Relay this response.
+    Relay(Response<Incoming>, InFlight, UpstreamConn),
+    /// Relay this 101 and join the client's side of the upgrade to the backend's.
+    Tunnel(Response<Incoming>, InFlight, OnUpgrade),
+    /// Try the next backend (the exchange holds the request to send).
     Retry,
+    /// Try the same backend again on a new connection.
+    Reconnect,
     /// Answer with this error, counted against this backend (none for the client's faults
-    /// and for a replay's failure).
+    /// and what is nobody's).
     Fail(ProxyError, Option<Arc<Backend>>),
 }
 
@@ -145,6 +176,7 @@ impl Proxy {
             config.pool_max_idle,
             config.pool_idle_timeout,
             config.connect_timeout,
+            config.max_header_size as usize,
             metrics.upstream_connections.clone(),
         );
         Proxy {
@@ -160,6 +192,8 @@ impl Proxy {
             via_name: config.via_name.clone(),
             expose_upstream: config.expose_upstream,
             internal_paths: config.internal_paths.clone(),
+            upgrades: config.upgrade_protocols.clone(),
+            upstream_max_headers: config.upstream_max_headers as usize,
         }
     }
 
@@ -169,66 +203,68 @@ impl Proxy {
             Ok(ex) => ex,
             Err((refused, started)) => return self.fail(refused, None, started),
         };
-        while ex.attempts < self.tries {
-            if ex.attempts > 0 {
-                if ex.started.elapsed() >= self.retry_deadline {
-                    break;
-                }
-                self.metrics.retries.inc();
-            }
-            let Some(backend) = self.choose(&ex) else {
-                break;
+        // Set when the last attempt is to be made again on a new connection.
+        let mut again: Option<Arc<Backend>> = None;
+        loop {
+            let (backend, fresh) = match again.take() {
+                Some(backend) => (backend, true),
+                None => match self.next_backend(&mut ex) {
+                    Some(backend) => (backend, false),
+                    None => break,
+                },
             };
-            ex.tried[ex.attempts] = backend.addr();
-            ex.attempts += 1;
             let Some(up) = ex.next_request(&backend) else {
                 break;
             };
-            let failed = match self.send(&backend, up, &ex.body).await {
-                Outcome::Answered(resp, guard, upstream) => {
-                    return self.respond(resp, guard, upstream, &mut ex, conn);
+            let attempt = self.send(&backend, up, fresh, &mut ex).await;
+            match self.decide(&backend, attempt, &mut ex) {
+                Next::Relay(resp, guard, upstream) => {
+                    return self.respond(resp, guard, upstream, &ex);
                 }
-                Outcome::TimedOut => {
-                    let err = ProxyError::Timeout {
-                        backend: backend.addr(),
-                        timeout: self.upstream_timeout,
-                    };
-                    tracing::warn!(upstream = %backend.label(), error = %err, "upstream timeout");
-                    return self.fail(err, Some(&backend), ex.started);
+                Next::Tunnel(resp, guard, client) => {
+                    return self.tunnel(resp, guard, client, &ex, conn);
                 }
-                Outcome::NotSent(req, error) => {
-                    ex.request = Some(req);
-                    (error, false)
-                }
-                Outcome::Failed(error) => (error, true),
-            };
-            match self.decide(&backend, failed, &mut ex) {
                 Next::Retry => {}
+                Next::Reconnect => again = Some(backend),
                 Next::Fail(err, blamed) => return self.fail(err, blamed.as_ref(), ex.started),
             }
         }
-        // No backend in rotation, or every attempt failed to connect (nothing was sent).
-        self.fail(ProxyError::NoBackend, None, ex.started)
+        // No backend in rotation, every attempt failed to connect (nothing was sent), or
+        // every backend was busy.
+        let err = ex.gave_up.take().unwrap_or(ProxyError::NoBackend);
+        self.fail(err, None, ex.started)
     }
 
     /// Phase 1: refuses what must not be forwarded (the replicas' internals, bad framing,
-    /// loops), and rewrites the rest for the backend
-    /// (hop-by-hop headers out, `X-Forwarded-*`, `Via`, framing, `X-Request-Id`).
+    /// a bad `Host` or request-target, loops, too many headers), and rewrites the rest for
+    /// the backend (hop-by-hop headers out, `X-Forwarded-*`, `Via`, framing,
+    /// `X-Request-Id`).
     fn prepare(
         &self,
         mut req: Request<Incoming>,
         conn: &ClientConn,
     ) -> Result<Exchange, (ProxyError, Instant)> {
         let started = Instant::now();
-        if self.internal_paths.contains(req.uri().path()) {
-            return Err((ProxyError::NotFound, started));
-        }
-        let upgrade = is_upgrade_request(req.headers());
+        let refuse = |e| (e, started);
+        let offered = self.upgrades.offered(req.version(), req.headers());
         // Must be taken before the request is split: it is the client side of the tunnel.
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let upgrade = offered.map(|offered| Upgrade {
+            client: hyper::upgrade::on(&mut req),
+            offered,
+        });
         let (mut parts, body) = req.into_parts();
-        framing::check_request(&mut parts, &self.via_name).map_err(|e| (e, started))?;
-        strip_hop_by_hop(&mut parts.headers, upgrade);
+        framing::check_request(&mut parts, &self.via_name).map_err(refuse)?;
+        if self.internal_paths.contains(parts.uri.path()) {
+            return Err(refuse(ProxyError::NotFound));
+        }
+        if strip_hop_by_hop(&mut parts.headers, upgrade.is_some()) {
+            return Err(refuse(ProxyError::BadRequest(
+                "400 Bad Request: Connection lists Host\n",
+            )));
+        }
+        if let Some(upgrade) = &upgrade {
+            parts.headers.insert(UPGRADE, upgrade.offered.clone());
+        }
         let hop = Hop {
             client_ip: &conn.ip,
             trusted: conn.trusted,
@@ -244,6 +280,10 @@ impl Proxy {
         // repeated) is replaced on every method, so no replay is ever counted twice.
         request_id::ensure(&mut parts.headers, replayable);
         let no_host = !parts.headers.contains_key(HOST);
+        // What the backend will get, the `Host` named for an HTTP/1.0 client included.
+        if parts.headers.len() + usize::from(no_host) > self.upstream_max_headers {
+            return Err(refuse(ProxyError::TooManyHeaders));
+        }
         let path = parts
             .uri
             .path_and_query()
@@ -257,13 +297,31 @@ impl Proxy {
             request: Some(request),
             spare,
             body,
-            replayable,
             no_host,
-            client_upgrade,
+            upgrade,
             tried: [SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)); MAX_TRIES],
             attempts: 0,
             replayed: false,
+            gave_up: None,
         })
+    }
+
+    /// The backend for the next attempt, while attempts and the retry deadline are left;
+    /// counts it.
+    fn next_backend(&self, ex: &mut Exchange) -> Option<Arc<Backend>> {
+        if ex.attempts >= self.tries {
+            return None;
+        }
+        if ex.attempts > 0 {
+            if ex.started.elapsed() >= self.retry_deadline {
+                return None;
+            }
+            self.metrics.retries.inc();
+        }
+        let backend = self.choose(ex)?;
+        ex.tried[ex.attempts] = backend.addr();
+        ex.attempts += 1;
+        Some(backend)
     }
 
     /// Phase 2: the next backend in rotation not tried yet. A replay goes to another
@@ -276,149 +334,220 @@ impl Proxy {
         }
     }
 
-    /// Phase 3: one exchange with `backend` over this worker's pool: a slot within
-    /// `UPSTREAM_TIMEOUT`, then response headers within `UPSTREAM_TIMEOUT` of the body being
-    /// sent. A pooled connection found closed before anything was written is replaced by a
-    /// new one to the same backend, once.
+    /// Phase 3: one attempt with `backend` over this worker's pool (a new connection when
+    /// `fresh`): a slot within `UPSTREAM_TIMEOUT`, then response headers within
+    /// `UPSTREAM_TIMEOUT` of the body being sent (or refused). Decides nothing: every way it
+    /// can end is reported to [`Proxy::decide`].
     async fn send(
         &self,
         backend: &Arc<Backend>,
         up: Request<RequestBody>,
-        body: &BodySlot,
-    ) -> Outcome {
+        fresh: bool,
+        ex: &mut Exchange,
+    ) -> Attempt {
         let Ok(guard) = tokio::time::timeout(self.upstream_timeout, backend.start_request()).await
         else {
-            return Outcome::TimedOut;
+            return ex.failed(Cause::SlotTimeout, Some(up), false, None);
         };
-        let mut conn = match self.pool.get(backend.addr()).await {
+        let conn = if fresh {
+            // Boxed, as in the pool: a cold path with a large future.
+            Box::pin(self.pool.connect(backend.addr())).await
+        } else {
+            self.pool.get(backend.addr()).await
+        };
+        let mut conn = match conn {
             Ok(conn) => conn,
-            Err(e) => return Outcome::NotSent(up, UpstreamError::Connect(e)),
+            Err(e) => {
+                return ex.failed(
+                    Cause::Connect,
+                    Some(up),
+                    false,
+                    Some(UpstreamError::Connect(e)),
+                );
+            }
         };
-        let headers_due = async {
-            body.sent().await;
-            tokio::time::sleep(self.upstream_timeout).await;
-        };
-        tokio::pin!(headers_due);
-        let mut up = up;
-        loop {
-            let answer = tokio::select! {
+        let answer = {
+            let (sender, refusal) = conn.split();
+            let body = &ex.body;
+            let headers_due = async {
+                tokio::select! {
+                    biased;
+                    () = body.sent() => {}
+                    () = refusal.refused() => {}
+                }
+                tokio::time::sleep(self.upstream_timeout).await;
+            };
+            tokio::pin!(headers_due);
+            tokio::select! {
                 // The answer first: no random draw per poll, and an answer that came with
                 // the deadline still counts.
                 biased;
-                answer = conn.send(up) => answer,
-                () = &mut headers_due => return Outcome::TimedOut,
-            };
-            match answer {
-                Ok(resp) => return Outcome::Answered(resp, guard, conn),
-                Err(mut e) => match e.take_message() {
-                    // Closed while idle in the pool: not the backend's failure.
-                    Some(back) if conn.is_reused() => {
-                        up = back;
-                        // Boxed, as in the pool: a cold path with a large future.
-                        conn = match Box::pin(self.pool.connect(backend.addr())).await {
-                            Ok(fresh) => fresh,
-                            Err(e) => return Outcome::NotSent(up, UpstreamError::Connect(e)),
-                        };
-                    }
-                    Some(back) => return Outcome::NotSent(back, e.into_error().into()),
-                    None => return Outcome::Failed(e.into_error().into()),
-                },
+                answer = sender.try_send_request(up) => Some(answer),
+                () = &mut headers_due => None,
+            }
+        };
+        let refused = conn.split().1.is_refused();
+        match answer {
+            Some(Ok(resp)) => Attempt::Answered(resp, guard, conn),
+            None => ex.failed(Cause::HeaderTimeout, None, refused, None),
+            Some(Err(mut e)) => {
+                let back = e.take_message();
+                let error = e.into_error();
+                let cause = if back.is_some() && conn.is_reused() {
+                    // Closed while idle in the pool: nothing was written.
+                    Cause::Stale
+                } else {
+                    cause_of(&error)
+                };
+                ex.failed(cause, back, refused, Some(error.into()))
             }
         }
     }
 
-    /// Phase 4: what a failed attempt leads to. The client's own upload faults are answered
-    /// at once and blame nobody; a request that was not sent goes on to the next backend; one
-    /// that may have been sent is replayed once if that is safe, else answered 502.
-    fn decide(
-        &self,
-        backend: &Arc<Backend>,
-        (error, maybe_sent): (UpstreamError, bool),
-        ex: &mut Exchange,
-    ) -> Next {
-        match ex.body.client_fault() {
-            Some(ClientFault::Stalled) => return Next::Fail(ProxyError::ClientStalled, None),
-            Some(ClientFault::Broken) => return Next::Fail(ProxyError::ClientBody, None),
-            None => {}
-        }
-        if !maybe_sent {
-            backend.stats.record_failure();
-            self.set.eject(backend);
-            tracing::warn!(upstream = %backend.label(), error = %error, "connect failed; trying next backend");
-            return Next::Retry;
-        }
-        if ex.replayed {
-            // The same request failed on a second backend: more likely the request than
-            // two backends. Only the first failure counted.
-            let err = ProxyError::Upstream {
-                backend: backend.addr(),
-                source: error,
-            };
-            tracing::warn!(upstream = %backend.label(), error = %err, "replay failed too; not blaming a second backend");
-            return Next::Fail(err, None);
-        }
-        backend.stats.record_failure();
-        if is_broken_connection(&error) {
-            self.set.eject(backend);
-        }
-        if ex.replayable && ex.body.is_intact() && ex.attempts < self.tries {
-            ex.replayed = true;
-            tracing::warn!(upstream = %backend.label(), error = %error, "safe request failed after it may have been sent; replaying once on the next backend with the same X-Request-Id");
-            return Next::Retry;
-        }
-        let err = ProxyError::Upstream {
-            backend: backend.addr(),
-            source: error,
+    /// Phase 4: the one decision on every attempt. A response is relayed (a 101 tunnelled
+    /// if it switches to what the client was offered); a failure is judged by
+    /// [`verdict::judge`], its blame applied here, and turned into the next step.
+    fn decide(&self, backend: &Arc<Backend>, attempt: Attempt, ex: &mut Exchange) -> Next {
+        let (cause, reached, error) = match attempt {
+            Attempt::Answered(resp, guard, upstream) => {
+                if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    return Next::Relay(resp, guard, upstream);
+                }
+                // An upgraded connection never goes back to the pool.
+                drop(upstream);
+                return match ex.upgrade.take() {
+                    Some(up)
+                        if UpgradeProtocols::switched_as_offered(&up.offered, resp.headers()) =>
+                    {
+                        Next::Tunnel(resp, guard, up.client)
+                    }
+                    // A 101 nobody asked for cannot be relayed: the client would not follow.
+                    // One to a protocol not offered would open a tunnel past the allow-list.
+                    _ => {
+                        let err = ProxyError::UnexpectedUpgrade {
+                            backend: backend.addr(),
+                        };
+                        tracing::warn!(upstream = %backend.label(), error = %err, "bad backend response");
+                        Next::Fail(err, Some(Arc::clone(backend)))
+                    }
+                };
+            }
+            Attempt::Failed(cause, reached, error) => (cause, reached, error),
         };
-        tracing::warn!(upstream = %backend.label(), error = %err, "request failed after it may have been sent; not retried");
-        Next::Fail(err, Some(Arc::clone(backend)))
+        let facts = Facts {
+            client_fault: ex.body.client_fault(),
+            replayable: ex.spare.is_some() && ex.attempts < self.tries,
+            replayed: ex.replayed,
+        };
+        let Verdict { step, blame } = verdict::judge(cause, reached, facts);
+        if blame >= Blame::Failure {
+            backend.stats.record_failure();
+        }
+        if blame == Blame::Eject {
+            self.set.eject(backend);
+        }
+        let shown = error
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static));
+        let label = backend.label();
+        match step {
+            Step::Retry => {
+                if cause == Cause::SlotTimeout {
+                    tracing::warn!(upstream = %label, timeout = ?self.upstream_timeout, "no request slot in time; trying the next backend");
+                    ex.gave_up = Some(ProxyError::SlotTimeout {
+                        backend: backend.addr(),
+                        timeout: self.upstream_timeout,
+                    });
+                } else {
+                    tracing::warn!(upstream = %label, error = shown, "nothing was sent; trying the next backend");
+                }
+                Next::Retry
+            }
+            Step::Reconnect => Next::Reconnect,
+            Step::Replay => {
+                ex.replayed = true;
+                tracing::warn!(upstream = %label, error = shown, "safe request failed after it may have been sent; replaying once on the next backend with the same X-Request-Id");
+                Next::Retry
+            }
+            Step::Answer(reply) => {
+                let err = match (reply, error) {
+                    (Reply::Client(fault), _) => match fault {
+                        crate::body::ClientFault::Stalled => ProxyError::ClientStalled,
+                        crate::body::ClientFault::Broken => ProxyError::ClientBody,
+                    },
+                    // Every cause answered 502 carries its error; a 504 carries none.
+                    (Reply::GatewayTimeout, _) | (Reply::BadGateway, None) => ProxyError::Timeout {
+                        backend: backend.addr(),
+                        timeout: self.upstream_timeout,
+                    },
+                    (Reply::BadGateway, Some(source)) => ProxyError::Upstream {
+                        backend: backend.addr(),
+                        source,
+                    },
+                };
+                match (reply, reached, blame) {
+                    (Reply::Client(_), _, _) => {}
+                    (Reply::GatewayTimeout, _, _) => {
+                        tracing::warn!(upstream = %label, error = %err, "upstream timeout");
+                    }
+                    (_, Reached::Body { whole: false }, _) => {
+                        tracing::warn!(upstream = %label, error = %err, "backend stopped taking the request body and sent no answer; not blamed");
+                    }
+                    (_, _, Blame::Nobody) => {
+                        tracing::warn!(upstream = %label, error = %err, "replay failed too; not blaming a second backend");
+                    }
+                    _ => {
+                        tracing::warn!(upstream = %label, error = %err, "request failed after it may have been sent; not retried");
+                    }
+                }
+                Next::Fail(err, (blame != Blame::Nobody).then(|| Arc::clone(backend)))
+            }
+        }
     }
 
     /// Phase 5: turns a backend response into the client response (hop-by-hop headers out,
-    /// framing, `Via`, `X-Upstream`), starts the tunnel of an upgrade, and records it.
+    /// framing, `Via`, `X-Upstream`), and records it.
     fn respond(
         &self,
         mut resp: Response<Incoming>,
         guard: InFlight,
         upstream: UpstreamConn,
-        ex: &mut Exchange,
-        conn: &ClientConn,
+        ex: &Exchange,
     ) -> Response<ProxyBody> {
         let backend = Arc::clone(guard.backend());
-        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        if switching {
-            // An upgraded connection never goes back to the pool.
-            drop(upstream);
-            let Some(client_side) = ex.client_upgrade.take() else {
-                // A 101 nobody asked for cannot be relayed: the client would not follow.
-                let err = ProxyError::UnexpectedUpgrade {
-                    backend: backend.addr(),
-                };
-                tracing::warn!(upstream = %backend.label(), error = %err, "bad backend response");
-                drop(guard);
-                return self.fail(err, Some(&backend), ex.started);
-            };
-            let upstream_side = hyper::upgrade::on(&mut resp);
-            let mut guard = guard;
-            guard.release_slot();
-            tokio::spawn(tunnel(
-                client_side,
-                upstream_side,
-                guard,
-                Arc::clone(&conn.hold),
-                self.tunnel_idle_timeout,
-            ));
-            strip_hop_by_hop(resp.headers_mut(), true);
-            self.finish_headers(resp.headers_mut(), &backend);
-            self.record(&backend, 101, ex.started);
-            return resp.map(|_| Either::Right(Full::new(Bytes::new())));
-        }
         framing::fix_response_length(resp.headers_mut());
         strip_hop_by_hop(resp.headers_mut(), false);
         self.finish_headers(resp.headers_mut(), &backend);
         self.record(&backend, resp.status().as_u16(), ex.started);
         let idle = self.body_idle_timeout;
         resp.map(|b| Either::Left(ResponseBody::new(b, guard, idle, upstream)))
+    }
+
+    /// Phase 5 of an upgrade: relays the 101 and starts the tunnel between the client's
+    /// connection and the backend's, which holds the client connection's hold and the
+    /// backend's in-flight count (not its request slot) for its whole life.
+    fn tunnel(
+        &self,
+        mut resp: Response<Incoming>,
+        mut guard: InFlight,
+        client: OnUpgrade,
+        ex: &Exchange,
+        conn: &ClientConn,
+    ) -> Response<ProxyBody> {
+        let backend = Arc::clone(guard.backend());
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        guard.release_slot();
+        tokio::spawn(tunnel(
+            client,
+            upstream_side,
+            guard,
+            Arc::clone(&conn.hold),
+            self.tunnel_idle_timeout,
+        ));
+        strip_hop_by_hop(resp.headers_mut(), true);
+        self.finish_headers(resp.headers_mut(), &backend);
+        self.record(&backend, 101, ex.started);
+        resp.map(|_| Either::Right(Full::new(Bytes::new())))
     }
 
     /// Headers this hop adds to every relayed response.
@@ -460,6 +589,31 @@ impl Proxy {
 }
 
 impl Exchange {
+    /// A failed attempt, with the one answer to "was anything sent?": nothing when the
+    /// request is back in hand (`handed_back`: no slot, no connection, or hyper returned it
+    /// unsent), else at most the head while the body is untouched, else some of the body,
+    /// and all of it only if hyper took the whole body and the backend `refused` no write
+    /// (hyper buffers: a body handed over whole may still not have gone out).
+    fn failed(
+        &mut self,
+        cause: Cause,
+        handed_back: Option<Request<RequestBody>>,
+        refused: bool,
+        error: Option<UpstreamError>,
+    ) -> Attempt {
+        let reached = match handed_back {
+            Some(request) => {
+                self.request = Some(request);
+                Reached::Nothing
+            }
+            None if self.body.is_intact() => Reached::Head,
+            None => Reached::Body {
+                whole: self.body.is_sent() && !refused,
+            },
+        };
+        Attempt::Failed(cause, reached, error)
+    }
+
     /// The request for an attempt on `backend`: the one in hand (not sent yet), or for a
     /// replay one rebuilt from the spare copy. `None` when there is nothing left to send.
     fn next_request(&mut self, backend: &Backend) -> Option<Request<RequestBody>> {
@@ -493,19 +647,20 @@ fn upstream_request(parts: Parts, path: PathAndQuery, body: RequestBody) -> Requ
     up
 }
 
-/// True if the error means the backend connection broke (reset, closed mid-message), which
-/// points at a dying backend and is worth a passive ejection. Called only once the client's
-/// body is known to be fine, so an error in the chain is the backend side's.
-fn is_broken_connection(error: &UpstreamError) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = match error {
-        UpstreamError::Connect(_) => return true,
-        UpstreamError::Http(h) => Some(h),
-    };
+/// What a failed exchange says about the backend: a too-large response head, a broken
+/// connection (reset, closed mid-message: a dying backend, worth an ejection), or a malformed
+/// response. The client's own upload faults are told apart before this matters
+/// ([`crate::verdict`]).
+fn cause_of(error: &hyper::Error) -> Cause {
+    if error.is_parse_too_large() {
+        return Cause::HeadTooLarge;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if let Some(h) = e.downcast_ref::<hyper::Error>()
             && h.is_incomplete_message()
         {
-            return true;
+            return Cause::Broken;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
@@ -513,10 +668,10 @@ fn is_broken_connection(error: &UpstreamError) -> bool {
                 io.kind(),
                 ConnectionReset | ConnectionAborted | BrokenPipe | ConnectionRefused
             ) {
-                return true;
+                return Cause::Broken;
             }
         }
         source = e.source();
     }
-    false
+    Cause::Malformed
 }

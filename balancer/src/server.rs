@@ -17,22 +17,20 @@
 //! Between requests a kept-alive connection is parked without hyper's buffers
 //! ([`crate::keep_alive`]).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::client_conn::{ClientConn, ConnHold};
-use crate::client_io::Activity;
 use crate::config::Config;
-use crate::keep_alive::{self, InFlight, Tracked};
+use crate::framing;
+use crate::keep_alive;
 use crate::memory::Trimmer;
 use crate::proxy::Proxy;
 
@@ -52,6 +50,13 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
         .max_header_size(config.max_header_size as usize)
+        // As many header lines as a backend takes; more gets 431 here (the count that
+        // matters is checked again once this hop's headers are added, see `proxy`). Never
+        // more than fit in `MAX_HEADER_SIZE`; up to 100, hyper parses without allocating.
+        .max_headers(
+            (config.upstream_max_headers as usize)
+                .min(framing::max_header_lines(config.max_header_size as usize)),
+        )
         .keep_alive(true);
     // Shared by the connections, which rebuild their hyper connection after each park.
     let settings = Arc::new(keep_alive::Settings {
@@ -101,24 +106,15 @@ pub async fn serve(
             hold: Arc::new(ConnHold::new(permit, open_tx.clone())),
         };
         let proxy = Arc::clone(&proxy);
-        let activity = Arc::new(Activity::default());
-        let tracked = Arc::clone(&activity);
-        let service = service_fn(move |req| {
+        let handler = move |req| {
             let proxy = Arc::clone(&proxy);
             let client = client.clone();
-            let request = InFlight::start(&tracked);
-            async move {
-                let resp = proxy.handle(req, &client).await;
-                if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                    request.upgrading();
-                }
-                Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, request)))
-            }
-        });
+            async move { proxy.handle(req, &client).await }
+        };
         let settings = Arc::clone(&settings);
         let stop = stop_rx.clone();
         tokio::spawn(async move {
-            let ended = keep_alive::serve(&settings, stream, activity, service, stop).await;
+            let ended = keep_alive::serve(&settings, stream, handler, stop).await;
             settings.trimmer.released();
             if let Err(e) = ended {
                 // Client-side problems (timeouts, resets, parse errors) are routine at a proxy.

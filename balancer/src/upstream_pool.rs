@@ -31,6 +31,8 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 
+use crate::upstream_io::{Refusal, UpstreamIo};
+
 /// What a request body must be to travel over a pooled connection.
 pub trait UpstreamBody:
     Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + Unpin + 'static
@@ -56,6 +58,7 @@ struct IdleList<B> {
 #[derive(Debug)]
 struct Idle<B> {
     sender: SendRequest<B>,
+    refusal: Arc<Refusal>,
     since: Instant,
 }
 
@@ -70,6 +73,8 @@ pub struct UpstreamPool<B> {
     idle_timeout: Duration,
     /// `CONNECT_TIMEOUT`.
     connect_timeout: Duration,
+    /// hyper's settings for every connection (the response head limits).
+    builder: http1::Builder,
     /// Counts every connection opened (the rest of the requests reused one).
     opened: Counter,
     /// This pool, for the connections it hands out to come back to.
@@ -80,6 +85,8 @@ pub struct UpstreamPool<B> {
 #[derive(Debug)]
 pub struct Conn<B> {
     sender: SendRequest<B>,
+    /// Whether the backend refused a write on it ([`crate::upstream_io`]).
+    refusal: Arc<Refusal>,
     addr: SocketAddr,
     /// Whether it served an earlier request (then a failure before anything was written
     /// means the backend closed it while idle, not that the backend is down).
@@ -88,19 +95,27 @@ pub struct Conn<B> {
 }
 
 impl<B: UpstreamBody> UpstreamPool<B> {
-    /// An empty pool; every connection it opens is counted in `opened`. Starts the sweep of
-    /// idle connections on the current (worker) runtime; it ends with the pool.
+    /// An empty pool; every connection it opens is counted in `opened`. A response head may
+    /// take up to `head_limit` bytes (`MAX_HEADER_SIZE`), in up to
+    /// [`crate::framing::max_response_header_lines`] lines. Starts the sweep of idle
+    /// connections on the current (worker) runtime; it ends with the pool.
     pub fn new(
         max_idle: usize,
         idle_timeout: Duration,
         connect_timeout: Duration,
+        head_limit: usize,
         opened: Counter,
     ) -> Arc<UpstreamPool<B>> {
+        let mut builder = http1::Builder::new();
+        builder
+            .max_header_size(head_limit)
+            .max_headers(crate::framing::max_response_header_lines(head_limit));
         let pool = Arc::new_cyclic(|this| UpstreamPool {
             idle: Mutex::new(Vec::new()),
             max_idle,
             idle_timeout,
             connect_timeout,
+            builder,
             opened,
             this: this.clone(),
         });
@@ -118,7 +133,7 @@ impl<B: UpstreamBody> UpstreamPool<B> {
     /// A connection to `addr`: the most recently used idle one that is still open and
     /// ready, else a new one. Fails only when connecting fails (nothing was sent).
     pub async fn get(&self, addr: SocketAddr) -> io::Result<Conn<B>> {
-        while let Some(mut sender) = self.pop(addr) {
+        while let Some((mut sender, refusal)) = self.pop(addr) {
             if !sender.is_ready() {
                 // Its last response just ended; the dispatcher (on this thread) has not run
                 // since. Anything but a prompt "ready" means it is of no use.
@@ -133,6 +148,7 @@ impl<B: UpstreamBody> UpstreamPool<B> {
             }
             return Ok(Conn {
                 sender,
+                refusal,
                 addr,
                 reused: true,
                 pool: self.this.clone(),
@@ -145,12 +161,12 @@ impl<B: UpstreamBody> UpstreamPool<B> {
 
     /// The newest idle connection to `addr` that is open and not too old; older or closed
     /// ones met on the way are dropped.
-    fn pop(&self, addr: SocketAddr) -> Option<SendRequest<B>> {
+    fn pop(&self, addr: SocketAddr) -> Option<(SendRequest<B>, Arc<Refusal>)> {
         let mut lists = self.lists();
         let list = lists.iter_mut().find(|l| l.addr == addr)?;
         while let Some(idle) = list.conns.pop() {
             if self.usable(&idle) {
-                return Some(idle.sender);
+                return Some((idle.sender, idle.refusal));
             }
         }
         None
@@ -168,8 +184,11 @@ impl<B: UpstreamBody> UpstreamPool<B> {
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+        let refusal = Arc::new(Refusal::default());
+        let io = UpstreamIo::new(stream, Arc::clone(&refusal));
+        let (sender, conn) = self
+            .builder
+            .handshake(TokioIo::new(io))
             .await
             .map_err(io::Error::other)?;
         tokio::spawn(async move {
@@ -180,6 +199,7 @@ impl<B: UpstreamBody> UpstreamPool<B> {
         self.opened.inc();
         Ok(Conn {
             sender,
+            refusal,
             addr,
             reused: false,
             pool: self.this.clone(),
@@ -188,8 +208,8 @@ impl<B: UpstreamBody> UpstreamPool<B> {
 
     /// Keeps `sender` for the next request to `addr`, unless the backend's list is full or
     /// the connection closed.
-    fn put(&self, addr: SocketAddr, sender: SendRequest<B>) {
-        if self.max_idle == 0 || sender.is_closed() {
+    fn put(&self, addr: SocketAddr, sender: SendRequest<B>, refusal: Arc<Refusal>) {
+        if self.max_idle == 0 || sender.is_closed() || refusal.is_refused() {
             return;
         }
         let mut lists = self.lists();
@@ -207,6 +227,7 @@ impl<B: UpstreamBody> UpstreamPool<B> {
         if list.conns.len() < self.max_idle {
             list.conns.push(Idle {
                 sender,
+                refusal,
                 since: Instant::now(),
             });
         }
@@ -251,23 +272,17 @@ impl<B: UpstreamBody> Conn<B> {
         self.reused
     }
 
-    /// Sends `req`. When nothing was written (the connection closed first), the error
-    /// carries the request back.
-    pub async fn send(
-        &mut self,
-        req: http::Request<B>,
-    ) -> Result<
-        http::Response<hyper::body::Incoming>,
-        hyper::client::conn::TrySendError<http::Request<B>>,
-    > {
-        self.sender.try_send_request(req).await
+    /// Its request sender (`try_send_request`: when nothing was written, the error carries
+    /// the request back) and what it knows of a refused write, borrowed together.
+    pub fn split(&mut self) -> (&mut SendRequest<B>, &Refusal) {
+        (&mut self.sender, &self.refusal)
     }
 
     /// Back to the pool, for the next request to the same backend. Only for a connection
-    /// whose response was read to the end.
+    /// whose response was read to the end; one the backend refused a write on is closed.
     pub fn release(self) {
         if let Some(pool) = self.pool.upgrade() {
-            pool.put(self.addr, self.sender);
+            pool.put(self.addr, self.sender, self.refusal);
         }
     }
 }
@@ -283,6 +298,7 @@ mod tests {
             4,
             Duration::from_secs(1),
             Duration::from_secs(1),
+            65_536,
             opened.clone(),
         );
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

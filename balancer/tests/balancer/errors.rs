@@ -155,3 +155,77 @@ async fn the_replicas_internals_are_404_on_the_public_port() {
         .expect("request");
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_in_vain_for_a_backend_slot_is_retried_and_counts_against_no_backend() {
+    // Arrange: two backends with one request slot each, both held by responses whose body
+    // takes 1.5 s (a slot is held until the body is relayed; the headers come at once, so
+    // UPSTREAM_TIMEOUT does not cut them).
+    let slow_body = || {
+        crate::helpers::StreamingServer::start(|| {
+            let chunks = futures_util::stream::unfold(0u8, |i| async move {
+                match i {
+                    0 => Some((
+                        Ok(http_body::Frame::data(bytes::Bytes::from_static(b"a"))),
+                        1,
+                    )),
+                    1 => {
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                        Some((
+                            Ok(http_body::Frame::data(bytes::Bytes::from_static(b"b"))),
+                            2,
+                        ))
+                    }
+                    _ => None,
+                }
+            });
+            http_body_util::combinators::BoxBody::new(http_body_util::StreamBody::new(chunks))
+        })
+    };
+    let (a, b) = (slow_body().await, slow_body().await);
+    let mut config = test_config(&upstreams(&[a.addr, b.addr]));
+    config.max_conns_per_backend = 1;
+    config.upstream_timeout = Duration::from_millis(300);
+    let lb = TestBalancer::start(config).await;
+    lb.wait_healthy(2).await;
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let url = lb.url("/slow");
+            tokio::spawn(async move {
+                let res = http_client().get(url).send().await.expect("slow request");
+                (res.status(), res.text().await.expect("slow body"))
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Act: a third request finds no free slot on either.
+    let started = Instant::now();
+    let busy = http_client()
+        .get(lb.url("/fast"))
+        .send()
+        .await
+        .expect("request");
+    let waited = started.elapsed();
+
+    // Assert: it waited on one, then the other (a retry), then got 504; neither backend
+    // has a failure, an ejection or a 5xx on its record for it.
+    assert_eq!(busy.status(), 504);
+    assert!(
+        waited >= Duration::from_millis(550) && waited < Duration::from_millis(1400),
+        "{waited:?}"
+    );
+    assert!(lb.counter("balancer_retries_total").await >= 1);
+    for h in held {
+        assert_eq!(
+            h.await.expect("task"),
+            (http::StatusCode::OK, "ab".to_owned())
+        );
+    }
+    let status = lb.status().await;
+    for backend in status["backends"].as_array().expect("backends") {
+        assert_eq!(backend["failures"], 0, "{status}");
+        assert_eq!(backend["ejections"], 0, "{status}");
+        assert_eq!(backend["responses"]["5xx"], 0, "{status}");
+    }
+}

@@ -39,6 +39,13 @@ async fn echo_backend() -> TestServer {
     .await
 }
 
+/// A test config whose `UPGRADE_PROTOCOLS` allows the echo protocol besides `websocket`.
+fn echo_allowed(backends: &[std::net::SocketAddr]) -> balancer::Config {
+    let mut config = test_config(&upstreams(backends));
+    config.upgrade_protocols = "websocket,echo".parse().expect("valid");
+    config
+}
+
 /// Asks `lb` for the echo upgrade; returns the stream after the response head, and the head.
 async fn open_tunnel(lb: std::net::SocketAddr) -> (TcpStream, String) {
     let mut s = TcpStream::connect(lb).await.expect("connect");
@@ -72,7 +79,7 @@ async fn echo(s: &mut TcpStream, what: &str) -> Vec<u8> {
 async fn upgrade_is_passed_through_both_ways() {
     // Arrange
     let backend = echo_backend().await;
-    let lb = TestBalancer::start(test_config(&upstreams(&[backend.addr]))).await;
+    let lb = TestBalancer::start(echo_allowed(&[backend.addr])).await;
     lb.wait_healthy(1).await;
 
     // Act
@@ -90,7 +97,7 @@ async fn upgrade_is_passed_through_both_ways() {
 async fn a_tunnel_works_through_the_drain_and_is_closed_at_drain_timeout() {
     // Arrange
     let backend = echo_backend().await;
-    let mut config = test_config(&upstreams(&[backend.addr]));
+    let mut config = echo_allowed(&[backend.addr]);
     config.drain_timeout = Duration::from_secs(1);
     let mut lb = TestBalancer::start(config).await;
     lb.wait_healthy(1).await;
