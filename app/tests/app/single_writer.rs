@@ -12,6 +12,10 @@ use futures_util::future::join_all;
 
 use crate::helpers::{Cluster, app_process, open_session, plain, set_cookie, views_of};
 
+/// The hot-load tests take turns: each keeps both cores busy for seconds, and the other tests
+/// of this binary (some of them timed, like the expiry tests) should not starve meanwhile.
+static HOT_LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A named setting of the protocol's options.
 type Variant = (&'static str, fn(&mut Config));
 
@@ -106,6 +110,7 @@ async fn leave_a_dead_holder(
 /// Hot load on `replicas` replicas; a dead holder's lock left after 1 s. The rate must come
 /// back within one lease plus a second, and nothing acknowledged may be lost.
 async fn a_dead_holders_lock_costs_one_lease(replicas: usize) {
+    let _turn = HOT_LOAD.lock().await;
     let lease = Duration::from_millis(1_000);
     for (name, variant) in variants() {
         let cluster = Cluster::start(replicas, |c| {
@@ -157,6 +162,7 @@ async fn a_dead_holders_lock_under_hot_load_on_two_replicas_costs_one_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_killed_under_hot_load_costs_the_survivor_one_lease() {
+    let _turn = HOT_LOAD.lock().await;
     for (name, variant) in variants() {
         // Arrange: the victim is a real process, so it can be SIGKILLed mid-write.
         let cluster = Cluster::start(1, |c| {
@@ -247,6 +253,7 @@ async fn post_with_id(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_racing_their_originals_while_redis_stalls_and_drops_connections_lose_nothing() {
+    let _turn = HOT_LOAD.lock().await;
     for (name, variant) in variants() {
         // Arrange: REDIS_TIMEOUT_MS 200, so a paused write times out and is resolved.
         let cluster = Cluster::start(1, |c| {
