@@ -11,14 +11,17 @@ use fred::{
     clients::Pool,
     interfaces::ClientLike,
     types::config::{
-        Config as FredConfig, ConnectionConfig, PerformanceConfig, ReconnectPolicy,
+        Config as FredConfig, ConnectionConfig, PerformanceConfig, ReconnectPolicy, ServerConfig,
         UnresponsiveConfig,
     },
 };
 
 use tokio::{sync::watch, task::JoinHandle};
 
-use crate::config::Config;
+use crate::{config::Config, replication::Replication};
+
+/// How many times a command is sent before its error reaches the caller.
+const COMMAND_ATTEMPTS: u32 = 3;
 
 /// Errors while building the pool. Connection failures are not among them: the pool
 /// connects in the background and keeps trying.
@@ -43,6 +46,8 @@ pub struct Redis {
     stop: watch::Sender<bool>,
     /// The Sentinel watcher, when `REDIS_URL` is a `redis-sentinel://` URL.
     watcher: Option<JoinHandle<()>>,
+    /// What a write needs before it is acknowledged (kept up to date by the watcher).
+    pub replication: Replication,
 }
 
 impl Redis {
@@ -88,8 +93,10 @@ pub fn connect(config: &Config) -> Result<Redis, RedisSetupError> {
     let connection = ConnectionConfig {
         connection_timeout: timeout.max(Duration::from_millis(500)),
         internal_command_timeout: timeout.max(Duration::from_millis(500)),
-        // A command is tried once: a retry after a timeout could apply a write twice.
-        max_command_attempts: 1,
+        // A command cut off with its connection is sent again on the next one (a failover,
+        // a restart): every write the app sends recognises a retry of itself (the save id
+        // on the session's list of recent saves, the lock token), so it never applies twice.
+        max_command_attempts: COMMAND_ATTEMPTS,
         // Detect a Redis that stopped answering without closing the socket.
         unresponsive: UnresponsiveConfig {
             max_timeout: Some(Duration::from_secs(2)),
@@ -113,12 +120,18 @@ pub fn connect(config: &Config) -> Result<Redis, RedisSetupError> {
     let _tasks = pool.connect();
     // fred asks the sentinels for the master only when it reconnects; follow failovers.
     let (stop, stopped) = watch::channel(false);
-    let watcher = crate::sentinel::follow(&pool, &sentinel_config, stopped);
+    let replication = if matches!(sentinel_config.server, ServerConfig::Sentinel { .. }) {
+        Replication::sentinel()
+    } else {
+        Replication::off()
+    };
+    let watcher = crate::sentinel::follow(&pool, &sentinel_config, replication.clone(), stopped);
     Ok(Redis {
         pool,
         subscriber: None,
         stop,
         watcher,
+        replication,
     })
 }
 
