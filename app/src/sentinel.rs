@@ -127,19 +127,24 @@ pub fn follow(
             if let Some((host, port)) = &announced {
                 tracing::warn!(master = %format!("{host}:{port}"), "sentinel announced a new master");
             }
-            let Some(mut view) = ask(&sentinels, &service).await else {
+            let Some(mut census) = ask(&sentinels, &service).await else {
                 continue;
             };
             if let Some(master) = announced
-                && master != view.master
+                && master != census.master
             {
                 // The sentinel asked has not heard of the switch yet: trust the event, and
                 // count no replica until a sentinel tells (the promoted master has none yet).
-                view = View {
+                census = Census {
                     master,
-                    replicas: 0,
+                    replicas: Replicas::default(),
                 };
             }
+            let replicas = required(replication.view().as_ref(), &census);
+            let view = View {
+                master: census.master,
+                replicas,
+            };
             follow_master(&pool, &replication, view).await;
         }
         for sentinel in &sentinels {
@@ -158,6 +163,9 @@ async fn follow_master(pool: &Pool, replication: &Replication, view: View) {
     let elsewhere = connected
         .iter()
         .any(|s| &*s.host != host.as_str() || s.port != port);
+    if replication.view().as_ref() != Some(&view) {
+        tracing::info!(master = %format!("{host}:{port}"), replicas = view.replicas, "sentinel: writes need this master and its replicas in sync");
+    }
     // Set before reconnecting: a write still on the old connection is then refused as
     // deposed, and the first write on the new one knows what to wait for.
     replication.set(view);
@@ -179,8 +187,49 @@ fn new_master(message: &str, service: &str) -> Option<(String, u16)> {
     Some((host.to_owned(), port.parse().ok()?))
 }
 
-/// The master and its replicas in sync, according to the first sentinel that answers.
-async fn ask(sentinels: &[Client], service: &str) -> Option<View> {
+/// What one sentinel said: the master and the census of its replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Census {
+    /// The master's address.
+    master: (String, u16),
+    /// Its replicas as Sentinel lists them.
+    replicas: Replicas,
+}
+
+/// Sentinel's list of a master's replicas, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Replicas {
+    /// Up, and linked to this master (`master-link-status:ok`).
+    linked: u32,
+    /// Listed at all.
+    listed: u32,
+    /// Flagged down by Sentinel (`s_down`, `o_down`).
+    down: u32,
+}
+
+/// The replicas a write to `census.master` must find in sync, given the previous `view`.
+///
+/// For a new master, those Sentinel sees linked to it. For the same master, the count does not
+/// drop merely because a replica stops looking linked: that is what a failover looks like
+/// from the moment the promoted replica leaves the old master until Sentinel names the new one
+/// (the promoted replica now reports itself a master), and the old master must go on refusing
+/// writes without it. Only a replica that Sentinel flags down lowers the count.
+fn required(previous: Option<&View>, census: &Census) -> u32 {
+    let Replicas {
+        linked,
+        listed,
+        down,
+    } = census.replicas;
+    match previous {
+        Some(view) if view.master == census.master => {
+            linked.max(view.replicas.min(listed.saturating_sub(down)))
+        }
+        _ => linked,
+    }
+}
+
+/// The master and its replicas, according to the first sentinel that answers.
+async fn ask(sentinels: &[Client], service: &str) -> Option<Census> {
     for sentinel in sentinels {
         let command = |args: Vec<String>| {
             tokio::time::timeout(
@@ -205,23 +254,21 @@ async fn ask(sentinels: &[Client], service: &str) -> Option<View> {
         let Ok(Ok(replicas)) = command(vec!["REPLICAS".into(), service.into()]).await else {
             continue;
         };
-        let replicas = in_sync(replicas, host, port);
-        return Some(View {
+        return Some(Census {
             master: (host.clone(), port),
-            replicas,
+            replicas: count(replicas, host, port),
         });
     }
     None
 }
 
-/// How many of `SENTINEL REPLICAS`'s entries are up and linked to `host:port`.
-fn in_sync(replicas: Value, host: &str, port: u16) -> u32 {
-    let count = replicas
-        .into_array()
-        .into_iter()
-        .filter(|replica| {
+/// Counts `SENTINEL REPLICAS`'s entries: listed, down, and up and linked to `host:port`.
+fn count(replicas: Value, host: &str, port: u16) -> Replicas {
+    let mut counted = Replicas::default();
+    for replica in replicas.into_array() {
+        counted.listed = counted.listed.saturating_add(1);
+        let (down, linked) = {
             let fields: Vec<String> = replica
-                .clone()
                 .into_array()
                 .into_iter()
                 .filter_map(|v| v.as_string())
@@ -234,15 +281,20 @@ fn in_sync(replicas: Value, host: &str, port: u16) -> u32 {
                     .map(String::as_str)
             };
             let flags = field("flags").unwrap_or("");
-            !["s_down", "o_down", "disconnected"]
-                .iter()
-                .any(|bad| flags.contains(bad))
+            // Only Sentinel's verdict counts as down: `disconnected` is its own link, which
+            // it loses during a failover too (the promoted replica kills its clients).
+            let down = ["s_down", "o_down"].iter().any(|bad| flags.contains(bad));
+            let linked = !down
+                && !flags.contains("disconnected")
                 && field("master-link-status") == Some("ok")
                 && field("master-host") == Some(host)
-                && field("master-port") == Some(&port.to_string())
-        })
-        .count();
-    u32::try_from(count).unwrap_or(u32::MAX)
+                && field("master-port") == Some(&port.to_string());
+            (down, linked)
+        };
+        counted.down = counted.down.saturating_add(u32::from(down));
+        counted.linked = counted.linked.saturating_add(u32::from(linked));
+    }
+    counted
 }
 
 #[cfg(test)]
@@ -298,7 +350,46 @@ mod tests {
                 ("master-port", "6379"),
             ]),
         ]);
-        assert_eq!(in_sync(replicas, "10.0.0.1", 6379), 1);
-        assert_eq!(in_sync(Value::Array(vec![]), "10.0.0.1", 6379), 0);
+        let counted = count(replicas, "10.0.0.1", 6379);
+        assert_eq!(
+            counted,
+            Replicas {
+                linked: 1,
+                listed: 4,
+                down: 1
+            }
+        );
+        assert_eq!(
+            count(Value::Array(vec![]), "10.0.0.1", 6379),
+            Replicas::default()
+        );
+    }
+
+    fn census(port: u16, linked: u32, listed: u32, down: u32) -> Census {
+        Census {
+            master: ("10.0.0.1".to_owned(), port),
+            replicas: Replicas {
+                linked,
+                listed,
+                down,
+            },
+        }
+    }
+
+    #[test]
+    fn a_replica_that_leaves_the_same_master_keeps_counting_until_flagged_down() {
+        let before = View {
+            master: ("10.0.0.1".to_owned(), 1),
+            replicas: 2,
+        };
+        // The promoted replica no longer looks linked: the old master still needs 2.
+        assert_eq!(required(Some(&before), &census(1, 1, 2, 0)), 2);
+        // A replica flagged down no longer counts.
+        assert_eq!(required(Some(&before), &census(1, 1, 2, 1)), 1);
+        // A new replica counts once linked.
+        assert_eq!(required(Some(&before), &census(1, 3, 3, 0)), 3);
+        // A new master needs the replicas linked to it, none at first.
+        assert_eq!(required(Some(&before), &census(2, 0, 2, 0)), 0);
+        assert_eq!(required(None, &census(1, 2, 2, 0)), 2);
     }
 }

@@ -37,9 +37,14 @@
 //! (`session:{id}:lock`), so the record, its lock and the lock's helper keys live in one Redis
 //! Cluster slot. Leases and expiries are relative (`PX`), on Redis's clock.
 //!
-//! What this does **not** guarantee: Redis replication is asynchronous, so a failover can
-//! lose the last writes acknowledged by the old master (a lock included). The Sentinel setup
-//! in `deploy/redis-ha` bounds that with `min-replicas-to-write`.
+//! Under Sentinel every write is fenced ([`crate::replication`]): sent only to the master
+//! Sentinel names, written only while that server has its replicas in sync (the script checks
+//! first, and answers `-1` having written nothing), acknowledged only once they confirmed it
+//! (`WAIT` on the same connection). Every write recognises a retry of itself (its save id on
+//! the list of recent saves), so the client may resend a command cut off with its connection.
+//!
+//! What this does **not** guarantee: without Sentinel, Redis replication is asynchronous, so a
+//! failover can lose the last writes acknowledged by the old master (a lock included).
 
 use std::{sync::Arc, time::Duration};
 
@@ -309,7 +314,8 @@ impl SessionLock {
         V::Error: Into<fred::error::Error> + Send,
     {
         let client = self.pool.next();
-        let need = match self.replication.need(&client.active_connections()) {
+        let connected = client.active_connections();
+        let need = match self.replication.need(&connected) {
             Need::Deposed => return Ok(Written::Refused),
             Need::Nothing => 0,
             Need::Replicas(n) => i64::from(n),
@@ -323,7 +329,12 @@ impl SessionLock {
             return Ok(Written::Refused);
         }
         if need > 0 {
-            // Never retried: on another connection, WAIT would not cover this write.
+            // WAIT covers the writes of its own connection only: after a reconnection it
+            // would confirm nothing about this one.
+            if client.active_connections() != connected {
+                return Err(unconfirmed(0, need));
+            }
+            // Never retried, for the same reason.
             let once = Options {
                 max_attempts: Some(1),
                 ..Options::default()
