@@ -20,8 +20,10 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{config::Config, replication::Replication};
 
-/// How many times a command is sent before its error reaches the caller.
-const COMMAND_ATTEMPTS: u32 = 3;
+/// How many times a command is sent before its error reaches the caller. A Cluster failover
+/// closes connections several times within a few milliseconds (3 attempts ran out there); the
+/// command timeout (`REDIS_TIMEOUT_MS`) still bounds the whole.
+const COMMAND_ATTEMPTS: u32 = 10;
 
 /// Errors while building the pool. Connection failures are not among them: the pool
 /// connects in the background and keeps trying.
@@ -135,10 +137,17 @@ pub fn connect(config: &Config) -> Result<Redis, RedisSetupError> {
     })
 }
 
-/// True when Redis answers PING within `deadline`.
+/// True when every connection of the pool answers PING within `deadline`. One connection is
+/// not enough: the pool spreads requests over all of them, and one that has not connected yet
+/// (in a cluster: one without the slot map) would fail its share of them.
 pub async fn is_ready(pool: &Pool, deadline: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(deadline, pool.ping::<String>(None)).await,
-        Ok(Ok(_))
-    )
+    let all = async {
+        for client in pool.clients() {
+            if client.ping::<String>(None).await.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    matches!(tokio::time::timeout(deadline, all).await, Ok(true))
 }

@@ -159,6 +159,7 @@ t_failover=$(now_ms)
 if [[ $FAILOVER == kill ]]; then
   # The master's process is the one started first (PIDS[0]).
   kill -9 "${PIDS[0]}"
+  wait "${PIDS[0]}" 2>/dev/null || true
   log "master :$MASTER killed (SIGKILL); Sentinel fails over after down-after-milliseconds (2 s)"
 else
   sentinel failover mymaster >"$WORK/failover-cmd.log" 2>&1 || die "SENTINEL FAILOVER refused: $(cat "$WORK/failover-cmd.log")"
