@@ -13,6 +13,7 @@ pub mod outcome;
 pub mod record;
 pub mod redis;
 pub mod replay;
+pub mod replication;
 pub mod routes;
 pub mod sentinel;
 pub mod server;

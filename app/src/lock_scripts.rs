@@ -72,10 +72,52 @@ const ACQUIRE_LUA: &str = concat!(
     "redis.call('set', KEYS[4], ARGV[1], 'PX', ARGV[3]) end ",
     "return {0}"
 );
+/// The fence of a write script, first in it: when `ARGV[$n]` (a count, `0` for none) asks for
+/// more replicas in sync (`state=online` in `INFO replication`) than this server has, the
+/// script returns `-1` having written nothing. A master whose replica was promoted has lost
+/// it, so it refuses before anyone told it of the failover ([`crate::replication`]).
+macro_rules! fence {
+    ($n:literal) => {
+        concat!(
+            "local need = tonumber(ARGV[",
+            $n,
+            "]) ",
+            "if need > 0 then local online = 0 ",
+            "for _ in string.gmatch(redis.call('info', 'replication'), 'state=online') do ",
+            "online = online + 1 end ",
+            "if online < need then return -1 end end "
+        )
+    };
+}
+
+/// The retry guard of a write script, after its fence: when the save id `ARGV[$id]` is on
+/// the list of recent saves (`KEYS[$saves]`), this is a retry of a save that ran (its answer
+/// was lost with the connection): answers `1` (applied) at once. The list's expiry is renewed
+/// (`ARGV[$ttl]`), a write, so that a `WAIT` after the retry covers the original write too.
+macro_rules! applied_already {
+    ($saves:literal, $id:literal, $ttl:literal) => {
+        concat!(
+            "for _, s in ipairs(redis.call('lrange', KEYS[",
+            $saves,
+            "], 0, -1)) do if s == ARGV[",
+            $id,
+            "] then redis.call('pexpire', KEYS[",
+            $saves,
+            "], ARGV[",
+            $ttl,
+            "]) return 1 end end "
+        )
+    };
+}
+
 /// KEYS: record, lock, saves, waiting. ARGV: bytes, expiry ms, token, last index of the saves
-/// kept (a string: Lua arithmetic would format a float for every call), saves ttl ms, keep (1: renew the lease for a hand-off, 0: let go), lease ms, channel, id, save id.
-/// 1 written, 0 the lock is not ours (nothing written), 2 the record is gone (not revived).
+/// kept (a string: Lua arithmetic would format a float for every call), saves ttl ms, keep (1:
+/// renew the lease for a hand-off, 0: let go), lease ms, channel, id, save id, replicas needed.
+/// 1 written (now or by an earlier try of the same save), 0 the lock is not ours (nothing
+/// written), 2 the record is gone (not revived), -1 fenced (nothing written).
 const SAVE_LUA: &str = concat!(
+    fence!("11"),
+    applied_already!("3", "10", "5"),
     "if redis.call('get', KEYS[2]) ~= ARGV[3] then return 0 end ",
     // XX: a record deleted meanwhile is not revived.
     "if not redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX') then ",
@@ -88,10 +130,11 @@ const SAVE_LUA: &str = concat!(
     let_go!("2", "4", "3", "7", "8", "9"),
     "end return 1"
 );
-/// KEYS: lock, saves, waiting. ARGV: token, save id, saves kept, lease ms, channel, id.
-/// 0 not applied (and now never will be), 1 applied, 2 cannot tell. Either way the lock is
-/// no longer ours afterwards.
+/// KEYS: lock, saves, waiting. ARGV: token, save id, saves kept, lease ms, channel, id,
+/// replicas needed. 0 not applied (and now never will be), 1 applied, 2 cannot tell, -1
+/// fenced (asked nothing: ask again). Either way the lock is no longer ours afterwards.
 const RESOLVE_LUA: &str = concat!(
+    fence!("7"),
     "local saves = redis.call('lrange', KEYS[2], 0, -1) ",
     "local applied = false ",
     "for i = 1, #saves do if saves[i] == ARGV[2] then applied = true end end ",
@@ -102,12 +145,15 @@ const RESOLVE_LUA: &str = concat!(
     "if applied then return 1 end ",
     "if ours or #saves < tonumber(ARGV[3]) then return 0 end return 2"
 );
-/// KEYS: record, lock, waiting. ARGV: token, lease ms, channel, id.
-/// 1 deleted, 0 the lock is not ours.
+/// KEYS: record, lock, waiting. ARGV: token, lease ms, channel, id, replicas needed.
+/// 1 deleted (or already gone: a retry of a delete that ran), 0 the lock is not ours and the
+/// record is still there, -1 fenced (nothing written).
 const DELETE_HELD_LUA: &str = concat!(
+    fence!("5"),
     "if redis.call('get', KEYS[2]) == ARGV[1] then redis.call('del', KEYS[1]) ",
     let_go!("2", "3", "1", "2", "3", "4"),
-    "return 1 end return 0"
+    "return 1 end ",
+    "if redis.call('exists', KEYS[1]) == 0 then return 1 end return 0"
 );
 /// KEYS: lock, waiting. ARGV: token, lease ms, channel, id. Lets go only of our own lock.
 const RELEASE_LUA: &str = concat!(
@@ -125,24 +171,34 @@ const ABANDON_LUA: &str = concat!(
     "return 1 end ",
     "redis.call('set', KEYS[2], '1', 'PX', ARGV[2]) return 0"
 );
-/// KEYS: record, lock. ARGV: the record's bytes as the request read them, the new bytes,
-/// expiry ms. The optimistic write: compare-and-set, refused while anyone holds the lock.
-/// 1 written, 0 changed or locked meanwhile (nothing written), 2 the record is gone.
+/// KEYS: record, lock, saves. ARGV: the record's bytes as the request read them, the new
+/// bytes, expiry ms, save id, last index of the saves kept, saves ttl ms, replicas needed.
+/// The optimistic write: compare-and-set, refused while anyone holds the lock.
+/// 1 written (now or by an earlier try of the same save), 0 changed or locked meanwhile
+/// (nothing written), 2 the record is gone, -1 fenced (nothing written).
 const CAS_SAVE_LUA: &str = concat!(
+    fence!("7"),
+    applied_already!("3", "4", "6"),
     // One call reads both (a missing key reads as false).
     "local cur = redis.call('mget', KEYS[1], KEYS[2]) ",
     "if not cur[1] then return 2 end ",
     "if cur[1] ~= ARGV[1] or cur[2] then return 0 end ",
-    "redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1"
+    "redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) ",
+    "redis.call('lpush', KEYS[3], ARGV[4]) ",
+    "redis.call('ltrim', KEYS[3], 0, ARGV[5]) ",
+    "redis.call('pexpire', KEYS[3], ARGV[6]) return 1"
 );
-/// KEYS: record. ARGV: the bytes read, the bytes written. After an optimistic write whose
-/// answer was lost: 1 applied (the record holds what it wrote); 0 not applied, and now never
-/// will be (the record still holds what it read: one trailing space is appended, which
-/// changes no decoded value but fails the late compare-and-set); 2 cannot tell.
+/// KEYS: record. ARGV: the bytes read, the bytes written, replicas needed. After an
+/// optimistic write whose answer was lost: 1 applied (the record holds what it wrote); 0 not
+/// applied, and now never will be (the record still holds what it read: one trailing space is
+/// appended, which changes no decoded value but fails the late compare-and-set; or it was
+/// appended already, by an earlier try of this resolve); 2 cannot tell; -1 fenced (ask again).
 const CAS_RESOLVE_LUA: &str = concat!(
+    fence!("3"),
     "local cur = redis.call('get', KEYS[1]) ",
     "if cur == ARGV[2] then return 1 end ",
     "if cur == ARGV[1] then redis.call('set', KEYS[1], ARGV[1] .. ' ', 'KEEPTTL') return 0 end ",
+    "if cur == ARGV[1] .. ' ' then return 0 end ",
     "return 2"
 );
 /// KEYS: lock. ARGV: token, lease ms. Extends the lease only if the lock is still ours.
@@ -172,22 +228,23 @@ impl Lua {
 
     /// Runs the script with the keys and arguments `call` builds. `call` runs once, and a
     /// second time only after a `NOSCRIPT`, so the common case copies nothing.
-    pub(crate) async fn run<R, K, V>(
+    pub(crate) async fn run<C, R, K, V>(
         &self,
-        pool: &Pool,
+        client: &C,
         call: impl Fn() -> (K, V),
     ) -> Result<R, fred::error::Error>
     where
+        C: LuaInterface + Sync,
         R: fred::types::FromValue,
         K: Into<fred::types::MultipleKeys> + Send,
         V: TryInto<fred::types::MultipleValues> + Send,
         V::Error: Into<fred::error::Error> + Send,
     {
         let (keys, args) = call();
-        match pool.evalsha(self.sha(), keys, args).await {
+        match client.evalsha(self.sha(), keys, args).await {
             Err(err) if err.details().starts_with("NOSCRIPT") => {
                 let (keys, args) = call();
-                pool.eval(self.text, keys, args).await
+                client.eval(self.text, keys, args).await
             }
             answer => answer,
         }
@@ -221,6 +278,13 @@ const ALL: [&Lua; 9] = [
 #[cfg(feature = "test-support")]
 pub fn shas() -> Vec<String> {
     ALL.iter().map(|lua| lua.sha().to_owned()).collect()
+}
+
+/// The SHA1 of the locked save and of the optimistic save (for tests that cut a connection
+/// right after one was sent).
+#[cfg(feature = "test-support")]
+pub fn save_shas() -> (String, String) {
+    (SAVE.sha().to_owned(), CAS_SAVE.sha().to_owned())
 }
 
 /// Loads every script into Redis (every master, in a cluster) once it answers, so even the

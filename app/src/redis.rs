@@ -11,14 +11,19 @@ use fred::{
     clients::Pool,
     interfaces::ClientLike,
     types::config::{
-        Config as FredConfig, ConnectionConfig, PerformanceConfig, ReconnectPolicy,
+        Config as FredConfig, ConnectionConfig, PerformanceConfig, ReconnectPolicy, ServerConfig,
         UnresponsiveConfig,
     },
 };
 
 use tokio::{sync::watch, task::JoinHandle};
 
-use crate::config::Config;
+use crate::{config::Config, replication::Replication};
+
+/// How many times a command is sent before its error reaches the caller. A Cluster failover
+/// closes connections several times within a few milliseconds (3 attempts ran out there); the
+/// command timeout (`REDIS_TIMEOUT_MS`) still bounds the whole.
+const COMMAND_ATTEMPTS: u32 = 10;
 
 /// Errors while building the pool. Connection failures are not among them: the pool
 /// connects in the background and keeps trying.
@@ -43,6 +48,8 @@ pub struct Redis {
     stop: watch::Sender<bool>,
     /// The Sentinel watcher, when `REDIS_URL` is a `redis-sentinel://` URL.
     watcher: Option<JoinHandle<()>>,
+    /// What a write needs before it is acknowledged (kept up to date by the watcher).
+    pub replication: Replication,
 }
 
 impl Redis {
@@ -88,8 +95,10 @@ pub fn connect(config: &Config) -> Result<Redis, RedisSetupError> {
     let connection = ConnectionConfig {
         connection_timeout: timeout.max(Duration::from_millis(500)),
         internal_command_timeout: timeout.max(Duration::from_millis(500)),
-        // A command is tried once: a retry after a timeout could apply a write twice.
-        max_command_attempts: 1,
+        // A command cut off with its connection is sent again on the next one (a failover,
+        // a restart): every write the app sends recognises a retry of itself (the save id
+        // on the session's list of recent saves, the lock token), so it never applies twice.
+        max_command_attempts: COMMAND_ATTEMPTS,
         // Detect a Redis that stopped answering without closing the socket.
         unresponsive: UnresponsiveConfig {
             max_timeout: Some(Duration::from_secs(2)),
@@ -113,19 +122,32 @@ pub fn connect(config: &Config) -> Result<Redis, RedisSetupError> {
     let _tasks = pool.connect();
     // fred asks the sentinels for the master only when it reconnects; follow failovers.
     let (stop, stopped) = watch::channel(false);
-    let watcher = crate::sentinel::follow(&pool, &sentinel_config, stopped);
+    let replication = if matches!(sentinel_config.server, ServerConfig::Sentinel { .. }) {
+        Replication::sentinel()
+    } else {
+        Replication::off()
+    };
+    let watcher = crate::sentinel::follow(&pool, &sentinel_config, replication.clone(), stopped);
     Ok(Redis {
         pool,
         subscriber: None,
         stop,
         watcher,
+        replication,
     })
 }
 
-/// True when Redis answers PING within `deadline`.
+/// True when every connection of the pool answers PING within `deadline`. One connection is
+/// not enough: the pool spreads requests over all of them, and one that has not connected yet
+/// (in a cluster: one without the slot map) would fail its share of them.
 pub async fn is_ready(pool: &Pool, deadline: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(deadline, pool.ping::<String>(None)).await,
-        Ok(Ok(_))
-    )
+    let all = async {
+        for client in pool.clients() {
+            if client.ping::<String>(None).await.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    matches!(tokio::time::timeout(deadline, all).await, Ok(true))
 }

@@ -110,6 +110,7 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
                 group_commit: config.session_lock_group_commit,
                 optimistic: config.session_lock_optimistic,
                 codec: config.session_codec,
+                replication: redis.replication.clone(),
             };
             let lock = SessionLock::new(
                 redis.pool.clone(),

@@ -37,13 +37,23 @@
 //! (`session:{id}:lock`), so the record, its lock and the lock's helper keys live in one Redis
 //! Cluster slot. Leases and expiries are relative (`PX`), on Redis's clock.
 //!
-//! What this does **not** guarantee: Redis replication is asynchronous, so a failover can
-//! lose the last writes acknowledged by the old master (a lock included). The Sentinel setup
-//! in `deploy/redis-ha` bounds that with `min-replicas-to-write`.
+//! Under Sentinel every write is fenced ([`crate::replication`]): sent only to the master
+//! Sentinel names, written only while that server has its replicas in sync (the script checks
+//! first, and answers `-1` having written nothing), acknowledged only once they confirmed it
+//! (`WAIT` on the same connection). Every write recognises a retry of itself (its save id on
+//! the list of recent saves), so the client may resend a command cut off with its connection.
+//!
+//! What this does **not** guarantee: without Sentinel, Redis replication is asynchronous, so a
+//! failover can lose the last writes acknowledged by the old master (a lock included).
 
 use std::{sync::Arc, time::Duration};
 
-use fred::{bytes::Bytes, clients::Pool, interfaces::KeysInterface, types::Value};
+use fred::{
+    bytes::Bytes,
+    clients::Pool,
+    interfaces::{ClientLike, KeysInterface, ServerInterface},
+    types::{Value, config::Options},
+};
 use rand::Rng;
 use tokio::time::Instant;
 use tower_sessions::session::Id;
@@ -58,6 +68,7 @@ use crate::{
     lock_wakeups::{self, Wakeups},
     metrics::Metrics,
     outcome::Failure,
+    replication::{Need, Replication},
 };
 
 /// How many recent save ids a session keeps for resolving lost answers.
@@ -97,6 +108,33 @@ pub struct SessionLock {
     pub keys: Keys,
     /// How records are written.
     pub codec: SessionCodec,
+    /// What a write needs before it is acknowledged: the server Sentinel names master, and
+    /// its replicas in sync ([`crate::replication`]).
+    pub replication: Replication,
+}
+
+/// What a write script's answer may be trusted for.
+enum Written {
+    /// The script's answer, from the master, confirmed by the replicas it needs.
+    Answer(i64),
+    /// Fenced: the server is not the master, or lacks replicas in sync. Nothing written.
+    Refused,
+}
+
+/// A `WAIT` that confirmed fewer replicas than the write needs: the write may be on the
+/// master only, and lost with it. Treated as a lost answer.
+fn unconfirmed(acked: i64, need: i64) -> fred::error::Error {
+    fred::error::Error::new(
+        fred::error::ErrorKind::Timeout,
+        format!("WAIT: {acked} of {need} replicas confirmed the write"),
+    )
+}
+
+/// Whether Redis refused a write script before it wrote anything: `min-replicas-to-write`
+/// (`NOREPLICAS`) or a replica (`READONLY`: a demoted master).
+fn refused(err: &fred::error::Error) -> bool {
+    let details = err.details();
+    details.contains("NOREPLICAS") || details.contains("READONLY")
 }
 
 /// What a peek saw.
@@ -139,7 +177,7 @@ impl LockError {
 }
 
 /// The settings of [`SessionLock::new`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LockSettings {
     /// See [`SessionLock::lease`].
     pub lease: Duration,
@@ -155,6 +193,8 @@ pub struct LockSettings {
     pub optimistic: bool,
     /// See [`SessionLock::codec`].
     pub codec: SessionCodec,
+    /// See [`SessionLock::replication`].
+    pub replication: Replication,
 }
 
 impl SessionLock {
@@ -178,6 +218,7 @@ impl SessionLock {
             metrics,
             keys,
             codec: settings.codec,
+            replication: settings.replication,
         })
     }
 
@@ -274,6 +315,64 @@ impl SessionLock {
         .await
     }
 
+    /// Runs the write script `lua` on one connection, with the replicas it needs as the
+    /// argument `call` is given, then waits (`WAIT`, on the same connection: it covers that
+    /// connection's writes) until they confirmed it. A connection to a deposed master, and a
+    /// script that fenced itself (`-1`) or that Redis refused, write nothing: [`Written::Refused`].
+    /// An error means the outcome is not known (the answer was lost, or not confirmed).
+    async fn write<K, V>(
+        &self,
+        lua: &crate::lock_scripts::Lua,
+        call: impl Fn(i64) -> (K, V),
+    ) -> Result<Written, fred::error::Error>
+    where
+        K: Into<fred::types::MultipleKeys> + Send,
+        V: TryInto<fred::types::MultipleValues> + Send,
+        V::Error: Into<fred::error::Error> + Send,
+    {
+        let client = self.pool.next();
+        let connected = client.active_connections();
+        let need = match self.replication.need(&connected) {
+            Need::Deposed => return Ok(Written::Refused),
+            Need::Nothing => 0,
+            Need::Replicas(n) => i64::from(n),
+        };
+        let answer: i64 = match lua.run(client, || call(need)).await {
+            Ok(answer) => answer,
+            Err(err) if refused(&err) => return Ok(Written::Refused),
+            Err(err) => return Err(err),
+        };
+        if answer == -1 {
+            return Ok(Written::Refused);
+        }
+        if need > 0 {
+            // WAIT covers the writes of its own connection only: after a reconnection it
+            // would confirm nothing about this one.
+            if client.active_connections() != connected {
+                return Err(unconfirmed(0, need));
+            }
+            // Never retried, for the same reason.
+            let once = Options {
+                max_attempts: Some(1),
+                ..Options::default()
+            };
+            let acked: i64 = client
+                .with_options(&once)
+                .wait(need, millis(self.confirm()))
+                .await?;
+            if acked < need {
+                return Err(unconfirmed(acked, need));
+            }
+        }
+        Ok(Written::Answer(answer))
+    }
+
+    /// How long a write waits for its replicas: half a command timeout, so the `WAIT` is
+    /// answered before the command times out.
+    fn confirm(&self) -> Duration {
+        self.resolve / 4
+    }
+
     /// Reads session `id`'s record and whether anybody holds its lock, in one command
     /// (`MGET`; the record and the lock share a hash tag, so one Cluster slot).
     pub async fn peek(&self, id: &Id) -> Result<Peek, fred::error::Error> {
@@ -296,22 +395,32 @@ impl SessionLock {
         ttl: Duration,
     ) -> Result<Cas, Failure> {
         let (record, lock) = self.keys.record_and_lock(id);
-        let sent: Result<i64, _> = CAS_SAVE
-            .run(&self.pool, || {
+        let saves = self.keys.saves(id);
+        let save_id = new_token();
+        let sent = self
+            .write(&CAS_SAVE, |need| {
                 (
-                    vec![record.clone(), lock.clone()],
+                    vec![record.clone(), lock.clone(), saves.clone()],
                     vec![
                         Value::Bytes(seen.clone()),
                         Value::from(bytes),
                         Value::from(millis(ttl)),
+                        Value::from(save_id.as_str()),
+                        Value::from(i64::from(SAVES_KEPT) - 1),
+                        Value::from(millis(SAVES_TTL)),
+                        Value::from(need),
                     ],
                 )
             })
             .await;
         let outcome = match sent {
-            Ok(1) => Ok(Cas::Written),
-            Ok(2) => Err(Failure::Gone),
-            Ok(_) => Ok(Cas::Conflict),
+            Ok(Written::Answer(1)) => Ok(Cas::Written),
+            Ok(Written::Answer(2)) => Err(Failure::Gone),
+            Ok(Written::Answer(_)) => Ok(Cas::Conflict),
+            Ok(Written::Refused) => {
+                tracing::warn!(session = %abbrev(&id.to_string()), "optimistic save fenced: not the master, or its replicas are not in sync; nothing written");
+                Err(Failure::Unavailable)
+            }
             Err(err) => {
                 tracing::warn!(%err, session = %abbrev(&id.to_string()), "optimistic save not confirmed; resolving");
                 Box::pin(self.resolve_optimistic(id, &record, seen, bytes)).await
@@ -335,10 +444,14 @@ impl SessionLock {
     ) -> Result<Cas, Failure> {
         let written = Bytes::copy_from_slice(bytes);
         self.resolve_with("optimistic save", &id.to_string(), || {
-            CAS_RESOLVE.run(&self.pool, || {
+            self.write(&CAS_RESOLVE, |need| {
                 (
                     vec![record.to_owned()],
-                    vec![Value::Bytes(seen.clone()), Value::Bytes(written.clone())],
+                    vec![
+                        Value::Bytes(seen.clone()),
+                        Value::Bytes(written.clone()),
+                        Value::from(need),
+                    ],
                 )
             })
         })
@@ -357,14 +470,19 @@ impl SessionLock {
     ) -> Result<(), Failure>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<i64, fred::error::Error>>,
+        Fut: Future<Output = Result<Written, fred::error::Error>>,
     {
         let deadline = Instant::now() + self.resolve;
         while Instant::now() < deadline {
             match attempt().await {
-                Ok(1) => return Ok(()),
-                Ok(0) => return Err(Failure::Unavailable),
-                Ok(_) => break,
+                Ok(Written::Answer(1)) => return Ok(()),
+                Ok(Written::Answer(0)) => return Err(Failure::Unavailable),
+                Ok(Written::Answer(_)) => break,
+                // Asked a deposed master, or one without its replicas: ask again (the pool
+                // follows Sentinel to the new master).
+                Ok(Written::Refused) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 Err(err) => {
                     tracing::debug!(%err, what, "resolving: Redis still silent");
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -390,8 +508,8 @@ impl SessionLock {
     ) -> Result<bool, Failure> {
         let id = id.to_string();
         let save_id = new_token();
-        let sent: Result<i64, _> = SAVE
-            .run(&self.pool, || {
+        let sent = self
+            .write(&SAVE, |need| {
                 (
                     vec![
                         self.keys.record(&id),
@@ -410,17 +528,24 @@ impl SessionLock {
                         Value::from(self.keys.channel()),
                         Value::from(id.as_str()),
                         Value::from(save_id.as_str()),
+                        Value::from(need),
                     ],
                 )
             })
             .await;
         match sent {
-            Ok(1) => Ok(keep),
-            Ok(2) => Err(Failure::Gone),
+            Ok(Written::Answer(1)) => Ok(keep),
+            Ok(Written::Answer(2)) => Err(Failure::Gone),
             // The lease ran out and another request may have written since: refuse rather
             // than overwrite its update.
-            Ok(_) => {
+            Ok(Written::Answer(_)) => {
                 tracing::warn!(session = %abbrev(&id), "session lock lost before the save; nothing written");
+                Err(Failure::Unavailable)
+            }
+            Ok(Written::Refused) => {
+                tracing::warn!(session = %abbrev(&id), "save fenced: not the master, or its replicas are not in sync; nothing written");
+                // The lock may still hold the token (on the new master too): let it go.
+                self.clone().abandon(id, token.to_owned());
                 Err(Failure::Unavailable)
             }
             Err(err) => {
@@ -443,16 +568,17 @@ impl SessionLock {
         let lease_ms = millis(self.lease).to_string();
         let resolved = self
             .resolve_with("save", id, || {
-                RESOLVE.run(&self.pool, || {
+                self.write(&RESOLVE, |need| {
                     (
                         keys.clone(),
                         vec![
-                            token,
-                            save_id,
-                            kept.as_str(),
-                            lease_ms.as_str(),
-                            self.keys.channel(),
-                            id,
+                            Value::from(token),
+                            Value::from(save_id),
+                            Value::from(kept.as_str()),
+                            Value::from(lease_ms.as_str()),
+                            Value::from(self.keys.channel()),
+                            Value::from(id),
+                            Value::from(need),
                         ],
                     )
                 })
@@ -474,17 +600,28 @@ impl SessionLock {
             self.keys.waiting(&id),
         ];
         let lease_ms = millis(self.lease).to_string();
-        let deleted: Result<i64, _> = DELETE_HELD
-            .run(&self.pool, || {
+        let deleted = self
+            .write(&DELETE_HELD, |need| {
                 (
                     keys.clone(),
-                    vec![token, lease_ms.as_str(), self.keys.channel(), id.as_str()],
+                    vec![
+                        Value::from(token),
+                        Value::from(lease_ms.as_str()),
+                        Value::from(self.keys.channel()),
+                        Value::from(id.as_str()),
+                        Value::from(need),
+                    ],
                 )
             })
             .await;
         match deleted {
-            Ok(1) => Ok(()),
-            Ok(_) => Err(Failure::Unavailable),
+            Ok(Written::Answer(1)) => Ok(()),
+            Ok(Written::Answer(_)) => Err(Failure::Unavailable),
+            Ok(Written::Refused) => {
+                tracing::warn!(session = %abbrev(&id), "delete fenced: not the master, or its replicas are not in sync; nothing written");
+                self.clone().abandon(id, token.to_owned());
+                Err(Failure::Unavailable)
+            }
             Err(err) => {
                 tracing::warn!(%err, session = %abbrev(&id), "delete not confirmed");
                 self.metrics.unknown_outcomes.inc();

@@ -326,3 +326,8 @@ impl Drop for Replica {
 pub fn lock_script_shas() -> Vec<String> {
     crate::lock_scripts::shas()
 }
+
+/// The SHA1 of the locked save script and of the optimistic (compare-and-set) one.
+pub fn save_script_shas() -> (String, String) {
+    crate::lock_scripts::save_shas()
+}

@@ -15,7 +15,9 @@
 #   3. the sessions are spread over all 3 masters (the cluster really shards them), and the replicas
 #      hold copies;
 #   4. a coordinated failover of one shard (`CLUSTER FAILOVER` on its replica) during a sequential run
-#      loses no acknowledged write and resets no session (a few 503s during the switch are reported).
+#      is invisible to users: 0 errors and 0 anomalies of any kind (the requests cut off by the
+#      switch are retried by the Redis client, and every write recognises its own retry).
+#      MAX_FAILOVER_ERRORS (default 0) is the number of client-visible errors allowed.
 source "$(dirname "$0")/lib.sh"
 
 watchdog "${TIME_LIMIT:-240}"
@@ -124,9 +126,12 @@ wait_until 15 is_master || problems+=("replica :$promoted was not promoted withi
 sleep 3
 kill -INT "$run" 2>/dev/null || true
 wait_until 20 bash -c "! kill -0 $run" || die "the loadtest did not stop after SIGINT"
-lost=$(($(field shard-failover '.anomalies.reset') + $(field shard-failover '.anomalies.repeat') + $(field shard-failover '.anomalies.non_monotonic')))
+lost=$(($(field shard-failover '.anomalies.reset') + $(field shard-failover '.anomalies.repeat') + $(field shard-failover '.anomalies.non_monotonic') + $(field shard-failover '.anomalies.stale_read')))
 ((lost == 0)) || problems+=("$lost lost-write anomalies in the coordinated shard failover")
 (($(field shard-failover '.anomalies.gap') == 0)) || problems+=("gaps (double-applied increments) in the shard failover")
+failover_errors=$(field shard-failover '.errors')
+((failover_errors <= ${MAX_FAILOVER_ERRORS:-0})) ||
+  problems+=("$failover_errors client-visible errors in the coordinated shard failover (limit ${MAX_FAILOVER_ERRORS:-0})")
 fail_line="shard failover (CLUSTER FAILOVER on :$promoted, master :${victim##*:}) during 8 sequential users: $(field shard-failover '.requests') requests, $(field shard-failover '.errors') errors, anomalies $(field shard-failover '.anomalies | tostring')"
 
 # --- report --------------------------------------------------------------------------------------------
@@ -135,6 +140,7 @@ echo "== Redis Cluster report (redis-cluster:// URL, 3 masters + 3 replicas, 3 a
 echo "  $seq_line"
 echo "  $par_line"
 echo "  $fail_line"
+echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "  session locks taken on the cluster (sum of session_lock_wait_seconds_count): $locks"
 echo "  keys per master (port=keys): ${spread[*]}; keys on replicas: $replica_keys"
 if ((${#problems[@]})); then

@@ -18,6 +18,7 @@ mod optimistic;
 mod redis_outage;
 mod redis_view;
 mod replay;
+mod retries;
 mod round_trips;
 mod shutdown;
 mod single_writer;
