@@ -144,6 +144,14 @@ pub struct Config {
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub redis_timeout_ms: u64,
 
+    /// Whether a command whose connection was cut is sent again on the next one, and every
+    /// session write records its id so that such a retry never applies twice (three more
+    /// Redis commands inside each optimistic write's script). Default: on for
+    /// `redis-sentinel://` and `redis-cluster://` URLs, whose failovers cut connections; off
+    /// for a single Redis, where a write whose answer was lost is resolved instead.
+    #[arg(long, env = "REDIS_RETRY_WRITES", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub redis_retry_writes: Option<bool>,
+
     /// Connections in the Redis client pool (each one pipelines many requests).
     #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub redis_pool_size: u64,
@@ -211,6 +219,7 @@ impl Config {
             session_lock_optimistic: true,
             redis_timeout_ms: 500,
             redis_pool_size: 2,
+            redis_retry_writes: None,
             request_timeout: 10,
             shutdown_delay: 0,
             shutdown_grace: 5,
@@ -310,6 +319,7 @@ mod tests {
                 &["--session-lock-optimistic", "maybe"][..],
                 "SESSION_LOCK_OPTIMISTIC",
             ),
+            (&["--redis-retry-writes", "maybe"][..], "REDIS_RETRY_WRITES"),
         ] {
             let err = parse(args).expect_err("must be rejected");
             assert_eq!(err.exit_code(), 2, "{args:?}");

@@ -50,6 +50,9 @@ pub struct Redis {
     watcher: Option<JoinHandle<()>>,
     /// What a write needs before it is acknowledged (kept up to date by the watcher).
     pub replication: Replication,
+    /// Whether commands cut off with their connection are retried (`REDIS_RETRY_WRITES`):
+    /// then every write records its id so that a retry recognises it ran.
+    pub retry_writes: bool,
 }
 
 impl Redis {
@@ -87,6 +90,10 @@ pub fn connect(config: &Config) -> Result<Redis, RedisSetupError> {
     // Apply the reconnect policy to the first connection too: a replica that starts
     // before Redis (or before Redis's DNS name exists) must keep trying, not give up.
     fred_config.fail_fast = false;
+    let retry_writes = config.redis_retry_writes.unwrap_or(!matches!(
+        fred_config.server,
+        ServerConfig::Centralized { .. }
+    ));
     let timeout = config.redis_timeout();
     let perf = PerformanceConfig {
         default_command_timeout: timeout,
@@ -98,7 +105,7 @@ pub fn connect(config: &Config) -> Result<Redis, RedisSetupError> {
         // A command cut off with its connection is sent again on the next one (a failover,
         // a restart): every write the app sends recognises a retry of itself (the save id
         // on the session's list of recent saves, the lock token), so it never applies twice.
-        max_command_attempts: COMMAND_ATTEMPTS,
+        max_command_attempts: if retry_writes { COMMAND_ATTEMPTS } else { 1 },
         // Detect a Redis that stopped answering without closing the socket.
         unresponsive: UnresponsiveConfig {
             max_timeout: Some(Duration::from_secs(2)),
@@ -134,6 +141,7 @@ pub fn connect(config: &Config) -> Result<Redis, RedisSetupError> {
         stop,
         watcher,
         replication,
+        retry_writes,
     })
 }
 

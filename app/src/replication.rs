@@ -62,6 +62,11 @@ impl Replication {
         }
     }
 
+    /// True under Sentinel.
+    pub fn is_on(&self) -> bool {
+        self.view.is_some()
+    }
+
     /// Records what Sentinel said last.
     pub fn set(&self, view: View) {
         if let Some(shared) = &self.view {

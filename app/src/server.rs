@@ -111,6 +111,7 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
                 optimistic: config.session_lock_optimistic,
                 codec: config.session_codec,
                 replication: redis.replication.clone(),
+                retry_writes: redis.retry_writes,
             };
             let lock = SessionLock::new(
                 redis.pool.clone(),

@@ -62,8 +62,8 @@ use crate::{
     config::SessionCodec,
     keys::Keys,
     lock_scripts::{
-        ABANDON, ACQUIRE, CAS_RESOLVE, CAS_SAVE, DELETE_HELD, RELEASE, RENEW, RESOLVE, SAVE,
-        WAITING_MS,
+        ABANDON, ACQUIRE, CAS_RESOLVE, CAS_SAVE, CAS_SAVE_PLAIN, DELETE_HELD, RELEASE, RENEW,
+        RESOLVE, SAVE, WAITING_MS,
     },
     lock_wakeups::{self, Wakeups},
     metrics::Metrics,
@@ -111,6 +111,9 @@ pub struct SessionLock {
     /// What a write needs before it is acknowledged: the server Sentinel names master, and
     /// its replicas in sync ([`crate::replication`]).
     pub replication: Replication,
+    /// Whether the Redis client retries a command cut off with its connection: then the
+    /// optimistic write records its save id too, so that its retry recognises it ran.
+    pub retry_writes: bool,
 }
 
 /// What a write script's answer may be trusted for.
@@ -195,6 +198,8 @@ pub struct LockSettings {
     pub codec: SessionCodec,
     /// See [`SessionLock::replication`].
     pub replication: Replication,
+    /// See [`SessionLock::retry_writes`].
+    pub retry_writes: bool,
 }
 
 impl SessionLock {
@@ -219,6 +224,7 @@ impl SessionLock {
             keys,
             codec: settings.codec,
             replication: settings.replication,
+            retry_writes: settings.retry_writes,
         })
     }
 
@@ -331,6 +337,15 @@ impl SessionLock {
         V::Error: Into<fred::error::Error> + Send,
     {
         let client = self.pool.next();
+        if !self.replication.is_on() {
+            // One Redis or a Cluster: its answer is the whole story.
+            return match lua.run(client, || call(0)).await {
+                Ok(-1) => Ok(Written::Refused),
+                Ok(answer) => Ok(Written::Answer(answer)),
+                Err(err) if refused(&err) => Ok(Written::Refused),
+                Err(err) => Err(err),
+            };
+        }
         let connected = client.active_connections();
         let need = match self.replication.need(&connected) {
             Need::Deposed => return Ok(Written::Refused),
@@ -395,6 +410,22 @@ impl SessionLock {
         ttl: Duration,
     ) -> Result<Cas, Failure> {
         let (record, lock) = self.keys.record_and_lock(id);
+        if !self.retry_writes && !self.replication.is_on() {
+            let sent = CAS_SAVE_PLAIN
+                .run(self.pool.next(), || {
+                    (
+                        vec![record.clone(), lock.clone()],
+                        vec![
+                            Value::Bytes(seen.clone()),
+                            Value::from(bytes),
+                            Value::from(millis(ttl)),
+                        ],
+                    )
+                })
+                .await
+                .map(Written::Answer);
+            return self.cas_outcome(id, &record, seen, bytes, sent).await;
+        }
         let saves = self.keys.saves(id);
         let save_id = new_token();
         let sent = self
@@ -409,10 +440,23 @@ impl SessionLock {
                         Value::from(i64::from(SAVES_KEPT) - 1),
                         Value::from(millis(SAVES_TTL)),
                         Value::from(need),
+                        Value::from(if self.retry_writes { "1" } else { "0" }),
                     ],
                 )
             })
             .await;
+        self.cas_outcome(id, &record, seen, bytes, sent).await
+    }
+
+    /// What a compare-and-set's answer `sent` means, resolving a lost one; counted.
+    async fn cas_outcome(
+        &self,
+        id: &Id,
+        record: &str,
+        seen: &Bytes,
+        bytes: &[u8],
+        sent: Result<Written, fred::error::Error>,
+    ) -> Result<Cas, Failure> {
         let outcome = match sent {
             Ok(Written::Answer(1)) => Ok(Cas::Written),
             Ok(Written::Answer(2)) => Err(Failure::Gone),
@@ -423,7 +467,7 @@ impl SessionLock {
             }
             Err(err) => {
                 tracing::warn!(%err, session = %abbrev(&id.to_string()), "optimistic save not confirmed; resolving");
-                Box::pin(self.resolve_optimistic(id, &record, seen, bytes)).await
+                Box::pin(self.resolve_optimistic(id, record, seen, bytes)).await
             }
         };
         match outcome {

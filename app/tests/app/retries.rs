@@ -127,6 +127,8 @@ async fn replica_behind_cut(
     let cluster = Cluster::start_on(redis, 1, |c| {
         c.redis_url = url.clone();
         c.session_lock_optimistic = optimistic;
+        // A single Redis: retries are off by default (REDIS_RETRY_WRITES).
+        c.redis_retry_writes = Some(true);
     })
     .await;
     let (cookie, id) = open_session(&cluster, "/api/session/views").await;
