@@ -25,6 +25,9 @@ use crate::{config::Config, replication::Replication};
 /// command timeout (`REDIS_TIMEOUT_MS`) still bounds the whole.
 const COMMAND_ATTEMPTS: u32 = 10;
 
+/// How many `MOVED`/`ASK` redirections a command follows (Redis Cluster).
+const MAX_REDIRECTIONS: u32 = 50;
+
 /// Errors while building the pool. Connection failures are not among them: the pool
 /// connects in the background and keeps trying.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +109,10 @@ pub fn connect(config: &Config) -> Result<Redis, RedisSetupError> {
         // a restart): every write the app sends recognises a retry of itself (the save id
         // on the session's list of recent saves, the lock token), so it never applies twice.
         max_command_attempts: if retry_writes { COMMAND_ATTEMPTS } else { 1 },
+        // During a Cluster failover a slot's MOVED answers bounce between the old and the
+        // new master for tens of milliseconds; fred's default of 5 redirections ran out there
+        // (a 503). The command timeout still bounds the whole.
+        max_redirections: MAX_REDIRECTIONS,
         // Detect a Redis that stopped answering without closing the socket.
         unresponsive: UnresponsiveConfig {
             max_timeout: Some(Duration::from_secs(2)),

@@ -467,7 +467,12 @@ impl SessionLock {
             }
             Err(err) => {
                 tracing::warn!(%err, session = %abbrev(&id.to_string()), "optimistic save not confirmed; resolving");
-                Box::pin(self.resolve_optimistic(id, record, seen, bytes)).await
+                match Box::pin(self.resolve_optimistic(id, record, seen, bytes)).await {
+                    // Not applied, and fenced so it never will be: as after a lost race,
+                    // nothing was written and the change may run again, under the lock.
+                    Err(Failure::Unavailable) => Ok(Cas::Conflict),
+                    resolved => resolved,
+                }
             }
         };
         match outcome {
