@@ -56,7 +56,6 @@ use fred::{
 };
 use rand::Rng;
 use tokio::time::Instant;
-use tower_sessions::session::Id;
 
 use crate::{
     config::SessionCodec,
@@ -288,20 +287,19 @@ impl SessionLock {
     /// token may still be handed the lock.
     pub async fn acquire(
         &self,
-        id: &Id,
+        id: &str,
         token: &str,
         start: Instant,
         deadline: Instant,
     ) -> Result<Option<Bytes>, LockError> {
-        let id = id.to_string();
         let keys = vec![
-            self.keys.lock(&id),
-            self.keys.record(&id),
-            self.keys.tombstone(&id, token),
-            self.keys.waiting(&id),
+            self.keys.lock(id),
+            self.keys.record(id),
+            self.keys.tombstone(id, token),
+            self.keys.waiting(id),
         ];
         let lease_ms = self.lease.as_millis().to_string();
-        self.wait_for(&id, start, deadline, |in_line| {
+        self.wait_for(id, start, deadline, |in_line| {
             let keys = &keys;
             let lease_ms = lease_ms.as_str();
             async move {
@@ -390,7 +388,7 @@ impl SessionLock {
 
     /// Reads session `id`'s record and whether anybody holds its lock, in one command
     /// (`MGET`; the record and the lock share a hash tag, so one Cluster slot).
-    pub async fn peek(&self, id: &Id) -> Result<Peek, fred::error::Error> {
+    pub async fn peek(&self, id: &str) -> Result<Peek, fred::error::Error> {
         let (record, lock) = self.keys.record_and_lock(id);
         let values: Vec<Value> = self.pool.mget(vec![record, lock]).await?;
         let mut values = values.into_iter();
@@ -404,7 +402,7 @@ impl SessionLock {
     /// answer was lost is resolved: applied, or made sure never to apply.
     pub async fn save_optimistic(
         &self,
-        id: &Id,
+        id: &str,
         seen: &Bytes,
         bytes: &[u8],
         ttl: Duration,
@@ -451,7 +449,7 @@ impl SessionLock {
     /// What a compare-and-set's answer `sent` means, resolving a lost one; counted.
     async fn cas_outcome(
         &self,
-        id: &Id,
+        id: &str,
         record: &str,
         seen: &Bytes,
         bytes: &[u8],
@@ -462,11 +460,11 @@ impl SessionLock {
             Ok(Written::Answer(2)) => Err(Failure::Gone),
             Ok(Written::Answer(_)) => Ok(Cas::Conflict),
             Ok(Written::Refused) => {
-                tracing::warn!(session = %abbrev(&id.to_string()), "optimistic save fenced: not the master, or its replicas are not in sync; nothing written");
+                tracing::warn!(session = %abbrev(id), "optimistic save fenced: not the master, or its replicas are not in sync; nothing written");
                 Err(Failure::Unavailable)
             }
             Err(err) => {
-                tracing::warn!(%err, session = %abbrev(&id.to_string()), "optimistic save not confirmed; resolving");
+                tracing::warn!(%err, session = %abbrev(id), "optimistic save not confirmed; resolving");
                 match Box::pin(self.resolve_optimistic(id, record, seen, bytes)).await {
                     // Not applied, and fenced so it never will be: as after a lost race,
                     // nothing was written and the change may run again, under the lock.
@@ -486,13 +484,13 @@ impl SessionLock {
     /// Finds out whether an optimistic write ran; if it has not, makes sure it never will.
     async fn resolve_optimistic(
         &self,
-        id: &Id,
+        id: &str,
         record: &str,
         seen: &Bytes,
         bytes: &[u8],
     ) -> Result<Cas, Failure> {
         let written = Bytes::copy_from_slice(bytes);
-        self.resolve_with("optimistic save", &id.to_string(), || {
+        self.resolve_with("optimistic save", id, || {
             self.write(&CAS_RESOLVE, |need| {
                 (
                     vec![record.to_owned()],
@@ -549,7 +547,7 @@ impl SessionLock {
     /// whether the lock is still held (kept).
     pub async fn save(
         &self,
-        id: &Id,
+        id: &str,
         token: &str,
         bytes: &[u8],
         ttl: Duration,
@@ -641,7 +639,7 @@ impl SessionLock {
     }
 
     /// Deletes session `id`'s record under the lock `token` holds, letting go of the lock.
-    pub async fn delete(&self, id: &Id, token: &str) -> Result<(), Failure> {
+    pub async fn delete(&self, id: &str, token: &str) -> Result<(), Failure> {
         let id = id.to_string();
         let keys = vec![
             self.keys.record(&id),
@@ -681,7 +679,7 @@ impl SessionLock {
     }
 
     /// Extends the lease. `Ok(false)` when the lock is no longer ours.
-    pub async fn renew(&self, id: &Id, token: &str) -> Result<bool, fred::error::Error> {
+    pub async fn renew(&self, id: &str, token: &str) -> Result<bool, fred::error::Error> {
         let lease_ms = self.lease.as_millis().to_string();
         let renewed: i64 = RENEW
             .run(&self.pool, || {
@@ -692,7 +690,7 @@ impl SessionLock {
     }
 
     /// Frees the lock if `token` still holds it, waking waiters elsewhere.
-    pub async fn release(&self, id: &Id, token: &str) -> Result<(), fred::error::Error> {
+    pub async fn release(&self, id: &str, token: &str) -> Result<(), fred::error::Error> {
         let id = id.to_string();
         let lease_ms = millis(self.lease).to_string();
         let _: i64 = RELEASE

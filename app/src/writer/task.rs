@@ -142,6 +142,8 @@ impl Writers {
             id,
             finished: false,
         };
+        // The id as the Redis keys carry it, formatted once for the writer's life.
+        let text = id.to_string();
         let mut events = VecDeque::from([Event::Arrived]);
         // When the lease is next renewed, while the lock is ours.
         let mut renew_at: Option<Instant> = None;
@@ -150,7 +152,7 @@ impl Writers {
             let state = owned.state.take().unwrap_or(State::Idle);
             let (state, actions) = protocol::step(state, event, &mut cx);
             for effect in actions.effects {
-                self.apply(id, effect);
+                self.apply(id, &text, effect);
             }
             let holds = state.holds_lock();
             owned.state = Some(state);
@@ -162,7 +164,7 @@ impl Writers {
             } else if renew_at.is_none() {
                 renew_at = Some(Instant::now() + self.lock.lease / 3);
             }
-            let (event, lost) = self.perform(id, io, &owned, &mut renew_at).await;
+            let (event, lost) = self.perform(id, &text, io, &owned, &mut renew_at).await;
             let Some(event) = event else {
                 // Idle and nothing new: this writer is done (its mailbox is gone).
                 owned.finished = true;
@@ -178,14 +180,14 @@ impl Writers {
         tracing::error!("session writer stopped without finishing");
     }
 
-    fn apply(&self, id: Id, effect: Effect<Answer>) {
+    fn apply(&self, id: Id, text: &str, effect: Effect<Answer>) {
         match effect {
             // A caller that went away no longer listens; its round went on regardless.
             Effect::Answer { to, reply } => {
                 let _ = to.send(reply);
             }
             Effect::Abandon { token } => {
-                SessionLock::clone(&self.lock).abandon(id.to_string(), token)
+                SessionLock::clone(&self.lock).abandon(text.to_owned(), token)
             }
             Effect::MarkContended => self.mark_contended(id),
             Effect::HandOffs(n) => {
@@ -199,11 +201,12 @@ impl Writers {
     async fn perform(
         &self,
         id: Id,
+        text: &str,
         io: Io,
         owned: &Owned<'_>,
         renew_at: &mut Option<Instant>,
     ) -> (Option<Event>, bool) {
-        let io = self.io(id, io);
+        let io = self.io(id, text, io);
         tokio::pin!(io);
         let mut lost = false;
         loop {
@@ -218,7 +221,7 @@ impl Writers {
                     let Some(token) = owned.state.as_ref().and_then(State::token) else {
                         continue;
                     };
-                    match self.lock.renew(&id, token).await {
+                    match self.lock.renew(text, token).await {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::warn!("session lock lost before the write");
@@ -232,7 +235,7 @@ impl Writers {
     }
 
     /// One I/O of the protocol, with its answer as the next event.
-    async fn io(&self, id: Id, io: Io) -> Option<Event> {
+    async fn io(&self, id: Id, text: &str, io: Io) -> Option<Event> {
         let lock = &self.lock;
         Some(match io {
             Io::Idle => {
@@ -241,14 +244,14 @@ impl Writers {
                 }
                 Event::Arrived
             }
-            Io::Peek => Event::Peeked(lock.peek(&id).await.map_err(|err| {
+            Io::Peek => Event::Peeked(lock.peek(text).await.map_err(|err| {
                 lock.metrics.redis_errors.inc();
                 tracing::warn!(%err, "session read failed");
                 Failure::Unavailable
             })),
             Io::Acquire { token } => {
                 let start = Instant::now();
-                let acquired = lock.acquire(&id, &token, start, start + lock.wait).await;
+                let acquired = lock.acquire(text, &token, start, start + lock.wait).await;
                 Event::Acquired(acquired.map_err(|err| {
                     if let crate::session_lock::LockError::Redis(err) = &err {
                         lock.metrics.redis_errors.inc();
@@ -266,7 +269,7 @@ impl Writers {
             }
             Io::Compare { seen, mut record } => match self.encode(&mut record) {
                 Some(bytes) => {
-                    Event::Compared(lock.save_optimistic(&id, &seen, &bytes, self.ttl).await)
+                    Event::Compared(lock.save_optimistic(text, &seen, &bytes, self.ttl).await)
                 }
                 None => Event::Compared(Err(Failure::Unavailable)),
             },
@@ -276,13 +279,13 @@ impl Writers {
                 keep,
             } => match self.encode(&mut record) {
                 Some(bytes) => {
-                    let saved = lock.save(&id, &token, &bytes, self.ttl, keep).await;
+                    let saved = lock.save(text, &token, &bytes, self.ttl, keep).await;
                     Event::Saved(saved, record)
                 }
                 None => Event::Saved(Err(Failure::Unavailable), record),
             },
-            Io::Delete { token } => Event::Deleted(lock.delete(&id, &token).await),
-            Io::Release { token } => Event::Released(match lock.release(&id, &token).await {
+            Io::Delete { token } => Event::Deleted(lock.delete(text, &token).await),
+            Io::Release { token } => Event::Released(match lock.release(text, &token).await {
                 Ok(()) => true,
                 Err(err) => {
                     tracing::warn!(%err, "session lock release failed; abandoning it");
