@@ -46,6 +46,19 @@ pub fn encode(record: &Record, codec: SessionCodec) -> session_store::Result<Vec
     encoded.map_err(session_store::Error::Encode)
 }
 
+/// A write's bytes: `record` renewed to expire `ttl` from now, encoded in `codec`; `None`
+/// (logged) for a record that cannot be encoded, which is a bug: nothing is written.
+pub fn renewed(record: &mut Record, ttl: Duration, codec: SessionCodec) -> Option<Vec<u8>> {
+    record.expiry_date = OffsetDateTime::now_utc() + ttl;
+    match encode(record, codec) {
+        Ok(bytes) => Some(bytes),
+        Err(err) => {
+            tracing::error!(%err, "session record not encodable; nothing written");
+            None
+        }
+    }
+}
+
 /// The record in `bytes`, whichever codec wrote it; one that cannot be decoded (another
 /// format, a hand edit) is treated as absent, so the user gets a fresh session and the log a
 /// warning, never a 500.

@@ -35,7 +35,6 @@ use fred::{
 };
 use http::request::Parts;
 use prometheus_client::metrics::counter::Counter;
-use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tower_sessions::Session;
 
@@ -229,12 +228,9 @@ impl SessionWriter {
             tokio::time::sleep(delay).await;
         }
         state.store(&mut record);
-        record.expiry_date = OffsetDateTime::now_utc() + plain.ttl;
+        let bytes = crate::record::renewed(&mut record, plain.ttl, plain.codec)
+            .ok_or(Failure::Unavailable)?;
         self.claim()?;
-        let bytes = crate::record::encode(&record, plain.codec).map_err(|err| {
-            tracing::error!(%err, "session record not encodable");
-            Failure::Unavailable
-        })?;
         let px = Expiration::PX(i64::try_from(plain.ttl.as_millis()).unwrap_or(i64::MAX));
         let set: Value = plain
             .pool

@@ -14,7 +14,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tower_sessions::session::{Id, Record};
@@ -297,14 +296,7 @@ impl Writers {
 
     /// `record`'s bytes, expiring one `SESSION_TTL` from now.
     fn encode(&self, record: &mut Record) -> Option<Vec<u8>> {
-        record.expiry_date = OffsetDateTime::now_utc() + self.ttl;
-        match crate::record::encode(record, self.lock.codec) {
-            Ok(bytes) => Some(bytes),
-            Err(err) => {
-                tracing::error!(%err, "session record not encodable; nothing written");
-                None
-            }
-        }
+        crate::record::renewed(record, self.ttl, self.lock.codec)
     }
 }
 
