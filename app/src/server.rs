@@ -197,7 +197,7 @@ fn session_routes<C: CookieController + Send + Sync + 'static>(
             with_session(get(page::index)).layer(middleware::from_fn(page::hello_unless_html)),
         )
         .route("/logout", with_session(post(page::logout)))
-        .route("/session", with_session(get(api::seed_counter)))
+        .route("/session", with_session(get(api::count_view_as_text)))
         .route(
             "/api/session",
             with_session(get(api::show).delete(api::destroy)),

@@ -5,8 +5,8 @@
 //! `127.0.0.1:0` and stop it with a channel.
 
 pub mod admin;
-pub mod backend;
-pub mod backends;
+pub mod backend_set;
+pub mod backend_state;
 pub mod body;
 pub mod client_conn;
 pub mod client_io;
@@ -65,7 +65,7 @@ pub async fn run_with_resolver(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let set = Arc::new(backends::BackendSet::new(
+    let set = Arc::new(backend_set::BackendSet::new(
         config.eject_cooldown,
         config.max_conns_per_backend as usize,
     ));

@@ -12,7 +12,7 @@
 //! connections per backend (per worker), `POOL_IDLE_TIMEOUT` before an idle connection is
 //! closed (checked at checkout and by a sweep), `CONNECT_TIMEOUT` per connect. Connections in
 //! use per backend are bounded by its request slots (`MAX_CONNS_PER_BACKEND`, see
-//! [`crate::backend`]).
+//! [`crate::backend_state`]).
 //!
 //! A connection goes back to the pool only after its response body was read to the end
 //! ([`crate::body::ResponseBody`]); one whose body was cut short, or that was upgraded, is
