@@ -298,17 +298,40 @@ const ALL: [&Lua; 10] = [
     &CAS_RESOLVE,
 ];
 
-/// The SHA1 of every script (for tests that wait for the preload).
-#[cfg(feature = "test-support")]
-pub fn shas() -> Vec<String> {
+/// The SHA1 of every script the app sends: after a replica's preload, `SCRIPT EXISTS` finds
+/// them all, and from then on every call of them is an `EVALSHA`.
+pub fn lock_script_shas() -> Vec<String> {
     ALL.iter().map(|lua| lua.sha().to_owned()).collect()
 }
 
-/// The SHA1 of the locked save and of the optimistic save (for tests that cut a connection
-/// right after one was sent).
-#[cfg(feature = "test-support")]
-pub fn save_shas() -> (String, String) {
-    (SAVE.sha().to_owned(), CAS_SAVE.sha().to_owned())
+/// The SHA1s of the scripts that write a session record, one per way of writing it. A relay
+/// of the app's Redis traffic recognises a session save by them (`EVALSHA <sha>`, or `EVAL`
+/// of the script, whose SHA1 is the same); the last-write-wins path (`SESSION_LOCK=off`)
+/// saves with a plain `SET … XX` instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaveScripts {
+    /// The save under the lock (fenced by the lock's token).
+    pub locked: String,
+    /// The optimistic compare-and-set that records its save id (`REDIS_RETRY_WRITES` on).
+    pub optimistic: String,
+    /// The optimistic compare-and-set without a save id (`REDIS_RETRY_WRITES` off).
+    pub optimistic_unrecorded: String,
+}
+
+impl SaveScripts {
+    /// All three, for a relay that treats them alike.
+    pub fn all(&self) -> [&str; 3] {
+        [&self.locked, &self.optimistic, &self.optimistic_unrecorded]
+    }
+}
+
+/// The SHA1s of the session save scripts.
+pub fn save_scripts() -> SaveScripts {
+    SaveScripts {
+        locked: SAVE.sha().to_owned(),
+        optimistic: CAS_SAVE.sha().to_owned(),
+        optimistic_unrecorded: CAS_SAVE_PLAIN.sha().to_owned(),
+    }
 }
 
 /// Loads every script into Redis (every master, in a cluster) once it answers, so even the

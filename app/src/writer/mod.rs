@@ -38,10 +38,8 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::oneshot;
 use tower_sessions::Session;
 
-pub use protocol::{
-    Actions, Change, Context, Done, Effect, Event, Io, Job, Order, Reply, Settings, State, step,
-};
-pub use task::{CONTENDED_FOR, Writers};
+pub use protocol::{Change, Done, Job, Order};
+pub use task::Writers;
 
 use crate::{
     config::SessionCodec,

@@ -39,7 +39,7 @@ async fn garbage_forged_and_oversized_cookies_start_a_fresh_session() {
 async fn a_tampered_signed_cookie_is_rejected() {
     let secret = "s".repeat(64);
     let cluster = Cluster::start(2, |c| {
-        c.session_secret = Some(app::config::Secret::new(&secret).expect("long enough"));
+        c.session_secret = Some(app::Secret::new(&secret).expect("long enough"));
     })
     .await;
     let url0 = cluster.url(0, "/session");
@@ -133,7 +133,7 @@ async fn a_session_deleted_between_load_and_save_stays_deleted_and_is_a_409() {
         assert_eq!(
             cluster
                 .redis
-                .cli(&["DEL", &app::keys::Keys::default().record(&id)]),
+                .cli(&["DEL", &app::Keys::default().record(&id)]),
             "1"
         );
 
@@ -141,7 +141,7 @@ async fn a_session_deleted_between_load_and_save_stays_deleted_and_is_a_409() {
         assert_eq!(
             cluster
                 .redis
-                .cli(&["EXISTS", &app::keys::Keys::default().record(&id)]),
+                .cli(&["EXISTS", &app::Keys::default().record(&id)]),
             "0",
             "lock {lock}: not revived"
         );

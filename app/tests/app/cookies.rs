@@ -90,7 +90,7 @@ async fn parallel_increments_through_every_cookie_spelling_lose_nothing() {
 
 #[tokio::test]
 async fn signed_cookies_in_every_spelling_lose_nothing() {
-    let secret = app::config::Secret::new(&"k".repeat(64)).expect("long enough");
+    let secret = app::Secret::new(&"k".repeat(64)).expect("long enough");
     let cluster = Cluster::start(3, |c| {
         c.session_secret = Some(secret.clone());
         c.save_delay = Some(Duration::from_millis(2));
@@ -115,7 +115,7 @@ async fn a_slow_body_holds_no_lock_forged_or_not() {
     // Arrange: a signed session, and two uploads that stall after 6 bytes of body: one with
     // a forged signature over the victim's id, one with the victim's own cookie (a second
     // tab on a bad network).
-    let secret = app::config::Secret::new(&"k".repeat(64)).expect("long enough");
+    let secret = app::Secret::new(&"k".repeat(64)).expect("long enough");
     let cluster = Cluster::start(1, |c| c.session_secret = Some(secret.clone())).await;
     let client = plain();
     let url = cluster.url(0, "/api/session/views");

@@ -2,11 +2,9 @@
 
 use std::time::Duration;
 
-use app::{
-    Config,
-    testing::{RedisServer, Replica},
-};
+use app::Config;
 use serde_json::Value;
+use test_kit::{RedisServer, Replica};
 
 /// A user: one HTTP client with its own cookie jar.
 pub fn user() -> reqwest::Client {
@@ -51,6 +49,15 @@ pub async fn views_of(cluster: &Cluster, cookie: &str) -> u64 {
         .expect("views")
 }
 
+/// `config`'s app served in-process on `127.0.0.1:0`.
+pub async fn start_replica(config: Config) -> Replica {
+    let node = config.node();
+    Replica::start(&node, move |listener, shutdown| {
+        app::run(listener, config, shutdown)
+    })
+    .await
+}
+
 /// Redis plus `n` replicas named `node-0`, `node-1`, …, each configured by `configure`.
 pub struct Cluster {
     pub redis: RedisServer,
@@ -73,9 +80,8 @@ impl Cluster {
         for i in 0..n {
             let mut config = Config::for_test(&redis.url(), &format!("node-{i}"));
             configure(&mut config);
-            locking |=
-                config.session_lock && config.session_store == app::config::SessionStoreKind::Redis;
-            replicas.push(Replica::start(config).await);
+            locking |= config.session_lock && config.session_store == app::SessionStoreKind::Redis;
+            replicas.push(start_replica(config).await);
         }
         let cluster = Cluster { redis, replicas };
         if locking {
@@ -87,7 +93,7 @@ impl Cluster {
     /// Waits (at most 5 s) until the replicas' background preload put every lock script in
     /// Redis, so tests that list the commands of a request never see a first-use `EVAL`.
     async fn wait_for_lock_scripts(&self) {
-        let shas = app::testing::lock_script_shas();
+        let shas = app::lock_script_shas();
         let mut args = vec!["SCRIPT", "EXISTS"];
         args.extend(shas.iter().map(String::as_str));
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -231,7 +237,7 @@ pub async fn commands_during<Fut: std::future::Future<Output = ()>>(
             "--user",
             "default",
             "--pass",
-            app::testing::TEST_ADMIN_PASSWORD,
+            test_kit::TEST_ADMIN_PASSWORD,
             "--no-auth-warning",
         ]);
     }

@@ -286,7 +286,7 @@ async fn when_the_write_that_carries_a_deferred_change_fails_both_answers_say_so
     // Act: while the second runs its handler, someone else takes the lock (as after a lost
     // lease), so the one write carrying both changes is refused.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let lock = app::keys::Keys::default().lock(&id);
+    let lock = app::Keys::default().lock(&id);
     cluster.redis.cli(&["SET", &lock, "usurper", "PX", "10000"]);
     let (first, second) = (first.await.expect("task"), second.await.expect("task"));
 

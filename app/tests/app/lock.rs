@@ -84,7 +84,7 @@ async fn a_dead_holders_lock_expires_and_others_proceed() {
     let cookie = set_cookie(&first).expect("cookie");
     let value = cookie.split_once('=').expect("name=value").1;
     // A holder that died: its lock stays behind with 800 ms left and is never released.
-    let key = app::keys::Keys::default().lock(value); // plain cookies carry the bare id
+    let key = app::Keys::default().lock(value); // plain cookies carry the bare id
     assert_eq!(
         cluster
             .redis
@@ -114,7 +114,7 @@ async fn a_lock_held_past_the_wait_gives_503_with_retry_after() {
     let client = reqwest::Client::new();
     let url = cluster.url(0, "/session");
     let cookie = set_cookie(&client.get(&url).send().await.expect("first")).expect("cookie");
-    let key = app::keys::Keys::default().lock(cookie.split_once('=').expect("kv").1);
+    let key = app::Keys::default().lock(cookie.split_once('=').expect("kv").1);
     cluster
         .redis
         .cli(&["SET", &key, "someone-else", "PX", "10000"]);
@@ -205,7 +205,7 @@ async fn no_lock_is_taken_without_a_session_or_for_reads() {
 
 #[tokio::test]
 async fn signed_cookies_are_locked_by_their_session_id() {
-    let secret = app::config::Secret::new(&"x".repeat(64)).expect("long enough");
+    let secret = app::Secret::new(&"x".repeat(64)).expect("long enough");
     let cluster = Cluster::start(3, |c| {
         c.session_secret = Some(secret.clone());
         c.save_delay = Some(Duration::from_millis(5));
@@ -222,7 +222,7 @@ async fn a_write_whose_lock_was_taken_over_is_refused_not_applied() {
     let client = reqwest::Client::new();
     let url = cluster.url(0, "/api/session/views");
     let cookie = set_cookie(&client.post(&url).send().await.expect("first")).expect("cookie");
-    let key = app::keys::Keys::default().lock(cookie.split_once('=').expect("kv").1);
+    let key = app::Keys::default().lock(cookie.split_once('=').expect("kv").1);
 
     let slow = tokio::spawn({
         let (client, url, cookie) = (client.clone(), url.clone(), cookie.clone());

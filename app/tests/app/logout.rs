@@ -52,7 +52,7 @@ async fn logout_racing_a_locked_write_stays_deleted_whatever_the_spelling() {
         assert_eq!(
             cluster
                 .redis
-                .cli(&["EXISTS", &app::keys::Keys::default().record(&id)]),
+                .cli(&["EXISTS", &app::Keys::default().record(&id)]),
             "0",
             "{spelling}: not revived"
         );
@@ -75,7 +75,7 @@ async fn logout_racing_an_unlocked_write_stays_deleted() {
     assert_eq!(
         cluster
             .redis
-            .cli(&["EXISTS", &app::keys::Keys::default().record(&id)]),
+            .cli(&["EXISTS", &app::Keys::default().record(&id)]),
         "0"
     );
 }
@@ -84,7 +84,7 @@ async fn logout_racing_an_unlocked_write_stays_deleted() {
 async fn a_logout_waits_for_the_lock_and_is_refused_while_it_stays_taken() {
     let cluster = Cluster::start(1, |c| c.session_lock_wait_ms = 200).await;
     let (cookie, id) = open_session(&cluster, "/api/session/views").await;
-    let lock = app::keys::Keys::default().lock(&id);
+    let lock = app::Keys::default().lock(&id);
     cluster
         .redis
         .cli(&["SET", &lock, "someone-else", "PX", "10000"]);
@@ -101,7 +101,7 @@ async fn a_logout_waits_for_the_lock_and_is_refused_while_it_stays_taken() {
     assert_eq!(
         cluster
             .redis
-            .cli(&["EXISTS", &app::keys::Keys::default().record(&id)]),
+            .cli(&["EXISTS", &app::Keys::default().record(&id)]),
         "1",
         "nothing deleted"
     );

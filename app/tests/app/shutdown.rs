@@ -2,16 +2,14 @@
 
 use std::time::Duration;
 
-use app::testing::Replica;
-
-use crate::helpers::{Cluster, user};
+use crate::helpers::{Cluster, start_replica, user};
 
 #[tokio::test]
 async fn an_in_flight_request_completes_after_shutdown() {
     let cluster = Cluster::start(0, |_| {}).await;
     let mut config = app::Config::for_test(&cluster.redis.url(), "draining");
     config.save_delay = Some(Duration::from_millis(500));
-    let replica = Replica::start(config).await;
+    let replica = start_replica(config).await;
     let url = format!("{}/session", replica.url());
     let in_flight = tokio::spawn(async move { user().get(&url).send().await.map(|r| r.status()) });
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -33,7 +31,7 @@ async fn readyz_fails_during_the_shutdown_delay_while_requests_are_still_served(
     let cluster = Cluster::start(0, |_| {}).await;
     let mut config = app::Config::for_test(&cluster.redis.url(), "leaving");
     config.shutdown_delay = 1;
-    let replica = Replica::start(config).await;
+    let replica = start_replica(config).await;
     let base = replica.url();
     let client = user();
     assert_eq!(

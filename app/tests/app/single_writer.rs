@@ -120,7 +120,7 @@ async fn a_dead_holders_lock_costs_one_lease(replicas: usize) {
         .await;
         let (cookie, id) = open_session(&cluster, "/api/session/views").await;
         let urls: Vec<String> = cluster.replicas.iter().map(|r| r.url()).collect();
-        let lock = app::keys::Keys::default().lock(&id);
+        let lock = app::Keys::default().lock(&id);
         let start = Instant::now();
         let run = Duration::from_millis(4_500);
 
@@ -423,7 +423,7 @@ async fn a_delete_inside_a_group_ends_the_session_between_the_writes_around_it()
         assert_eq!(
             cluster
                 .redis
-                .cli(&["EXISTS", &app::keys::Keys::default().record(&id)]),
+                .cli(&["EXISTS", &app::Keys::default().record(&id)]),
             "0",
             "{name}"
         );

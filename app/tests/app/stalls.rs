@@ -146,7 +146,7 @@ async fn a_stalled_acquire_leaves_no_lock_behind_once_redis_answers() {
     assert_eq!((status, body.as_str()), (200, "Session View Cnt  2"));
     assert!(waited < Duration::from_millis(800), "waited {waited:?}");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let lock = app::keys::Keys::default().lock(&id);
+    let lock = app::Keys::default().lock(&id);
     assert_eq!(cluster.redis.cli(&["EXISTS", &lock]), "0");
 }
 
@@ -169,7 +169,7 @@ async fn a_client_that_goes_away_mid_request_frees_the_lock_at_once() {
 
     // Act: another tab writes while the first handler would still be running.
     let start = Instant::now();
-    let lock = app::keys::Keys::default().lock(cookie.split_once('=').expect("kv").1);
+    let lock = app::Keys::default().lock(cookie.split_once('=').expect("kv").1);
     let mut freed = false;
     while start.elapsed() < Duration::from_millis(1_000) {
         if cluster.redis.cli(&["EXISTS", &lock]) == "0" {
