@@ -304,33 +304,52 @@ pub fn lock_script_shas() -> Vec<String> {
     ALL.iter().map(|lua| lua.sha().to_owned()).collect()
 }
 
-/// The SHA1s of the scripts that write a session record, one per way of writing it. A relay
-/// of the app's Redis traffic recognises a session save by them (`EVALSHA <sha>`, or `EVAL`
-/// of the script, whose SHA1 is the same); the last-write-wins path (`SESSION_LOCK=off`)
-/// saves with a plain `SET … XX` instead.
+/// One Lua script as Redis receives it: `EVALSHA <sha> …`, or `EVAL <text> …` after a
+/// `NOSCRIPT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// Its SHA1, as `EVALSHA` names it.
+    pub sha: String,
+    /// Its body, as `EVAL` sends it.
+    pub text: &'static str,
+}
+
+impl Script {
+    fn of(lua: &Lua) -> Script {
+        Script {
+            sha: lua.sha().to_owned(),
+            text: lua.text,
+        }
+    }
+}
+
+/// The scripts that write a session record, one per way of writing it. A relay of the app's
+/// Redis traffic recognises a session save by them; the last-write-wins path
+/// (`SESSION_LOCK=off`) saves with a plain `SET … XX` instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaveScripts {
     /// The save under the lock (fenced by the lock's token).
-    pub locked: String,
-    /// The optimistic compare-and-set that records its save id (`REDIS_RETRY_WRITES` on).
-    pub optimistic: String,
+    pub locked: Script,
+    /// The optimistic compare-and-set that records its save id (`REDIS_RETRY_WRITES` on, or
+    /// writes that wait for replicas).
+    pub optimistic: Script,
     /// The optimistic compare-and-set without a save id (`REDIS_RETRY_WRITES` off).
-    pub optimistic_unrecorded: String,
+    pub optimistic_unrecorded: Script,
 }
 
 impl SaveScripts {
     /// All three, for a relay that treats them alike.
-    pub fn all(&self) -> [&str; 3] {
+    pub fn all(&self) -> [&Script; 3] {
         [&self.locked, &self.optimistic, &self.optimistic_unrecorded]
     }
 }
 
-/// The SHA1s of the session save scripts.
+/// The scripts that save a session record.
 pub fn save_scripts() -> SaveScripts {
     SaveScripts {
-        locked: SAVE.sha().to_owned(),
-        optimistic: CAS_SAVE.sha().to_owned(),
-        optimistic_unrecorded: CAS_SAVE_PLAIN.sha().to_owned(),
+        locked: Script::of(&SAVE),
+        optimistic: Script::of(&CAS_SAVE),
+        optimistic_unrecorded: Script::of(&CAS_SAVE_PLAIN),
     }
 }
 
