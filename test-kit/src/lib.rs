@@ -1,8 +1,9 @@
 //! What session-cluster's tests start for real, shared by every crate's tests and by
 //! `system-tests`: a `redis-server` on a free port (with the shipped ACL under
 //! `TEST_REDIS_ACL=1`), servers run in-process on `127.0.0.1:0` (app replicas, the balancer),
-//! fake HTTP backends for tests of the proxy itself, `chromedriver` with headless Chromium,
-//! and the paths of the workspace's binaries.
+//! fake HTTP backends for tests of the proxy itself, a Redis relay that holds session writes
+//! to widen a race window ([`HoldingProxy`]), `chromedriver` with headless Chromium, and the
+//! paths of the workspace's binaries.
 //!
 //! It depends on none of the workspace's crates: a test says how to run a server
 //! (`Replica::start("node-0", |listener, shutdown| app::run(listener, config, shutdown))`),
@@ -13,6 +14,7 @@
 mod balancer;
 mod binaries;
 mod browser;
+mod hold;
 mod http;
 mod ports;
 mod redis;
@@ -21,6 +23,7 @@ mod replica;
 pub use balancer::InProcessBalancer;
 pub use binaries::workspace_binary;
 pub use browser::{ChromeDriver, output_dir, text_when};
+pub use hold::{HoldingProxy, Holds, session_writes};
 pub use http::{
     RawBackend, RawReply, StreamingServer, TestServer, big_stream, header_lines, http_client,
     parse_response, raw_exchange, read_message, read_responses, text,

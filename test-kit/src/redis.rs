@@ -163,6 +163,18 @@ impl RedisServer {
         }
     }
 
+    /// [`RedisServer::url`] with `addr` in place of this server's address: what a replica
+    /// connects with to reach it through a relay (a [`crate::HoldingProxy`]).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        self.url()
+            .replace(&format!("127.0.0.1:{}", self.port), &addr.to_string())
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     /// Whether it runs with the shipped ACL.
     pub fn has_acl(&self) -> bool {
         self.acl
