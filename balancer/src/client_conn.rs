@@ -16,6 +16,8 @@ pub struct ClientConn {
     pub ip: HeaderValue,
     /// Whether the peer is one of `TRUSTED_PROXIES`, decided once per connection.
     pub trusted: bool,
+    /// How the client reached us, `http` or `https` (for `X-Forwarded-Proto`, `Forwarded`).
+    pub scheme: &'static str,
     /// Held while the connection (or its tunnel) is open; an upgraded tunnel keeps a clone.
     pub hold: Arc<ConnHold>,
 }

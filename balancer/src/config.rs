@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 pub use crate::internal_paths::InternalPaths;
+pub use crate::tls::config::TlsConfig;
 pub use crate::upgrade::UpgradeProtocols;
 
 /// One entry of `UPSTREAMS`: a host name (or IP literal) and a port.
@@ -72,7 +73,7 @@ fn duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration like 500ms, 2s or 1m ({e})"))
 }
 
-fn positive_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn positive_duration(s: &str) -> Result<Duration, String> {
     let d = duration(s)?;
     if d.is_zero() {
         return Err("must be greater than zero".to_owned());
@@ -249,6 +250,10 @@ pub struct Config {
     /// `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// The TLS port (`TLS_LISTEN_ADDR`, `TLS_CERT`, ...), off unless `TLS_LISTEN_ADDR` is set.
+    #[command(flatten)]
+    pub tls: TlsConfig,
 }
 
 impl Config {
@@ -290,6 +295,7 @@ impl Config {
             memory_trim: true,
             drain_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
+            tls: TlsConfig::default(),
         }
     }
 
@@ -311,7 +317,7 @@ impl Config {
                 self.health_path
             ));
         }
-        Ok(())
+        self.tls.validate()
     }
 }
 

@@ -11,6 +11,7 @@
 //!   `Connection` would have a proxy strip it: 400 too (see [`crate::headers`]).
 //! - A request in absolute form: its authority wins over `Host` (RFC 9112 §3.2.2), so `Host`
 //!   is replaced with it.
+//! - HTTP/2: `:authority` is the `Host` these rules check ([`crate::h2_request`]).
 //! - A transfer coding other than `chunked` (`gzip, chunked`): 501 (RFC 9112 §6.1). hyper
 //!   removes the chunked framing, so the coding underneath would reach the backend unlabelled.
 //! - `Via` already naming this proxy: 508, a loop.
@@ -146,6 +147,8 @@ pub fn check_request(parts: &mut Parts, via_name: &str) -> Result<(), ProxyError
     if parts.method == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);
     }
+    // An HTTP/2 request's `:authority` becomes its `Host` first, so the rules below apply.
+    crate::h2_request::normalise(parts)?;
     check_target(parts)?;
     let mut hosts = parts.headers.get_all(HOST).iter();
     match (hosts.next(), hosts.next()) {

@@ -220,7 +220,7 @@ pub struct Hop<'a> {
     /// True when the peer is one of `TRUSTED_PROXIES`: its forwarding headers are kept and
     /// appended to. Otherwise they are replaced, so a client cannot forge its address.
     pub trusted: bool,
-    /// The scheme the peer used to reach us (`http` until TLS is terminated here).
+    /// The scheme the peer used to reach us: `https` on the TLS port, else `http`.
     pub scheme: &'static str,
 }
 

@@ -1,5 +1,7 @@
 //! session-cluster's load balancer: a hyper 1 round-robin reverse proxy that discovers
 //! replicas by DNS, routes around dead ones, and only retries where nothing can run twice.
+//! Clients speak HTTP/1.1 on the plain port, and HTTP/2 or HTTP/1.1 over TLS on the TLS port
+//! ([`run_with_tls`]); the replicas always get HTTP/1.1.
 //!
 //! [`run`] takes already-bound listeners and a shutdown future, so tests start it on
 //! `127.0.0.1:0` and stop it with a channel.
@@ -14,6 +16,7 @@ mod config;
 mod discovery;
 mod error;
 mod framing;
+mod h2_request;
 mod headers;
 mod health;
 mod internal_paths;
@@ -27,6 +30,7 @@ mod shutdown;
 mod spare;
 mod stall;
 mod telemetry;
+mod tls;
 mod tunnel;
 mod upgrade;
 mod upstream_io;
@@ -42,7 +46,7 @@ use tokio::net::TcpListener;
 
 /// The balancer's settings (flags or environment variables), the form of one upstream
 /// (`host:port`) and of the log lines.
-pub use config::{Config, LogFormat, Upstream};
+pub use config::{Config, LogFormat, TlsConfig, Upstream};
 /// How upstream host names become addresses: the system resolver, or one a test steers.
 pub use discovery::{ResolveFuture, Resolver, SystemResolver};
 /// How long a keep-alive connection idles on its worker before it is parked (tests wait past
@@ -54,6 +58,9 @@ pub use memory::TICK as MEMORY_TRIM_TICK;
 pub use shutdown::signal as shutdown_signal;
 /// Sets up logging in `LOG_FORMAT`, the level from `RUST_LOG`.
 pub use telemetry::init as init_tracing;
+/// The TLS port's certificate and settings ([`Tls::load`]), and where the certificate came
+/// from.
+pub use tls::{CertSource, Tls};
 
 /// Runs the balancer with the system DNS resolver. See [`run_with_resolver`].
 pub async fn run(
@@ -65,12 +72,54 @@ pub async fn run(
     run_with_resolver(listener, admin, config, Arc::new(SystemResolver), shutdown).await
 }
 
-/// Runs the balancer until `shutdown` completes, then drains and returns.
+/// Runs the balancer until `shutdown` completes, then drains and returns. Serves the plain
+/// port only; see [`run_with_tls`].
 ///
 /// Before serving, upstreams are resolved and checked once, so the first clients do not get
 /// 503 merely because no health round has run yet (they wait in the listen backlog instead).
 pub async fn run_with_resolver(
     listener: TcpListener,
+    admin: TcpListener,
+    config: Config,
+    resolver: Arc<dyn Resolver>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    serve(listener, None, admin, config, resolver, shutdown).await
+}
+
+/// As [`run_with_resolver`], with a TLS port too: `tls_listener` serves `tls`'s
+/// certificate (reloaded on SIGHUP) with HTTP/2 and HTTP/1.1 by ALPN. `HTTPS_REDIRECT`
+/// sends plain requests to `tls_listener`'s port.
+pub async fn run_with_tls(
+    listener: TcpListener,
+    tls_listener: TcpListener,
+    tls: Tls,
+    admin: TcpListener,
+    config: Config,
+    resolver: Arc<dyn Resolver>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let mut config = config;
+    // The port clients are redirected to is the one bound (tests bind port 0).
+    config.tls.tls_listen_addr = Some(tls_listener.local_addr()?);
+    let reloading = tokio::spawn(tls::reload_on_sighup(tls.clone()));
+    let served = serve(
+        listener,
+        Some((tls_listener, tls)),
+        admin,
+        config,
+        resolver,
+        shutdown,
+    )
+    .await;
+    reloading.abort();
+    served
+}
+
+/// What [`run_with_resolver`] and [`run_with_tls`] share.
+async fn serve(
+    listener: TcpListener,
+    tls: Option<(TcpListener, Tls)>,
     admin: TcpListener,
     config: Config,
     resolver: Arc<dyn Resolver>,
@@ -115,7 +164,7 @@ pub async fn run_with_resolver(
         tokio::spawn(async move { trimmer.run().await })
     });
 
-    let served = workers::serve(listener, set, metrics, trimmer, &config, shutdown).await;
+    let served = workers::serve(listener, tls, set, metrics, trimmer, &config, shutdown).await;
 
     maintenance.abort();
     if let Some(trimming) = trimming {

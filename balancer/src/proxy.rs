@@ -68,6 +68,7 @@ use crate::framing;
 use crate::headers::{Hop, X_UPSTREAM, set_forwarded, strip_hop_by_hop};
 use crate::metrics::Metrics;
 use crate::spare::SpareHead;
+use crate::tls::HttpsRedirect;
 use crate::tunnel::tunnel;
 use crate::upstream_pool::UpstreamPool;
 use crate::verdict::{self, Blame, Cause, Facts, Reached, Reply, Step, Verdict};
@@ -108,6 +109,8 @@ pub struct Proxy {
     upgrades: UpgradeProtocols,
     /// Most header lines a forwarded request may carry (`UPSTREAM_MAX_HEADERS`).
     upstream_max_headers: usize,
+    /// `HTTPS_REDIRECT`: where plain requests are sent instead of being forwarded.
+    redirect: Option<HttpsRedirect>,
 }
 
 /// The client side of an upgrade it asked for, and what was offered to the backend.
@@ -194,11 +197,21 @@ impl Proxy {
             internal_paths: config.internal_paths.clone(),
             upgrades: config.upgrade_protocols.clone(),
             upstream_max_headers: config.upstream_max_headers as usize,
+            redirect: config
+                .tls
+                .tls_listen_addr
+                .filter(|_| config.tls.https_redirect)
+                .map(|addr| HttpsRedirect::to_port(addr.port())),
         }
     }
 
     /// Proxies one request. Never fails: errors become 4xx/5xx responses.
     pub async fn handle(&self, req: Request<Incoming>, conn: &ClientConn) -> Response<ProxyBody> {
+        if let Some(redirect) = &self.redirect
+            && conn.scheme == "http"
+        {
+            return redirect.respond(&req).map(Either::Right);
+        }
         let mut ex = match self.prepare(req, conn) {
             Ok(ex) => ex,
             Err((refused, started)) => return self.fail(refused, None, started),
@@ -268,7 +281,7 @@ impl Proxy {
         let hop = Hop {
             client_ip: &conn.ip,
             trusted: conn.trusted,
-            scheme: "http",
+            scheme: conn.scheme,
         };
         set_forwarded(&mut parts.headers, hop, parts.uri.authority());
         framing::add_via(&mut parts.headers, &self.via);

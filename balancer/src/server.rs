@@ -45,19 +45,7 @@ pub async fn serve(
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .max_header_size(config.max_header_size as usize)
-        // As many header lines as a backend takes; more gets 431 here (the count that
-        // matters is checked again once this hop's headers are added, see `proxy`). Never
-        // more than fit in `MAX_HEADER_SIZE`; up to 100, hyper parses without allocating.
-        .max_headers(
-            (config.upstream_max_headers as usize)
-                .min(framing::max_header_lines(config.max_header_size as usize)),
-        )
-        .keep_alive(true);
+    let builder = http1_builder(config);
     // Shared by the connections, which rebuild their hyper connection after each park.
     let settings = Arc::new(keep_alive::Settings {
         builder,
@@ -103,6 +91,7 @@ pub async fn serve(
             ip: HeaderValue::from_str(&ip.to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             trusted: config.trusted_proxies.iter().any(|net| net.contains(&ip)),
+            scheme: "http",
             hold: Arc::new(ConnHold::new(permit, open_tx.clone())),
         };
         let proxy = Arc::clone(&proxy);
@@ -133,4 +122,23 @@ pub async fn serve(
             tracing::warn!(timeout = ?config.drain_timeout, "drain timeout; dropping remaining connections");
         }
     }
+}
+
+/// hyper's HTTP/1.1 server settings of `config`: the header timeout and limits (the TLS
+/// port's HTTP/1.1 uses them too).
+pub fn http1_builder(config: &Config) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_header_size(config.max_header_size as usize)
+        // As many header lines as a backend takes; more gets 431 here (the count that
+        // matters is checked again once this hop's headers are added, see `proxy`). Never
+        // more than fit in `MAX_HEADER_SIZE`; up to 100, hyper parses without allocating.
+        .max_headers(
+            (config.upstream_max_headers as usize)
+                .min(framing::max_header_lines(config.max_header_size as usize)),
+        )
+        .keep_alive(true);
+    builder
 }

@@ -20,13 +20,16 @@ use crate::memory::Trimmer;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::server;
+use crate::tls::{self, Tls, TlsSettings};
 
-/// Serves `listener` on `config.worker_threads` threads (0: one per core) until `shutdown`
-/// completes, then lets every worker drain and waits for all of them.
+/// Serves `listener` (and the TLS port `tls`, if any) on `config.worker_threads` threads
+/// (0: one per core) until `shutdown` completes, then lets every worker drain and waits for
+/// all of them.
 ///
 /// If this future is dropped instead, the workers see the stop channel close and drain too.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<(TcpListener, Tls)>,
     set: Arc<BackendSet>,
     metrics: Arc<Metrics>,
     trimmer: Arc<Trimmer>,
@@ -39,11 +42,19 @@ pub async fn serve(
     };
     // Stays non-blocking, as tokio requires for `from_std` in each worker.
     let std_listener = listener.into_std()?;
+    let tls = match tls {
+        Some((listener, tls)) => Some((listener.into_std()?, tls)),
+        None => None,
+    };
     let limit = Arc::new(Semaphore::new(config.max_connections as usize));
     let (stop, stopped) = watch::channel(false);
     let mut finished = Vec::with_capacity(threads);
     for i in 0..threads {
         let listener = std_listener.try_clone()?;
+        let tls = match &tls {
+            Some((listener, tls)) => Some((listener.try_clone()?, tls.clone())),
+            None => None,
+        };
         let set = Arc::clone(&set);
         let metrics = Arc::clone(&metrics);
         let trimmer = Arc::clone(&trimmer);
@@ -73,11 +84,36 @@ pub async fn serve(
                         }
                     };
                     let proxy = Arc::new(Proxy::new(&config, set, metrics));
+                    let mut tls_stopped = stopped.clone();
                     // Stop when told to, or when the sender is gone (the caller was dropped).
                     let stop = async move {
                         let _ = stopped.wait_for(|s| *s).await;
                     };
-                    server::serve(listener, proxy, limit, trimmer, &config, stop).await;
+                    let plain = server::serve(
+                        listener,
+                        Arc::clone(&proxy),
+                        Arc::clone(&limit),
+                        trimmer,
+                        &config,
+                        stop,
+                    );
+                    let Some((tls_listener, tls)) = tls else {
+                        plain.await;
+                        return;
+                    };
+                    let tls_listener = match TcpListener::from_std(tls_listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(error = %e, worker = i, "cannot register the TLS listener");
+                            return;
+                        }
+                    };
+                    let settings = Arc::new(TlsSettings::new(&tls, &config));
+                    let tls_stop = async move {
+                        let _ = tls_stopped.wait_for(|s| *s).await;
+                    };
+                    let secure = tls::serve(tls_listener, settings, proxy, limit, &config, tls_stop);
+                    tokio::join!(plain, secure);
                 });
                 // Dropping the runtime ends what is left (idle pool connections, tunnels).
                 drop(runtime);
@@ -85,8 +121,9 @@ pub async fn serve(
             })?;
         finished.push(finished_rx);
     }
-    // The workers hold their own clones of the socket.
+    // The workers hold their own clones of the sockets.
     drop(std_listener);
+    drop(tls);
     tracing::info!(workers = threads, "serving");
     shutdown.await;
     let _ = stop.send(true);
