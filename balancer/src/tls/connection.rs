@@ -167,17 +167,23 @@ where
     let conn = settings.http2.serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
-        ended = conn.as_mut() => Ok(ended?),
-        () = idle(&mut watched, settings.idle_timeout) => {
-            conn.as_mut().graceful_shutdown();
-            Ok(conn.await?)
-        }
-        () = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            Ok(conn.await?)
-        }
+        ended = conn.as_mut() => return Ok(ended?),
+        () = idle(&mut watched, settings.idle_timeout) => {}
+        () = stopped(&mut stop) => {}
+    }
+    // GOAWAY: the streams in flight are finished, no new ones start. hyper completes a
+    // graceful close only once the client answers its ping (or, before the preface, once
+    // the client sends it), which an idle client may never do: so the connection is dropped
+    // once no stream has been open for `GOAWAY_GRACE`.
+    conn.as_mut().graceful_shutdown();
+    tokio::select! {
+        ended = conn => Ok(ended?),
+        () = idle(&mut watched, GOAWAY_GRACE) => Ok(()),
     }
 }
+
+/// How long an HTTP/2 connection without open streams is given to take its GOAWAY.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// Resolves once no stream has been open for `timeout` (never, if the counter is gone).
 async fn idle(open: &mut watch::Receiver<usize>, timeout: Duration) {

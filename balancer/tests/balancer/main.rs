@@ -18,4 +18,5 @@ mod memory;
 mod pool;
 mod rfc9112;
 mod shutdown;
+mod tls;
 mod upgrade;
