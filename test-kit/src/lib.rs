@@ -1,7 +1,8 @@
 //! What session-cluster's tests start for real, shared by every crate's tests and by
 //! `system-tests`: a `redis-server` on a free port (with the shipped ACL under
 //! `TEST_REDIS_ACL=1`), servers run in-process on `127.0.0.1:0` (app replicas, the balancer),
-//! fake HTTP backends for tests of the proxy itself, a Redis relay that holds session writes
+//! fake HTTP backends for tests of the proxy itself, an HTTPS client connection
+//! for the balancer's TLS port, a Redis relay that holds session writes
 //! to widen a race window ([`HoldingProxy`]), `chromedriver` with headless Chromium, and the
 //! paths of the workspace's binaries.
 //!
@@ -16,6 +17,7 @@ mod binaries;
 mod browser;
 mod hold;
 mod http;
+mod https;
 mod ports;
 mod redis;
 mod replica;
@@ -28,6 +30,7 @@ pub use http::{
     RawBackend, RawReply, StreamingServer, TestServer, big_stream, header_lines, http_client,
     parse_response, raw_exchange, read_message, read_responses, text,
 };
+pub use https::{HttpsConn, HttpsResponse, client_config as tls_client_config};
 pub use ports::{closed_port_addr, free_port};
 pub use redis::{RedisServer, TEST_ADMIN_PASSWORD, TEST_APP_PASSWORD, USERS_ACL};
 pub use replica::{Replica, Shutdown};

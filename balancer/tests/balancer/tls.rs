@@ -10,17 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use balancer::{Config, SystemResolver, Tls};
-use rustls::pki_types::pem::PemObject as _;
 use test_kit::InProcessBalancer;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::helpers::{TestServer, header_lines, init_tracing, test_config, text, upstreams};
-
-/// reqwest is built without a default crypto provider: the tests use ring, as the balancer.
-fn install_ring() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+use http::Version;
+use test_kit::HttpsConn;
 
 /// A temporary directory of this test's own.
 fn temp_dir(name: &str) -> PathBuf {
@@ -28,22 +24,6 @@ fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
-}
-
-/// A client that trusts only the certificate in `cert_pem` (and reports the certificate
-/// each response came with).
-fn client_trusting(cert_pem: &Path, http1_only: bool) -> reqwest::Client {
-    install_ring();
-    let pem = std::fs::read(cert_pem).expect("certificate written");
-    let cert = reqwest::Certificate::from_pem(&pem).expect("PEM certificate");
-    let mut builder = reqwest::Client::builder()
-        .tls_certs_only([cert])
-        .tls_info(true)
-        .timeout(Duration::from_secs(10));
-    if http1_only {
-        builder = builder.http1_only();
-    }
-    builder.build().expect("client")
 }
 
 /// An in-process balancer with a TLS port, and where that port is.
@@ -82,10 +62,6 @@ impl TlsBalancer {
             cert: dir.join("cert.pem"),
         }
     }
-
-    fn url(&self, host: &str, path: &str) -> String {
-        format!("https://{host}:{}{path}", self.tls_addr.port())
-    }
 }
 
 /// A backend that answers with the request's version and header lines.
@@ -103,23 +79,18 @@ async fn h2_and_http11_over_tls_reach_the_backend_as_http11_with_proto_https() {
     let lb = TlsBalancer::start(test_config(&upstreams(&[backend.addr])), "proto").await;
     let port = lb.tls_addr.port();
 
-    for (http1_only, version) in [
-        (false, reqwest::Version::HTTP_2),
-        (true, reqwest::Version::HTTP_11),
-    ] {
+    for (offer_h2, version) in [(true, Version::HTTP_2), (false, Version::HTTP_11)] {
         // Act: the certificate is checked for both names it was made for.
         for host in ["localhost", "127.0.0.1"] {
-            let client = client_trusting(&lb.cert, http1_only);
-            let resp = client
-                .get(lb.url(host, "/session"))
-                .send()
+            let mut conn = HttpsConn::connect(lb.tls_addr, host, &lb.cert, offer_h2)
                 .await
-                .expect("TLS request");
+                .expect("TLS connection");
+            let resp = conn.get("/session", &[]).await.expect("TLS request");
 
             // Assert
-            assert_eq!(resp.status(), 200);
-            assert_eq!(resp.version(), version, "ALPN chose the client's protocol");
-            let body = resp.text().await.expect("body");
+            assert_eq!(resp.status, 200);
+            assert_eq!(resp.version, version, "ALPN chose the client's protocol");
+            let body = resp.body;
             assert!(
                 body.starts_with("HTTP/1.1\n"),
                 "backends get HTTP/1.1: {body}"
@@ -150,27 +121,24 @@ async fn an_h2_host_naming_another_authority_is_refused_and_split_cookies_arrive
     // Arrange
     let backend = echo_backend().await;
     let lb = TlsBalancer::start(test_config(&upstreams(&[backend.addr])), "authority").await;
-    let client = client_trusting(&lb.cert, false);
+    let mut conn = HttpsConn::connect(lb.tls_addr, "localhost", &lb.cert, true)
+        .await
+        .expect("TLS connection");
 
     // Act
-    let refused = client
-        .get(lb.url("localhost", "/"))
-        .header("host", "elsewhere.example")
-        .send()
+    let refused = conn
+        .get("/", &[("host", "elsewhere.example")])
         .await
         .expect("answered");
-    let cookies = client
-        .get(lb.url("localhost", "/"))
-        .header("cookie", "a=1")
-        .header("cookie", "b=2")
-        .send()
+    let cookies = conn
+        .get("/", &[("cookie", "a=1"), ("cookie", "b=2")])
         .await
         .expect("answered");
 
     // Assert
-    assert_eq!(refused.version(), reqwest::Version::HTTP_2);
-    assert_eq!(refused.status(), 400);
-    let body = cookies.text().await.expect("body");
+    assert_eq!(refused.version, Version::HTTP_2);
+    assert_eq!(refused.status, 400);
+    let body = cookies.body;
     assert!(body.contains("cookie: a=1; b=2\n"), "{body}");
 }
 
@@ -228,16 +196,8 @@ async fn an_h2_connection_without_streams_is_closed_after_the_idle_timeout() {
     let mut config = test_config(&upstreams(&[backend.addr]));
     config.header_read_timeout = Duration::from_millis(500);
     let lb = TlsBalancer::start(config, "idle").await;
-    install_ring();
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(&lb.cert).expect("cert");
-    let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).expect("PEM");
-    roots.add(der).expect("root");
-    let mut client_config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client_config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    let connector =
+        tokio_rustls::TlsConnector::from(test_kit::tls_client_config(&lb.cert, &[b"h2"]));
 
     // Act: a TLS connection that negotiates h2 and then sends nothing (not even the
     // preface).
@@ -283,12 +243,11 @@ async fn https_redirect_sends_plain_requests_to_the_tls_port() {
         format!("https://localhost:{}/session?x=1", lb.tls_addr.port()).as_str()
     );
     // The TLS port itself serves.
-    let served = client_trusting(&lb.cert, false)
-        .get(lb.url("localhost", "/"))
-        .send()
+    let mut conn = HttpsConn::connect(lb.tls_addr, "localhost", &lb.cert, true)
         .await
-        .expect("TLS request");
-    assert_eq!(served.status(), 200);
+        .expect("TLS connection");
+    let served = conn.get("/", &[]).await.expect("TLS request");
+    assert_eq!(served.status, 200);
 }
 
 /// The balancer binary, started with `env`; killed on drop.
@@ -327,15 +286,6 @@ fn write_certificate(dir: &Path) -> Vec<u8> {
     made.cert.der().to_vec()
 }
 
-/// The DER certificate a response's connection was made with.
-fn served_certificate(resp: &reqwest::Response) -> Vec<u8> {
-    resp.extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|info| info.peer_certificate())
-        .expect("TLS info")
-        .to_vec()
-}
-
 #[tokio::test]
 async fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_old_ones() {
     // Arrange: the binary with certificate A.
@@ -356,17 +306,20 @@ async fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_old_ones()
         ("TLS_KEY", dir.join("key.pem").display().to_string()),
         ("HEALTH_INTERVAL", "100ms".to_owned()),
     ]);
-    let url = format!("https://localhost:{port}/");
-    let old = client_trusting(&dir.join("a.pem"), false);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + Duration::from_secs(20);
-    let first = loop {
-        match old.get(&url).send().await {
-            Ok(resp) if resp.status() == 200 => break resp,
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
-            other => panic!("the balancer did not serve: {other:?}"),
+    let mut old = loop {
+        match HttpsConn::connect(addr, "localhost", &dir.join("a.pem"), true).await {
+            Ok(conn) => break conn,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the balancer did not serve: {e}"),
         }
     };
-    assert_eq!(served_certificate(&first), cert_a);
+    assert_eq!(old.peer_certificate(), cert_a.as_slice());
+    let before = old.get("/", &[]).await.expect("served");
+    assert_eq!(before.status, 200);
 
     // Act: certificate B in the files, then SIGHUP.
     let cert_b = write_certificate(&dir);
@@ -378,37 +331,26 @@ async fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_old_ones()
 
     // Assert: new connections get B (once the reload ran)...
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let fresh = client_trusting(&dir.join("cert.pem"), false);
-        match fresh.get(&url).send().await {
-            Ok(resp) => {
-                assert_eq!(served_certificate(&resp), cert_b);
-                break;
-            }
+    let mut fresh = loop {
+        match HttpsConn::connect(addr, "localhost", &dir.join("cert.pem"), true).await {
+            Ok(conn) => break conn,
             Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("no connection with the new certificate: {e}"),
         }
-    }
+    };
+    assert_eq!(fresh.peer_certificate(), cert_b.as_slice());
+    assert_eq!(fresh.get("/", &[]).await.expect("served").status, 200);
     // ...a client that trusts only A cannot connect any more...
-    let a_only = client_trusting(&dir.join("a.pem"), false);
-    assert!(
-        a_only.get(&url).send().await.is_err(),
-        "new connections get B"
-    );
-    // ...and the connection opened before the reload is still served, with A.
-    let again = old
-        .get(&url)
-        .send()
+    let a_only = HttpsConn::connect(addr, "localhost", &dir.join("a.pem"), true).await;
+    assert!(a_only.is_err(), "new connections get B");
+    // ...and the connection opened before the reload is still served.
+    let after = old
+        .get("/", &[])
         .await
         .expect("old connection still served");
-    assert_eq!(again.status(), 200);
-    assert_eq!(
-        served_certificate(&again),
-        cert_a,
-        "the same connection as before"
-    );
+    assert_eq!(after.status, 200);
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The balancer in front of real replicas: rotation, discovery, failover, exactly-once
-//! replays, early answers and header limits as the app really answers.
+//! replays, early answers and header limits as the app really answers, over plain HTTP and
+//! TLS.
 
 mod admin;
 mod discovery;
@@ -8,3 +9,4 @@ mod exactly_once;
 mod failover;
 mod rfc9112;
 mod round_robin;
+mod tls;
