@@ -277,6 +277,7 @@ step_build() {
 step_up() {
     pick_port BALANCER_PORT 8080
     pick_port BALANCER_ADMIN_PORT 8081
+    pick_port BALANCER_TLS_PORT 8443
     pick_port REDIS_HOST_PORT 6379
     BASE=http://127.0.0.1:$BALANCER_PORT
     compose --profile loadtest down -v --remove-orphans --timeout 5 >/dev/null 2>&1
