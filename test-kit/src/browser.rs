@@ -60,14 +60,31 @@ impl ChromeDriver {
 
     /// A new headless Chromium session.
     pub async fn session(&self) -> Client {
+        self.session_with(&[]).await
+    }
+
+    /// A new headless Chromium session with `extra_args` on Chromium's command line (for
+    /// example `--ignore-certificate-errors-spki-list=...` to trust one test certificate).
+    pub async fn session_with(&self, extra_args: &[String]) -> Client {
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--disable-gpu",
+            "--window-size=900,1100",
+            "--no-first-run",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        args.extend(extra_args.iter().cloned());
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".to_owned(),
             serde_json::json!({
                 "binary": chrome_binary(),
                 // --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                         "--disable-gpu", "--window-size=900,1100", "--no-first-run"],
+                "args": args,
             }),
         );
         ClientBuilder::new(HttpConnector::new())

@@ -1,10 +1,14 @@
 //! What the browser test needs, started for real and stopped on drop: the cluster under test
-//! (in-process, or the one named by `BROWSER_TARGET`); `chromedriver` with a headless
-//! Chromium session comes from `test-kit`.
+//! (in-process, or the one named by `BROWSER_TARGET`), over plain HTTP or over the balancer's
+//! TLS port with a certificate made for the run and trusted by Chromium for that run only;
+//! `chromedriver` with a headless Chromium session comes from `test-kit`.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use balancer::Upstream;
+use base64::Engine as _;
+use rcgen::PublicKeyData as _;
+use sha2::Digest as _;
 pub use test_kit::{ChromeDriver, output_dir, text_when};
 use test_kit::{InProcessBalancer, RedisServer, Replica};
 
@@ -23,7 +27,24 @@ impl Target {
             Ok(url) if !url.trim().is_empty() => {
                 Target::External(url.trim().trim_end_matches('/').to_owned())
             }
-            _ => Target::Local(LocalCluster::start(3).await),
+            _ => Target::Local(LocalCluster::start(3, false).await),
+        }
+    }
+
+    /// A local cluster served on the balancer's TLS port, with `COOKIE_SECURE=true`.
+    pub async fn start_tls() -> Target {
+        Target::Local(LocalCluster::start(3, true).await)
+    }
+
+    /// What Chromium needs on its command line for this target: for a TLS cluster, trust in
+    /// its certificate (by the SHA-256 of its public key), for this session only.
+    pub fn chromium_args(&self) -> Vec<String> {
+        match self {
+            Target::Local(LocalCluster { tls: Some(tls), .. }) => vec![format!(
+                "--ignore-certificate-errors-spki-list={}",
+                tls.spki_sha256
+            )],
+            _ => Vec::new(),
         }
     }
 
@@ -31,6 +52,9 @@ impl Target {
     pub fn url(&self) -> String {
         match self {
             Target::External(url) => url.clone(),
+            Target::Local(LocalCluster { tls: Some(tls), .. }) => {
+                format!("https://localhost:{}", tls.addr.port())
+            }
             Target::Local(cluster) => format!("http://{}", cluster.balancer_addr),
         }
     }
@@ -50,15 +74,42 @@ pub struct LocalCluster {
     replicas: Vec<Replica>,
     balancer_addr: SocketAddr,
     balancer: InProcessBalancer,
+    /// The TLS port, when the cluster is served over TLS.
+    tls: Option<TlsPort>,
+}
+
+/// The balancer's TLS port and how Chromium is told to trust its certificate.
+pub struct TlsPort {
+    addr: SocketAddr,
+    /// base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo.
+    spki_sha256: String,
+}
+
+/// Writes a certificate for localhost and its key to a directory of this run; returns the
+/// two paths and the base64 SHA-256 of its public key.
+fn run_certificate() -> (PathBuf, PathBuf, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    let cert = params.self_signed(&key).expect("certificate");
+    let dir = std::env::temp_dir().join(format!("browser-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).expect("write certificate");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+    let spki = sha2::Sha256::digest(key.subject_public_key_info());
+    let hash = base64::engine::general_purpose::STANDARD.encode(spki);
+    (cert_path, key_path, hash)
 }
 
 impl LocalCluster {
-    async fn start(n: usize) -> LocalCluster {
+    async fn start(n: usize, tls: bool) -> LocalCluster {
         let redis = RedisServer::start();
         let mut replicas = Vec::with_capacity(n);
         for i in 0..n {
             let name = format!("replica-{}", char::from(b'a' + i as u8));
-            let config = app::Config::for_test(&redis.url(), &name);
+            let mut config = app::Config::for_test(&redis.url(), &name);
+            // Over TLS, as a deployment would: the browser must send a Secure cookie back.
+            config.cookie_secure = tls;
             replicas.push(
                 Replica::start(&name, move |listener, shutdown| {
                     app::run(listener, config, shutdown)
@@ -73,16 +124,43 @@ impl LocalCluster {
                 port: r.addr().port(),
             })
             .collect();
-        let config = balancer::Config::with_upstreams(upstreams);
-        let balancer = InProcessBalancer::start(move |listener, admin, shutdown| {
-            balancer::run(listener, admin, config, shutdown)
-        })
-        .await;
+        let mut config = balancer::Config::with_upstreams(upstreams);
+        let (balancer, tls) = if tls {
+            let (cert, key, spki_sha256) = run_certificate();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind TLS");
+            let addr = listener.local_addr().expect("TLS addr");
+            config.tls.tls_listen_addr = Some(addr);
+            config.tls.tls_cert = Some(cert);
+            config.tls.tls_key = Some(key);
+            let loaded = balancer::Tls::load(&config.tls).expect("certificate loads");
+            let balancer = InProcessBalancer::start(move |plain, admin, shutdown| {
+                balancer::run_with_tls(
+                    plain,
+                    listener,
+                    loaded,
+                    admin,
+                    config,
+                    Arc::new(balancer::SystemResolver),
+                    shutdown,
+                )
+            })
+            .await;
+            (balancer, Some(TlsPort { addr, spki_sha256 }))
+        } else {
+            let balancer = InProcessBalancer::start(move |listener, admin, shutdown| {
+                balancer::run(listener, admin, config, shutdown)
+            })
+            .await;
+            (balancer, None)
+        };
         LocalCluster {
             _redis: redis,
             replicas,
             balancer_addr: balancer.addr,
             balancer,
+            tls,
         }
     }
 

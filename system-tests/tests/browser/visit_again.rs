@@ -1,4 +1,5 @@
-//! The person's view: the counter goes up by one per click while the serving replica changes.
+//! The person's view: the counter goes up by one per click while the serving replica changes,
+//! over plain HTTP and once over TLS (HTTP/2, the session cookie Secure).
 
 use fantoccini::Locator;
 
@@ -8,11 +9,30 @@ use crate::helpers::{ChromeDriver, Target, output_dir, text_when};
 /// must read 1, 2, …, 7 in order, and round robin must have shown at least two replica names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visit_again_counts_one_by_one_across_replicas() {
-    // Arrange
     let target = Target::from_env_or_start().await;
-    let driver = ChromeDriver::start();
-    let browser = driver.session().await;
+    visit_again(target, "browser-visit-again.png").await;
+}
 
+/// The same visit over the balancer's TLS port, with the run's certificate trusted by this
+/// Chromium session only, and replicas that mark the session cookie Secure: a browser that
+/// did not send it back would start over at 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visit_again_counts_over_https_with_a_secure_cookie() {
+    let target = Target::start_tls().await;
+    let cookies = visit_again(target, "browser-visit-again-https.png").await;
+    // The app sets one cookie, the session's.
+    assert!(
+        !cookies.is_empty() && cookies.iter().all(|(_, secure)| *secure),
+        "the session cookie is Secure: {cookies:?}"
+    );
+}
+
+/// Opens the page and clicks "Visit again" 6 times; asserts the counts and replicas, and
+/// returns the cookies the browser held (name, Secure).
+async fn visit_again(target: Target, screenshot: &str) -> Vec<(String, bool)> {
+    // Arrange
+    let driver = ChromeDriver::start();
+    let browser = driver.session_with(&target.chromium_args()).await;
     // Act
     browser
         .goto(&format!("{}/", target.url()))
@@ -33,8 +53,15 @@ async fn visit_again_counts_one_by_one_across_replicas() {
         nodes.push(text_when(&browser, "node", |t| !t.is_empty()).await);
     }
     let png = browser.screenshot().await.expect("screenshot");
-    let shot = output_dir().join("browser-visit-again.png");
+    let shot = output_dir().join(screenshot);
     std::fs::write(&shot, &png).expect("write the screenshot");
+    let cookies: Vec<(String, bool)> = browser
+        .get_all_cookies()
+        .await
+        .expect("cookies")
+        .iter()
+        .map(|c| (c.name().to_owned(), c.secure() == Some(true)))
+        .collect();
     browser.close().await.expect("close the browser");
     target.stop().await;
 
@@ -68,4 +95,5 @@ async fn visit_again_counts_one_by_one_across_replicas() {
         "browser: counts {counts:?}, replicas {nodes:?}, screenshot {}",
         shot.display()
     );
+    cookies
 }
