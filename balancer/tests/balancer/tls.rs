@@ -404,3 +404,70 @@ async fn a_bad_or_missing_tls_file_exits_2_naming_the_variable() {
         assert!(stderr.contains(variable), "names {variable}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn an_upgrade_over_tls_http11_is_tunnelled_both_ways() {
+    // Arrange: a backend that switches to an "echo" protocol.
+    let backend = TestServer::start(|mut req| async move {
+        if !req.headers().contains_key("upgrade") {
+            return text("plain");
+        }
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = hyper_util::rt::TokioIo::new(up);
+                let mut buf = [0u8; 64];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&[b"echo:", &buf[..n]].concat()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut r = text("");
+        *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut()
+            .insert("upgrade", http::HeaderValue::from_static("echo"));
+        r.headers_mut()
+            .insert("connection", http::HeaderValue::from_static("upgrade"));
+        r
+    })
+    .await;
+    let mut config = test_config(&upstreams(&[backend.addr]));
+    config.upgrade_protocols = "echo".parse().expect("valid");
+    let lb = TlsBalancer::start(config, "upgrade").await;
+    let connector =
+        tokio_rustls::TlsConnector::from(test_kit::tls_client_config(&lb.cert, &[b"http/1.1"]));
+    let tcp = TcpStream::connect(lb.tls_addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("handshake");
+
+    // Act
+    tls.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
+        tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut byte))
+            .await
+            .expect("head in time")
+            .expect("read");
+        head.push(byte[0]);
+    }
+    tls.write_all(b"hello")
+        .await
+        .expect("write through the tunnel");
+    let mut echoed = [0u8; 10];
+    tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut echoed))
+        .await
+        .expect("echo in time")
+        .expect("read");
+
+    // Assert
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    assert_eq!(&echoed, b"echo:hello");
+}
