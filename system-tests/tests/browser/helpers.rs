@@ -17,7 +17,7 @@ pub enum Target {
     /// A cluster someone else runs (`BROWSER_TARGET`), e.g. docker compose in deploy/e2e.sh.
     External(String),
     /// Our own: redis-server, three replicas and the balancer, all on loopback.
-    Local(LocalCluster),
+    Local(Box<LocalCluster>),
 }
 
 impl Target {
@@ -27,23 +27,26 @@ impl Target {
             Ok(url) if !url.trim().is_empty() => {
                 Target::External(url.trim().trim_end_matches('/').to_owned())
             }
-            _ => Target::Local(LocalCluster::start(3, false).await),
+            _ => Target::Local(Box::new(LocalCluster::start(3, false).await)),
         }
     }
 
     /// A local cluster served on the balancer's TLS port, with `COOKIE_SECURE=true`.
     pub async fn start_tls() -> Target {
-        Target::Local(LocalCluster::start(3, true).await)
+        Target::Local(Box::new(LocalCluster::start(3, true).await))
     }
 
     /// What Chromium needs on its command line for this target: for a TLS cluster, trust in
     /// its certificate (by the SHA-256 of its public key), for this session only.
     pub fn chromium_args(&self) -> Vec<String> {
         match self {
-            Target::Local(LocalCluster { tls: Some(tls), .. }) => vec![format!(
-                "--ignore-certificate-errors-spki-list={}",
-                tls.spki_sha256
-            )],
+            Target::Local(cluster) => match &cluster.tls {
+                Some(tls) => vec![format!(
+                    "--ignore-certificate-errors-spki-list={}",
+                    tls.spki_sha256
+                )],
+                None => Vec::new(),
+            },
             _ => Vec::new(),
         }
     }
@@ -52,10 +55,10 @@ impl Target {
     pub fn url(&self) -> String {
         match self {
             Target::External(url) => url.clone(),
-            Target::Local(LocalCluster { tls: Some(tls), .. }) => {
-                format!("https://localhost:{}", tls.addr.port())
-            }
-            Target::Local(cluster) => format!("http://{}", cluster.balancer_addr),
+            Target::Local(cluster) => match &cluster.tls {
+                Some(tls) => format!("https://localhost:{}", tls.addr.port()),
+                None => format!("http://{}", cluster.balancer_addr),
+            },
         }
     }
 
