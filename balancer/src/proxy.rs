@@ -446,6 +446,12 @@ impl Proxy {
         if blame == Blame::Eject {
             self.set.eject(backend);
         }
+        if blame >= Blame::Failure {
+            match &error {
+                Some(e) => backend.notes.error(e),
+                None => backend.notes.error(format_args!("{cause:?}")),
+            }
+        }
         let shown = error
             .as_ref()
             .map(|e| e as &(dyn std::error::Error + 'static));
@@ -573,7 +579,10 @@ impl Proxy {
         started: Instant,
     ) -> Response<ProxyBody> {
         match backend {
-            Some(b) => b.stats.record_status(err.status().as_u16()),
+            Some(b) => {
+                b.stats.record_status(err.status().as_u16());
+                b.notes.error(&err);
+            }
             None if err.is_client_fault() => {
                 self.metrics.client_errors.inc();
             }
