@@ -174,6 +174,12 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Where a browser reaches the balancer's dashboard (its admin port, e.g.
+    /// `http://127.0.0.1:8081/`); when set, the page links to it. Unset: no link, since the
+    /// admin port is usually not reachable from where people browse.
+    #[arg(long, env = "DASHBOARD_URL", value_parser = parse_dashboard_url)]
+    pub dashboard_url: Option<String>,
+
     /// Test hook: the time each write's change takes between loading the session and saving
     /// it, which widens the race window so tests can show lost updates deterministically.
     /// Not a flag.
@@ -224,6 +230,7 @@ impl Config {
             shutdown_delay: 0,
             shutdown_grace: 5,
             log_format: LogFormat::Text,
+            dashboard_url: None,
             save_delay: None,
         }
     }
@@ -261,6 +268,23 @@ fn parse_node_name(value: &str) -> Result<String, String> {
     HeaderValue::from_str(value)
         .map(|_| value.to_owned())
         .map_err(|_| "must be printable ASCII, as it is sent in the X-Served-By header".into())
+}
+
+fn parse_dashboard_url(value: &str) -> Result<String, String> {
+    let url = value.trim();
+    let scheme_ok = ["http://", "https://"]
+        .iter()
+        .any(|scheme| url.len() > scheme.len() && url[..scheme.len()].eq_ignore_ascii_case(scheme));
+    if !scheme_ok {
+        return Err("must be an http:// or https:// URL, e.g. http://127.0.0.1:8081/".into());
+    }
+    if url
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>' | '`'))
+    {
+        return Err("must be one URL, without spaces, quotes or angle brackets".into());
+    }
+    Ok(url.to_owned())
 }
 
 fn parse_secret(value: &str) -> Result<Secret, String> {
@@ -320,6 +344,11 @@ mod tests {
                 "SESSION_LOCK_OPTIMISTIC",
             ),
             (&["--redis-retry-writes", "maybe"][..], "REDIS_RETRY_WRITES"),
+            (&["--dashboard-url", "127.0.0.1:8081"][..], "DASHBOARD_URL"),
+            (
+                &["--dashboard-url", "http://x/\"><script>"][..],
+                "DASHBOARD_URL",
+            ),
         ] {
             let err = parse(args).expect_err("must be rejected");
             assert_eq!(err.exit_code(), 2, "{args:?}");
@@ -337,6 +366,16 @@ mod tests {
         ] {
             parse(&["--redis-url", url]).unwrap_or_else(|err| panic!("{url}: {err}"));
         }
+    }
+
+    #[test]
+    fn the_dashboard_link_is_off_unless_its_url_is_given() {
+        assert_eq!(parse(&[]).expect("defaults").dashboard_url, None);
+        let config = parse(&["--dashboard-url", "http://127.0.0.1:8081/"]).expect("parses");
+        assert_eq!(
+            config.dashboard_url.as_deref(),
+            Some("http://127.0.0.1:8081/")
+        );
     }
 
     #[test]

@@ -141,6 +141,7 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
         redis: pool,
         metrics: metrics.clone(),
         writer,
+        dashboard_url: config.dashboard_url.as_deref().map(Arc::from),
     };
     let ttl = CookieDuration::seconds(i64::try_from(config.session_ttl).unwrap_or(i64::MAX));
     let sessions = SessionManagerLayer::new(store)

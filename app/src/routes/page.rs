@@ -40,8 +40,22 @@ fn chip(node: &str) -> String {
     )
 }
 
-/// Renders the page for `visits` as served by `node`.
-pub fn render(node: &str, visits: &Visits, session_id: Option<&str>) -> String {
+/// Renders the page for `visits` as served by `node`, with a link to the balancer's
+/// dashboard when its URL is known.
+pub fn render(
+    node: &str,
+    visits: &Visits,
+    session_id: Option<&str>,
+    dashboard: Option<&str>,
+) -> String {
+    let dashboard = dashboard
+        .map(|url| {
+            format!(
+                r#"<p class="muted"><a id="dashboard" href="{}">Watch the cluster: the balancer's dashboard</a></p>"#,
+                html_escape::encode_double_quoted_attribute(url)
+            )
+        })
+        .unwrap_or_default();
     let mut history = String::new();
     for (i, name) in visits.history.iter().enumerate().rev() {
         let views = visits
@@ -108,6 +122,7 @@ pub fn render(node: &str, visits: &Visits, session_id: Option<&str>) -> String {
     <form method="post" action="/logout"><button id="end" type="submit">End session</button></form>
   </div>
   <footer>Session <code id="session">{session}</code> lives in the shared store, so any replica can serve the next request.</footer>
+  {dashboard}
 </main>
 </body>
 </html>
@@ -119,6 +134,7 @@ pub fn render(node: &str, visits: &Visits, session_id: Option<&str>) -> String {
         shown = visits.history.len(),
         history = history,
         session = esc(session_id.unwrap_or("-")),
+        dashboard = dashboard,
     )
 }
 
@@ -171,7 +187,12 @@ pub async fn index(
     let id = writer.short_id();
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
-        Html(render(&state.node, &visits, id.as_deref())),
+        Html(render(
+            &state.node,
+            &visits,
+            id.as_deref(),
+            state.dashboard_url.as_deref(),
+        )),
     ))
 }
 
@@ -191,7 +212,7 @@ mod tests {
             views: 3,
             history: vec!["a".into(), "<b>".into(), "c".into()],
         };
-        let page = render("<x>", &visits, Some("abc"));
+        let page = render("<x>", &visits, Some("abc"), None);
         assert!(page.contains("&lt;x&gt;"));
         assert!(!page.contains("<x>"));
         let c = page.find(">c<").expect("c listed");
@@ -199,6 +220,23 @@ mod tests {
         assert!(c < a, "newest first");
         assert!(page.contains("#3"));
         assert!(page.contains("#1"));
+        assert!(
+            !page.contains("id=\"dashboard\""),
+            "no link without its URL"
+        );
+    }
+
+    #[test]
+    fn page_links_to_the_dashboard_when_its_url_is_set() {
+        let visits = Visits {
+            views: 1,
+            history: vec!["a".into()],
+        };
+        let page = render("a", &visits, None, Some("http://127.0.0.1:8081/?a=1&b=2"));
+        assert!(
+            page.contains(r#"<a id="dashboard" href="http://127.0.0.1:8081/?a=1&amp;b=2">"#),
+            "{page}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use balancer::{ResolveFuture, Resolver, Upstream};
-use fantoccini::Client;
+use fantoccini::{Client, Locator};
 use serde::Deserialize;
 use test_kit::{InProcessBalancer, RedisServer, Replica, http_client};
 
@@ -90,8 +90,9 @@ async fn screenshot(browser: &Client, name: &str) {
     std::fs::write(output_dir().join(name), &png).expect("write the screenshot");
 }
 
-async fn start_replica(redis: &RedisServer, name: &str) -> Replica {
-    let config = app::Config::for_test(&redis.url(), name);
+async fn start_replica(redis: &RedisServer, name: &str, dashboard: Option<String>) -> Replica {
+    let mut config = app::Config::for_test(&redis.url(), name);
+    config.dashboard_url = dashboard;
     Replica::start(name, move |listener, shutdown| {
         app::run(listener, config, shutdown)
     })
@@ -104,7 +105,7 @@ async fn dashboard_follows_load_a_stopped_replica_and_a_new_one() {
     let redis = RedisServer::start();
     let mut replicas = Vec::new();
     for name in ["replica-a", "replica-b", "replica-c"] {
-        replicas.push(start_replica(&redis, name).await);
+        replicas.push(start_replica(&redis, name, None).await);
     }
     let dns = Arc::new(Dns::default());
     dns.set(replicas.iter().map(Replica::addr).collect());
@@ -189,7 +190,9 @@ async fn dashboard_follows_load_a_stopped_replica_and_a_new_one() {
     screenshot(&browser, "dashboard-replica-stopped.png").await;
 
     // Act 3: a new replica joins through DNS, and the dead one leaves it.
-    replicas.push(start_replica(&redis, "replica-d").await);
+    // It knows where the dashboard is (DASHBOARD_URL), so its page links there.
+    let dashboard_url = format!("http://{}/", lb.admin);
+    replicas.push(start_replica(&redis, "replica-d", Some(dashboard_url.clone())).await);
     let joined_addr = replicas[2].addr().to_string();
     dns.set(replicas.iter().map(Replica::addr).collect());
     let joined = rows_when(
@@ -209,6 +212,27 @@ async fn dashboard_follows_load_a_stopped_replica_and_a_new_one() {
     })
     .await;
     screenshot(&browser, "dashboard-replica-joined.png").await;
+
+    // Act 4: the new replica's page links to the dashboard, and the link opens it.
+    browser
+        .goto(&format!("{}/", replicas[2].url()))
+        .await
+        .expect("open replica-d's page");
+    let link = browser
+        .wait()
+        .for_element(Locator::Id("dashboard"))
+        .await
+        .expect("a link to the dashboard on the page");
+    let href = link.attr("href").await.expect("the link's href");
+    link.click().await.expect("follow the link");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let title_after_click = loop {
+        let title = browser.title().await.expect("title");
+        if title.contains("dashboard") || Instant::now() > deadline {
+            break title;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     loading.store(false, Ordering::Relaxed);
     let mut answered = 0;
     for task in load {
@@ -230,6 +254,11 @@ async fn dashboard_follows_load_a_stopped_replica_and_a_new_one() {
         assert!(["ejected", "down"].contains(&row.state.as_str()), "{row:?}");
     }
     assert_eq!(joined.len(), 3, "{joined:#?}");
+    assert_eq!(href.as_deref(), Some(dashboard_url.as_str()));
+    assert!(
+        title_after_click.contains("balancer dashboard"),
+        "{title_after_click}"
+    );
     for word in ["discovered", "ready", "removed"] {
         assert!(timeline.contains(word), "timeline lacks {word}: {timeline}");
     }
