@@ -59,6 +59,9 @@ pids+=($!)
 
 # Every replica must sign cookies with the same secret; a fresh one per run is enough locally.
 secret=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
+# Chosen before the replicas start: their page links to the balancer's dashboard (DASHBOARD_URL).
+balancer_port=$(free_port "${LOCAL_PORT:-8080}")
+admin_port=$(free_port $((balancer_port + 1)))
 upstreams=()
 replica_ports=()
 for ((i = 1; i <= n; i++)); do
@@ -66,13 +69,11 @@ for ((i = 1; i <= n; i++)); do
     replica_ports+=("$port")
     upstreams+=("127.0.0.1:$port")
     LISTEN_ADDR=127.0.0.1:$port REDIS_URL=redis://127.0.0.1:$redis_port NODE_NAME=replica-$i \
-        SESSION_SECRET=$secret COOKIE_SECURE=false \
+        SESSION_SECRET=$secret COOKIE_SECURE=false DASHBOARD_URL=http://127.0.0.1:$admin_port/ \
         "$bin/app" >"$work/replica-$i.log" 2>&1 &
     pids+=($!)
 done
 
-balancer_port=$(free_port "${LOCAL_PORT:-8080}")
-admin_port=$(free_port $((balancer_port + 1)))
 LISTEN_ADDR=127.0.0.1:$balancer_port ADMIN_ADDR=127.0.0.1:$admin_port \
     UPSTREAMS=$(IFS=,; echo "${upstreams[*]}") \
     "$bin/balancer" >"$work/balancer.log" 2>&1 &
@@ -94,7 +95,7 @@ cat <<EOF
 session-cluster is running: redis + $n replicas + balancer (Ctrl-C stops all)
 
   page        http://127.0.0.1:$balancer_port/
-  admin       http://127.0.0.1:$admin_port/status   (/metrics, /healthz)
+  dashboard   http://127.0.0.1:$admin_port/          (/status, /metrics, /healthz)
   replicas    $(for p in "${replica_ports[@]}"; do printf 'http://127.0.0.1:%s  ' "$p"; done)
   redis       redis-cli -p $redis_port keys '*'
   loadtest    cargo run --release -p loadtest -- --target http://127.0.0.1:$balancer_port
