@@ -60,9 +60,13 @@ impl Chart {
         };
         Chart {
             h,
+            max: if points.is_empty() {
+                "-".to_owned()
+            } else {
+                label(max)
+            },
             line,
             area,
-            max: label(max),
         }
     }
 }
@@ -185,7 +189,7 @@ fn row(r: &Row) -> RowView {
                 left.as_secs_f64().ceil()
             ),
         ),
-        Health::New => ("new", "new: not checked in yet".to_owned()),
+        Health::New => ("new", "new: no passing check yet".to_owned()),
     };
     let mut trouble = Vec::new();
     if r.failures > 0 {
@@ -272,6 +276,9 @@ mod tests {
         assert_eq!(chart.area, format!("57,20 {} 59,20", chart.line));
         assert_eq!(chart.max, "10");
         let quiet = Chart::new(&[None, None], 20, |m| format!("{m}"));
-        assert_eq!((quiet.line.as_str(), quiet.area.as_str()), ("", ""));
+        assert_eq!(
+            (quiet.line.as_str(), quiet.area.as_str(), quiet.max.as_str()),
+            ("", "", "-")
+        );
     }
 }
