@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Common, NO_SESSION, Verdict};
 use crate::bounds::{CounterCheck, Violation};
 use crate::endpoint::Endpoint;
+use crate::report::{Common, NO_SESSION, Verdict};
 
 /// Result of the parallel-on-one-session mode.
 #[derive(Debug, Clone, Serialize)]

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Common, NO_NODE, NO_SESSION, Verdict};
 use crate::check::{Anomaly, AnomalyKind};
 use crate::endpoint::Endpoint;
+use crate::report::{Common, NO_NODE, NO_SESSION, Verdict};
 
 /// Anomaly counts by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

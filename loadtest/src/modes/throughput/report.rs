@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Common, Verdict};
+use crate::report::{Common, Verdict};
 
 /// Result of the throughput mode.
 #[derive(Debug, Clone, Serialize)]
