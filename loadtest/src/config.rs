@@ -35,17 +35,22 @@ pub struct Config {
     #[command(flatten)]
     pub(crate) sequential: sequential::Flags,
 
-    /// Requests per user (sequential, default 20) or in total (throughput; default: use --duration).
+    /// Requests per user (sequential) or in total (throughput).
     #[arg(long, env = "LOADTEST_REQUESTS", value_parser = clap::value_parser!(u64).range(1..),
-          conflicts_with = "parallel")]
+          conflicts_with = "parallel",
+          help = format!("Requests per user (sequential, default {}) or in total (throughput; \
+                          default: use --duration)", sequential::DEFAULT_REQUESTS))]
     pub(crate) requests: Option<u64>,
 
     /// The parallel mode's own flags.
     #[command(flatten)]
     pub(crate) parallel: parallel::Flags,
 
-    /// How long to run (throughput default 10s; parallel: stop workers then), as 500ms, 10s, 2m.
-    #[arg(long, env = "LOADTEST_DURATION", value_parser = parse_duration)]
+    /// How long to run (throughput, parallel).
+    #[arg(long, env = "LOADTEST_DURATION", value_parser = parse_duration,
+          help = format!("How long to run (throughput default {} unless --requests is given; \
+                          parallel: stop workers then), as 500ms, 10s, 2m",
+                          humantime::format_duration(throughput::DEFAULT_DURATION)))]
     pub(crate) duration: Option<Duration>,
 
     /// The throughput mode's own flags.

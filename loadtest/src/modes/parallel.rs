@@ -52,9 +52,11 @@ pub(crate) struct Flags {
           value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "throughput")]
     parallel: Option<u64>,
 
-    /// Parallel mode: increments per worker (default 100; unlimited when --duration is given).
+    /// Parallel mode: increments per worker.
     #[arg(long, env = "LOADTEST_PER_WORKER", value_name = "M",
-          value_parser = clap::value_parser!(u64).range(1..), requires = "parallel")]
+          value_parser = clap::value_parser!(u64).range(1..), requires = "parallel",
+          help = format!("Parallel mode: increments per worker (default {DEFAULT_PER_WORKER}; \
+                          unlimited when --duration is given)"))]
     per_worker: Option<u64>,
 }
 

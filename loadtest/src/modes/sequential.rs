@@ -26,7 +26,7 @@ pub use report::{AnomalyCounts, LocatedAnomaly, SequentialReport, Spread};
 /// Virtual users when `--users` is not given.
 const DEFAULT_USERS: u64 = 50;
 /// Requests per user when `--requests` is not given.
-const DEFAULT_REQUESTS: u64 = 20;
+pub(crate) const DEFAULT_REQUESTS: u64 = 20;
 
 /// The sequential mode's own flag; it also reads `--requests`, `--endpoint` and `--timeout`.
 #[derive(Debug, Clone, Args)]

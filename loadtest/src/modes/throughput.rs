@@ -41,7 +41,7 @@ type ThreadResult = Vec<Result<Stats, String>>;
 /// Connections when `--connections` is not given.
 const DEFAULT_CONNECTIONS: u64 = 50;
 /// How long to run when neither `--requests` nor `--duration` is given.
-const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
 /// The throughput mode's own flags; it also reads `--requests`, `--duration`, `--timeout` and
 /// `--threads`.
