@@ -129,7 +129,7 @@ pub struct SequentialReport {
     pub sessions_identified: u64,
     /// Sessions whose counter was read back after their last increment (JSON only).
     pub final_reads: u64,
-    /// Answers whose `X-Served-By` and body named different replicas ([`crate::evidence`]).
+    /// Answers whose `X-Served-By` and body named different replicas: they prove no hop.
     pub node_mismatches: u64,
     /// A few of them, as `user U request R: how`.
     pub node_mismatch_examples: Vec<String>,
