@@ -4,7 +4,8 @@
 //! the table in [`table`].
 //!
 //! Like wrk, each load thread runs its own single-threaded event loop with a fixed share of the
-//! connections ([`connection`]): no work stealing, no cross-thread wake-ups on the hot path.
+//! connections ([`thread`], each connection in [`connection`]): no work stealing, no
+//! cross-thread wake-ups on the hot path.
 //! Connections are opened before the clock starts.
 
 use std::collections::BTreeMap;
@@ -30,13 +31,12 @@ use crate::targets::Target;
 mod connection;
 mod report;
 mod table;
+mod thread;
 
 pub use report::ThroughputReport;
 
-use connection::{Connection, Plan, Stats};
-
-/// What one load thread hands back: each connection's stats, or why it could not run.
-type ThreadResult = Vec<Result<Stats, String>>;
+use connection::{Plan, Stats};
+use thread::{ThreadResult, load_thread};
 
 /// Connections when `--connections` is not given.
 const DEFAULT_CONNECTIONS: u64 = 50;
@@ -264,61 +264,6 @@ impl Throughput {
         report.judge();
         Ok(report)
     }
-}
-
-/// One load thread: a current-thread runtime driving its share of the connections.
-fn load_thread(
-    share: Vec<(u64, Target)>,
-    plan: &Arc<Plan>,
-    stop: &Stop,
-    ready: &mpsc::UnboundedSender<()>,
-    start_rx: watch::Receiver<Option<Instant>>,
-) -> ThreadResult {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            for _ in &share {
-                ready.send(()).ok();
-            }
-            return vec![Err(format!("load thread runtime: {error}"))];
-        }
-    };
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async {
-        let tasks: Vec<_> = share
-            .into_iter()
-            .map(|(index, target)| {
-                let plan = Arc::clone(plan);
-                let stop = stop.clone();
-                let ready = ready.clone();
-                let mut start_rx = start_rx.clone();
-                tokio::task::spawn_local(async move {
-                    // Connect before the clock starts, so setup is not measured as latency;
-                    // a failure here is retried (and counted) inside the loop.
-                    let link = connection::connect(&target, plan.timeout).await.ok();
-                    ready.send(()).ok();
-                    drop(ready);
-                    let start = match start_rx.wait_for(Option::is_some).await {
-                        Ok(start) => start.unwrap_or_else(Instant::now),
-                        Err(_) => return Err("abandoned before the start".to_owned()),
-                    };
-                    let connection = Connection::new(index, &target, &plan, &stop, start);
-                    Ok(connection.run(link).await)
-                })
-            })
-            .collect();
-        let mut results = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            results.push(
-                task.await
-                    .unwrap_or_else(|e| Err(format!("connection task: {e}"))),
-            );
-        }
-        results
-    })
 }
 
 /// Parses `--path`: an origin-form path and query, starting with `/`.
