@@ -58,7 +58,7 @@ pub struct ParallelReport {
 impl ParallelReport {
     /// Passes only when every rule holds, nothing failed and everything planned was sent;
     /// a clean run that could not have shown a lost update proves nothing.
-    pub fn judge(&mut self) {
+    pub(crate) fn judge(&mut self) {
         let mut reasons = Vec::new();
         if self.final_value.is_none() {
             reasons.push("the final counter value could not be read".to_owned());

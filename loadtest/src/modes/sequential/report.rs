@@ -30,7 +30,7 @@ pub struct AnomalyCounts {
 
 impl AnomalyCounts {
     /// Counts one anomaly.
-    pub fn add(&mut self, kind: AnomalyKind) {
+    pub(crate) fn add(&mut self, kind: AnomalyKind) {
         let slot = self.slot(kind);
         *slot = slot.saturating_add(1);
     }
@@ -144,7 +144,7 @@ pub struct SequentialReport {
 impl SequentialReport {
     /// Applies the pass rule: zero anomalies, zero errors, every planned request sent, and at
     /// least one session that carried its count across replicas (else NOTHING PROVEN).
-    pub fn judge(&mut self) {
+    pub(crate) fn judge(&mut self) {
         let mut reasons = Vec::new();
         let wrong = self.anomalies.wrong_values();
         if wrong > 0 {
