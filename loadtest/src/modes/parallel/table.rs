@@ -108,3 +108,59 @@ fn rule_name(rule: Rule) -> String {
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| format!("{rule:?}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::bounds::CounterCheck;
+    use crate::endpoint::Endpoint;
+    use crate::report::tests::common;
+
+    fn report(final_value: u64, expected_min: u64, expected_max: u64) -> ParallelReport {
+        let mut report = ParallelReport {
+            common: common(),
+            endpoint: Endpoint::Json,
+            workers: 16,
+            per_worker: Some(100),
+            planned: Some(1600),
+            lost_workers: 0,
+            replicas_acknowledging: 2,
+            session: Some("ab12".to_owned()),
+            other_sessions: BTreeMap::new(),
+            session_cookie: true,
+            opening_value: 1,
+            base_value: 1,
+            reads: 0,
+            acknowledged: expected_min - 1,
+            failed: 0,
+            unknown: expected_max - expected_min,
+            final_value: Some(final_value),
+            counter: Some(CounterCheck {
+                expected_min,
+                expected_max,
+                applied: final_value - 1,
+                lost: 0,
+                phantom: 0,
+            }),
+            violations: Vec::new(),
+        };
+        report.common.requests = 1600;
+        report.judge();
+        report
+    }
+
+    #[test]
+    fn the_final_value_reads_its_bounds_as_words() {
+        let exact = report(1601, 1601, 1601).to_table();
+        assert!(exact.contains("1601 (correct: exactly 1601)"), "{exact}");
+
+        let widened = report(1600, 1598, 1601).to_table();
+        assert!(
+            widened.contains("1600 (correct: between 1598 and 1601)"),
+            "{widened}"
+        );
+        assert!(!widened.contains("..="), "{widened}");
+    }
+}
