@@ -47,13 +47,9 @@ impl Latencies {
     }
 
     /// Number of samples.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.0.len()
-    }
-
-    /// Whether nothing was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// The percentiles reported everywhere.

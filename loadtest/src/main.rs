@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!(
                 "loadtest: could not run against {}: {error:#}",
-                config.target
+                config.target()
             );
             ExitCode::from(2)
         }
@@ -41,18 +41,18 @@ fn main() -> ExitCode {
 
 fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.threads {
-        runtime.worker_threads(usize::try_from(threads).context("--threads")?);
+    if let Some(threads) = config.threads() {
+        runtime.worker_threads(threads);
     }
     let runtime = runtime
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let report = runtime.block_on(loadtest::run(config, ctrl_c()))?;
-    if config.json {
+    if config.json() {
         println!("{}", report.to_json());
     } else {
-        print!("{}", loadtest::table::render(&report));
+        print!("{}", report.to_table());
     }
     Ok(ExitCode::from(
         u8::try_from(report.exit_code()).unwrap_or(1),

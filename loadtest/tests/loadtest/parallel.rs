@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use loadtest::ParallelReport;
 use loadtest::Report;
-use loadtest::report::ParallelReport;
 
 use crate::helpers::{BrokenServer, Cluster, Fault, cli, run};
 
@@ -136,7 +136,7 @@ async fn last_write_wins_sessions_show_lost_updates() {
         report
             .violations
             .iter()
-            .any(|v| v.rule == loadtest::bounds::Rule::DuplicateValue),
+            .any(|v| v.rule == loadtest::Rule::DuplicateValue),
         "{:?}",
         report.violations
     );
