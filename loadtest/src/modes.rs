@@ -73,3 +73,15 @@ impl Mode {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The mode the command line `loadtest ARGS...` selects (the modes' own tests use it).
+    pub(crate) fn mode(args: &[&str]) -> Mode {
+        let config = Config::try_from_args(std::iter::once("loadtest").chain(args.iter().copied()))
+            .expect("parses");
+        Mode::from_config(&config)
+    }
+}

@@ -247,13 +247,7 @@ impl Parallel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modes::Mode;
-
-    fn mode(args: &[&str]) -> Mode {
-        let config = Config::try_from_args(std::iter::once("loadtest").chain(args.iter().copied()))
-            .expect("parses");
-        Mode::from_config(&config)
-    }
+    use crate::modes::{Mode, tests::mode};
 
     #[test]
     fn parallel_flag_selects_parallel_mode() {

@@ -106,13 +106,7 @@ impl Sequential {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modes::Mode;
-
-    fn mode(args: &[&str]) -> Mode {
-        let config = Config::try_from_args(std::iter::once("loadtest").chain(args.iter().copied()))
-            .expect("parses");
-        Mode::from_config(&config)
-    }
+    use crate::modes::{Mode, tests::mode};
 
     #[test]
     fn no_flags_is_sequential_with_fifty_users_of_twenty_requests() {

@@ -284,13 +284,7 @@ fn parse_method(raw: &str) -> Result<Method, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modes::Mode;
-
-    fn mode(args: &[&str]) -> Mode {
-        let config = Config::try_from_args(std::iter::once("loadtest").chain(args.iter().copied()))
-            .expect("parses");
-        Mode::from_config(&config)
-    }
+    use crate::modes::{Mode, tests::mode};
 
     fn throughput(connections: u64, limit: Limit, rate: Option<f64>) -> Mode {
         Mode::Throughput(Throughput {
