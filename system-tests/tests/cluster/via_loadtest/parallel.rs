@@ -49,11 +49,8 @@ async fn session_lock_keeps_every_increment_across_three_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_write_wins_sessions_show_lost_updates() {
     // Arrange: lock off, and a pause between load and save so racing requests overlap.
-    let cluster = Cluster::configured(3, |c| {
-        c.session_lock = false;
-        c.save_delay = Some(Duration::from_millis(50));
-    })
-    .await;
+    let (cluster, _held) =
+        Cluster::with_saves_held(3, Duration::from_millis(50), |c| c.session_lock = false).await;
 
     // Act
     let report = parallel(
