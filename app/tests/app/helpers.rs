@@ -142,7 +142,8 @@ impl Cluster {
         for i in 0..n {
             let node = format!("node-{i}");
             let mut config = Config::for_test(&redis.url(), &node);
-            if let Some(slow) = slow(&node) {
+            let slowed = slow(&node);
+            if let Some(slow) = slowed {
                 let proxy = HoldingProxy::start(redis.addr(), slow.hold()).await;
                 config.redis_url = redis.url_via(proxy.addr());
                 // A held answer or save must not time out (unless a test sets a shorter
@@ -156,7 +157,12 @@ impl Cluster {
             }
             configure(&mut config);
             locking |= config.session_lock && config.session_store == app::SessionStoreKind::Redis;
-            replicas.push(start_replica(config).await);
+            let replica = start_replica(config).await;
+            if slowed.is_some() {
+                // Its pool's connections open through the relay: wait until all answer.
+                test_kit::wait_for_200(&format!("{}/readyz", replica.url())).await;
+            }
+            replicas.push(replica);
         }
         let cluster = Cluster {
             redis,

@@ -82,7 +82,10 @@ impl Cluster {
             // back to the connection of a held answer, and waits behind it, only after 64.
             config.redis_pool_size = 64;
             configure(&mut config);
-            replicas.push(Some(start_replica(config).await));
+            let replica = start_replica(config).await;
+            // Its pool's connections open through the relay: wait until all answer.
+            test_kit::wait_for_200(&format!("{}/readyz", replica.url())).await;
+            replicas.push(Some(replica));
         }
         (Cluster { redis, replicas }, held)
     }
