@@ -380,10 +380,10 @@ step_browser() {
         return
     fi
     log "browser test against $BASE"
-    if BROWSER_TARGET=$BASE cargo test --quiet --locked -p app --test browser >"$out/browser.txt" 2>&1; then
+    if BROWSER_TARGET=$BASE cargo test --quiet --locked -p system-tests --test browser >"$out/browser.txt" 2>&1; then
         pass browser "chromium clicked 'Visit again' 6 times through the compose balancer (screenshot in test-output/)"
     else
-        fail browser "cargo test -p app --test browser failed (see $out/browser.txt)"
+        fail browser "cargo test -p system-tests --test browser failed (see $out/browser.txt)"
     fi
 }
 

@@ -47,7 +47,7 @@ if "$root/target/release/loadtest" --target "$url" --endpoint text --users 10 --
 else
     say "FAIL: loadtest against local.sh (see $out/loadtest.txt)"; failed=1
 fi
-if BROWSER_TARGET=$url cargo test --quiet --locked -p app --test browser >"$out/browser.txt" 2>&1; then
+if BROWSER_TARGET=$url cargo test --quiet --locked -p system-tests --test browser >"$out/browser.txt" 2>&1; then
     say "PASS: browser test against local.sh"
 else
     say "FAIL: browser test against local.sh (see $out/browser.txt)"; failed=1

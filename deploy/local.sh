@@ -98,7 +98,7 @@ session-cluster is running: redis + $n replicas + balancer (Ctrl-C stops all)
   replicas    $(for p in "${replica_ports[@]}"; do printf 'http://127.0.0.1:%s  ' "$p"; done)
   redis       redis-cli -p $redis_port keys '*'
   loadtest    cargo run --release -p loadtest -- --target http://127.0.0.1:$balancer_port
-  browser     BROWSER_TARGET=http://127.0.0.1:$balancer_port cargo test -p app --test browser
+  browser     BROWSER_TARGET=http://127.0.0.1:$balancer_port cargo test -p system-tests --test browser
   logs        $work
 EOF
 

@@ -173,12 +173,6 @@ pub struct Config {
     /// `text` or `json` log lines. The level comes from `RUST_LOG` (default `info`).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-
-    /// Test hook: the time each write's change takes between loading the session and saving
-    /// it, which widens the race window so tests can show lost updates deterministically.
-    /// Not a flag.
-    #[arg(skip)]
-    pub save_delay: Option<Duration>,
 }
 
 impl Config {
@@ -224,7 +218,6 @@ impl Config {
             shutdown_delay: 0,
             shutdown_grace: 5,
             log_format: LogFormat::Text,
-            save_delay: None,
         }
     }
 }

@@ -298,17 +298,67 @@ const ALL: [&Lua; 10] = [
     &CAS_RESOLVE,
 ];
 
-/// The SHA1 of every script (for tests that wait for the preload).
-#[cfg(feature = "test-support")]
-pub fn shas() -> Vec<String> {
+/// The SHA1 of every script the app sends: after a replica's preload, `SCRIPT EXISTS` finds
+/// them all, and from then on every call of them is an `EVALSHA`.
+pub fn lock_script_shas() -> Vec<String> {
     ALL.iter().map(|lua| lua.sha().to_owned()).collect()
 }
 
-/// The SHA1 of the locked save and of the optimistic save (for tests that cut a connection
-/// right after one was sent).
-#[cfg(feature = "test-support")]
-pub fn save_shas() -> (String, String) {
-    (SAVE.sha().to_owned(), CAS_SAVE.sha().to_owned())
+/// One Lua script as Redis receives it: `EVALSHA <sha> …`, or `EVAL <text> …` after a
+/// `NOSCRIPT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// Its SHA1, as `EVALSHA` names it.
+    pub sha: String,
+    /// Its body, as `EVAL` sends it.
+    pub text: &'static str,
+}
+
+impl Script {
+    fn of(lua: &Lua) -> Script {
+        Script {
+            sha: lua.sha().to_owned(),
+            text: lua.text,
+        }
+    }
+}
+
+/// The scripts of a session write that a relay of the app's Redis traffic needs to recognise:
+/// the load of a locked write and the three ways of saving a record. (The optimistic load is
+/// a plain `MGET` of the record and the lock; the last-write-wins path, `SESSION_LOCK=off`,
+/// loads with `GET` and saves with `SET … XX`.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionScripts {
+    /// Takes the lock and reads the record: the load of a locked write.
+    pub acquire: Script,
+    /// The save under the lock (fenced by the lock's token).
+    pub save: Script,
+    /// The optimistic compare-and-set that records its save id (`REDIS_RETRY_WRITES` on, or
+    /// writes that wait for replicas).
+    pub compare_and_set: Script,
+    /// The optimistic compare-and-set without a save id (`REDIS_RETRY_WRITES` off).
+    pub compare_and_set_unrecorded: Script,
+}
+
+impl SessionScripts {
+    /// The three that save a record, for a relay that treats them alike.
+    pub fn saves(&self) -> [&Script; 3] {
+        [
+            &self.save,
+            &self.compare_and_set,
+            &self.compare_and_set_unrecorded,
+        ]
+    }
+}
+
+/// The scripts of a session write.
+pub fn session_scripts() -> SessionScripts {
+    SessionScripts {
+        acquire: Script::of(&ACQUIRE),
+        save: Script::of(&SAVE),
+        compare_and_set: Script::of(&CAS_SAVE),
+        compare_and_set_unrecorded: Script::of(&CAS_SAVE_PLAIN),
+    }
 }
 
 /// Loads every script into Redis (every master, in a cluster) once it answers, so even the

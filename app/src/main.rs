@@ -20,7 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     // Exits with code 2 and names the variable on a bad value, before anything binds.
     let config = app::Config::parse();
-    app::telemetry::init(config.log_format);
+    app::init_tracing(config.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("cannot listen on LISTEN_ADDR {}", config.listen_addr))?;
@@ -31,6 +31,6 @@ async fn main() -> anyhow::Result<()> {
         lock = config.session_lock,
         "listening"
     );
-    app::run(listener, config, app::shutdown::signal()).await?;
+    app::run(listener, config, app::shutdown_signal()).await?;
     Ok(())
 }

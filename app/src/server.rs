@@ -120,7 +120,7 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
                 wakeups,
                 metrics.clone(),
             );
-            Backend::Locked(Arc::new(Writers::new(lock, session_ttl, config.save_delay)))
+            Backend::Locked(Arc::new(Writers::new(lock, session_ttl)))
         }
         (Some(redis), false) => Backend::Plain(Arc::new(Plain {
             pool: redis.pool.clone(),
@@ -128,11 +128,8 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
             codec: config.session_codec,
             ttl: session_ttl,
             errors: metrics.redis_errors.clone(),
-            save_delay: config.save_delay,
         })),
-        (None, _) => Backend::Memory {
-            save_delay: config.save_delay,
-        },
+        (None, _) => Backend::Memory,
     };
     let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
@@ -197,7 +194,7 @@ fn session_routes<C: CookieController + Send + Sync + 'static>(
             with_session(get(page::index)).layer(middleware::from_fn(page::hello_unless_html)),
         )
         .route("/logout", with_session(post(page::logout)))
-        .route("/session", with_session(get(api::seed_counter)))
+        .route("/session", with_session(get(api::count_view_as_text)))
         .route(
             "/api/session",
             with_session(get(api::show).delete(api::destroy)),

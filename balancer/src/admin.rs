@@ -13,7 +13,7 @@ use axum::routing::get;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::backends::{BackendSet, STATUS_CLASSES};
+use crate::backend_set::{BackendSet, STATUS_CLASSES};
 use crate::metrics::Metrics;
 
 /// What the admin endpoints read.

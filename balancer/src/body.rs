@@ -31,7 +31,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 
-use crate::backends::InFlight;
+use crate::backend_set::InFlight;
 use crate::stall::StallTimer;
 use crate::upstream_pool::Conn;
 

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backends::BackendSet;
+use crate::backend_set::BackendSet;
 use crate::config::Upstream;
 use crate::health::HealthChecker;
 

@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::backends::{Backend, BackendSet};
+use crate::backend_set::{Backend, BackendSet};
 
 /// Runs health checks against backends.
 #[derive(Debug, Clone)]

@@ -4,35 +4,35 @@
 //! [`run`] takes already-bound listeners and a shutdown future, so tests start it on
 //! `127.0.0.1:0` and stop it with a channel.
 
-pub mod admin;
-pub mod backend;
-pub mod backends;
-pub mod body;
-pub mod client_conn;
-pub mod client_io;
-pub mod config;
-pub mod discovery;
-pub mod error;
-pub mod framing;
-pub mod headers;
-pub mod health;
-pub mod internal_paths;
-pub mod keep_alive;
-pub mod memory;
-pub mod metrics;
-pub mod proxy;
-pub mod round_robin;
-pub mod server;
-pub mod shutdown;
-pub mod spare;
-pub mod stall;
-pub mod telemetry;
-pub mod tunnel;
-pub mod upgrade;
-pub mod upstream_io;
-pub mod upstream_pool;
-pub mod verdict;
-pub mod workers;
+mod admin;
+mod backend_set;
+mod backend_state;
+mod body;
+mod client_conn;
+mod client_io;
+mod config;
+mod discovery;
+mod error;
+mod framing;
+mod headers;
+mod health;
+mod internal_paths;
+mod keep_alive;
+mod memory;
+mod metrics;
+mod proxy;
+mod round_robin;
+mod server;
+mod shutdown;
+mod spare;
+mod stall;
+mod telemetry;
+mod tunnel;
+mod upgrade;
+mod upstream_io;
+mod upstream_pool;
+mod verdict;
+mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,8 +40,20 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-pub use config::Config;
-pub use discovery::{Resolver, SystemResolver};
+/// The balancer's settings (flags or environment variables), the form of one upstream
+/// (`host:port`) and of the log lines.
+pub use config::{Config, LogFormat, Upstream};
+/// How upstream host names become addresses: the system resolver, or one a test steers.
+pub use discovery::{ResolveFuture, Resolver, SystemResolver};
+/// How long a keep-alive connection idles on its worker before it is parked (tests wait past
+/// it to prove parked connections are still served).
+pub use keep_alive::PARK_AFTER as KEEP_ALIVE_PARK_AFTER;
+/// How often the memory trimmer looks at freed memory (`MEMORY_TRIM`; tests wait in ticks).
+pub use memory::TICK as MEMORY_TRIM_TICK;
+/// Completes on SIGTERM or Ctrl-C: the binary's shutdown signal.
+pub use shutdown::signal as shutdown_signal;
+/// Sets up logging in `LOG_FORMAT`, the level from `RUST_LOG`.
+pub use telemetry::init as init_tracing;
 
 /// Runs the balancer with the system DNS resolver. See [`run_with_resolver`].
 pub async fn run(
@@ -65,7 +77,7 @@ pub async fn run_with_resolver(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let set = Arc::new(backends::BackendSet::new(
+    let set = Arc::new(backend_set::BackendSet::new(
         config.eject_cooldown,
         config.max_conns_per_backend as usize,
     ));

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::net::TcpListener;
 
-use balancer::{Config, shutdown, telemetry};
+use balancer::{Config, init_tracing, shutdown_signal};
 
 // The proxying runs on its own worker threads (see `workers`); this runtime only runs
 // discovery, health checks and the admin endpoints.
@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("error: invalid configuration: {msg}");
         std::process::exit(2);
     }
-    telemetry::init(config.log_format);
+    init_tracing(config.log_format);
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("cannot bind LISTEN_ADDR {}", config.listen_addr))?;
@@ -36,5 +36,5 @@ async fn main() -> anyhow::Result<()> {
         upstreams = ?config.upstreams.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "balancer starting"
     );
-    balancer::run(listener, admin, config, shutdown::signal()).await
+    balancer::run(listener, admin, config, shutdown_signal()).await
 }

@@ -16,7 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::backends::{BackendSet, STATUS_CLASSES};
+use crate::backend_set::{BackendSet, STATUS_CLASSES};
 
 /// Upper bounds (seconds) of the latency buckets: sub-millisecond steps for a loopback hop,
 /// up to the default upstream timeout.

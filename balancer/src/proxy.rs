@@ -58,7 +58,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use crate::backends::{Backend, BackendSet, InFlight};
+use crate::backend_set::{Backend, BackendSet, InFlight};
 
 use crate::body::{BodySlot, RequestBody, ResponseBody, UpstreamConn};
 use crate::client_conn::ClientConn;

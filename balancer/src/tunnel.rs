@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::backends::InFlight;
+use crate::backend_set::InFlight;
 use crate::client_conn::ConnHold;
 
 /// The last time either direction moved a byte, in milliseconds since `start`.

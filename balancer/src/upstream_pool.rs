@@ -12,7 +12,7 @@
 //! connections per backend (per worker), `POOL_IDLE_TIMEOUT` before an idle connection is
 //! closed (checked at checkout and by a sweep), `CONNECT_TIMEOUT` per connect. Connections in
 //! use per backend are bounded by its request slots (`MAX_CONNS_PER_BACKEND`, see
-//! [`crate::backend`]).
+//! [`crate::backend_state`]).
 //!
 //! A connection goes back to the pool only after its response body was read to the end
 //! ([`crate::body::ResponseBody`]); one whose body was cut short, or that was upgraded, is
@@ -243,7 +243,8 @@ impl<B: UpstreamBody> UpstreamPool<B> {
         lists.retain(|l| !l.conns.is_empty());
     }
 
-    /// Idle connections held now (all backends).
+    /// Idle connections held now (all backends), for the unit tests.
+    #[cfg(test)]
     pub fn idle_count(&self) -> usize {
         self.lists().iter().map(|l| l.conns.len()).sum()
     }
@@ -262,11 +263,6 @@ async fn sweep<B: UpstreamBody>(pool: Weak<UpstreamPool<B>>, idle_timeout: Durat
 }
 
 impl<B: UpstreamBody> Conn<B> {
-    /// The backend it is connected to.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// Whether it served an earlier request.
     pub fn is_reused(&self) -> bool {
         self.reused

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
 
-use crate::backends::BackendSet;
+use crate::backend_set::BackendSet;
 use crate::config::Config;
 use crate::memory::Trimmer;
 use crate::metrics::Metrics;

@@ -75,7 +75,7 @@ fn one() -> u64 {
 }
 
 /// `GET /session`: counts a view and answers the original demo's exact text.
-pub async fn seed_counter(
+pub async fn count_view_as_text(
     State(state): State<AppState>,
     request: RequestKey,
     writer: SessionWriter,

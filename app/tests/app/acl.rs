@@ -2,7 +2,7 @@
 //! `app` can do nothing else. (`TEST_REDIS_ACL=1 cargo test -p app` runs every app test as
 //! `app`; these run as `app` always.)
 
-use app::testing::RedisServer;
+use test_kit::RedisServer;
 
 use crate::helpers::{Cluster, increment, open_session, plain, seed_visit, user, views_of};
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Cluster, plain, set_cookie, user};
+use crate::helpers::{Cluster, Slow, plain, set_cookie, user};
 
 async fn count_with_cookie(url: &str, cookie: &str) -> (u16, String) {
     let res = plain()
@@ -39,7 +39,7 @@ async fn garbage_forged_and_oversized_cookies_start_a_fresh_session() {
 async fn a_tampered_signed_cookie_is_rejected() {
     let secret = "s".repeat(64);
     let cluster = Cluster::start(2, |c| {
-        c.session_secret = Some(app::config::Secret::new(&secret).expect("long enough"));
+        c.session_secret = Some(app::Secret::new(&secret).expect("long enough"));
     })
     .await;
     let url0 = cluster.url(0, "/session");
@@ -115,10 +115,11 @@ async fn a_session_deleted_between_load_and_save_stays_deleted_and_is_a_409() {
     // tower-sessions-redis-store 0.16 answers 500 when its `SET … XX` finds no key; a plain
     // `SET` would bring the deleted session back. Both modes refuse the write with a 409.
     for lock in [false, true] {
-        let cluster = Cluster::start(1, |c| {
-            c.session_lock = lock;
-            c.save_delay = Some(Duration::from_millis(300));
-        })
+        let cluster = Cluster::start_slow(
+            1,
+            |_| Some(Slow::Saves(Duration::from_millis(300))),
+            |c| c.session_lock = lock,
+        )
         .await;
         let url = cluster.url(0, "/session");
         let first = plain().get(&url).send().await.expect("first");
@@ -133,7 +134,7 @@ async fn a_session_deleted_between_load_and_save_stays_deleted_and_is_a_409() {
         assert_eq!(
             cluster
                 .redis
-                .cli(&["DEL", &app::keys::Keys::default().record(&id)]),
+                .cli(&["DEL", &app::Keys::default().record(&id)]),
             "1"
         );
 
@@ -141,7 +142,7 @@ async fn a_session_deleted_between_load_and_save_stays_deleted_and_is_a_409() {
         assert_eq!(
             cluster
                 .redis
-                .cli(&["EXISTS", &app::keys::Keys::default().record(&id)]),
+                .cli(&["EXISTS", &app::Keys::default().record(&id)]),
             "0",
             "lock {lock}: not revived"
         );

@@ -1,7 +1,7 @@
 //! The counter is right on one replica and across replicas sharing Redis, and wrong
 //! (reset) when each replica keeps its own sessions.
 
-use app::config::SessionStoreKind;
+use app::SessionStoreKind;
 
 use crate::helpers::{Cluster, increment, read, seed_visit, user};
 

@@ -36,7 +36,7 @@ async fn a_one_second_session_lives_its_full_second_and_no_longer() {
 
         let pttl: i64 = cluster
             .redis
-            .cli(&["PTTL", &app::keys::Keys::default().record(&id)])
+            .cli(&["PTTL", &app::Keys::default().record(&id)])
             .parse()
             .expect("PTTL");
         assert!(
@@ -47,7 +47,7 @@ async fn a_one_second_session_lives_its_full_second_and_no_longer() {
         assert_eq!(
             cluster
                 .redis
-                .cli(&["EXISTS", &app::keys::Keys::default().record(&id)]),
+                .cli(&["EXISTS", &app::Keys::default().record(&id)]),
             "1",
             "alive at 0.7 s"
         );
@@ -55,7 +55,7 @@ async fn a_one_second_session_lives_its_full_second_and_no_longer() {
         assert_eq!(
             cluster
                 .redis
-                .cli(&["EXISTS", &app::keys::Keys::default().record(&id)]),
+                .cli(&["EXISTS", &app::Keys::default().record(&id)]),
             "0",
             "gone by 1.03 s"
         );

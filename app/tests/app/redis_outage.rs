@@ -105,10 +105,10 @@ async fn readyz_flips_with_redis_and_healthz_does_not() {
 
 #[tokio::test]
 async fn the_app_starts_while_redis_is_down() {
-    let mut redis = app::testing::RedisServer::start();
+    let mut redis = test_kit::RedisServer::start();
     let url = redis.url();
     redis.stop();
-    let replica = app::testing::Replica::start(app::Config::for_test(&url, "lonely")).await;
+    let replica = crate::helpers::start_replica(app::Config::for_test(&url, "lonely")).await;
     let client = user();
     assert_eq!(
         client

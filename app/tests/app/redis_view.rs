@@ -2,7 +2,8 @@
 //! JSON (or MessagePack), either codec reading the other's records, and an undecodable record
 //! starting a fresh session instead of a 500.
 
-use app::{config::SessionCodec, keys::Keys, testing::RedisServer};
+use app::{Keys, SessionCodec};
+use test_kit::RedisServer;
 
 use crate::helpers::{Cluster, seed_visit, user};
 

@@ -1,17 +1,33 @@
 //! Graceful shutdown: a request in flight when the stop comes still completes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use app::testing::Replica;
+use test_kit::{Hold, HoldingProxy, Pick, nothing};
 
-use crate::helpers::{Cluster, user};
+use crate::helpers::{Cluster, start_replica, user};
 
 #[tokio::test]
 async fn an_in_flight_request_completes_after_shutdown() {
     let cluster = Cluster::start(0, |_| {}).await;
-    let mut config = app::Config::for_test(&cluster.redis.url(), "draining");
-    config.save_delay = Some(Duration::from_millis(500));
-    let replica = Replica::start(config).await;
+    // The request makes a new session, whose `SET … NX` reaches Redis 500 ms late: it is
+    // still in flight when the stop comes.
+    let creates: Pick = Arc::new(|args: &[Vec<u8>]| {
+        args.first().is_some_and(|n| n.eq_ignore_ascii_case(b"SET"))
+            && args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"NX"))
+    });
+    let held = HoldingProxy::start(
+        cluster.redis.addr(),
+        Hold {
+            delay: Duration::from_millis(500),
+            commands: creates,
+            answers: nothing(),
+        },
+    )
+    .await;
+    let mut config = app::Config::for_test(&cluster.redis.url_via(held.addr()), "draining");
+    config.redis_timeout_ms = 1_200;
+    let replica = start_replica(config).await;
     let url = format!("{}/session", replica.url());
     let in_flight = tokio::spawn(async move { user().get(&url).send().await.map(|r| r.status()) });
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -33,7 +49,7 @@ async fn readyz_fails_during_the_shutdown_delay_while_requests_are_still_served(
     let cluster = Cluster::start(0, |_| {}).await;
     let mut config = app::Config::for_test(&cluster.redis.url(), "leaving");
     config.shutdown_delay = 1;
-    let replica = Replica::start(config).await;
+    let replica = start_replica(config).await;
     let base = replica.url();
     let client = user();
     assert_eq!(

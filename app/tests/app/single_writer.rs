@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use app::Config;
 use futures_util::future::join_all;
 
-use crate::helpers::{Cluster, app_process, open_session, plain, set_cookie, views_of};
+use crate::helpers::{Cluster, Slow, app_process, open_session, plain, set_cookie, views_of};
 
 /// The hot-load tests take turns: each keeps both cores busy for seconds, and the other tests
 /// of this binary (some of them timed, like the expiry tests) should not starve meanwhile.
@@ -120,7 +120,7 @@ async fn a_dead_holders_lock_costs_one_lease(replicas: usize) {
         .await;
         let (cookie, id) = open_session(&cluster, "/api/session/views").await;
         let urls: Vec<String> = cluster.replicas.iter().map(|r| r.url()).collect();
-        let lock = app::keys::Keys::default().lock(&id);
+        let lock = app::Keys::default().lock(&id);
         let start = Instant::now();
         let run = Duration::from_millis(4_500);
 
@@ -373,11 +373,14 @@ async fn group(
 /// One replica whose writer takes `delay` per change, locked from the first write (so the
 /// first holds the lock while later ones queue), with `variant`; and a session on it.
 async fn slow_locked(delay: Duration, variant: fn(&mut Config)) -> (Cluster, String, String) {
-    let cluster = Cluster::start(1, |c| {
-        c.save_delay = Some(delay);
-        c.session_lock_optimistic = false;
-        variant(c);
-    })
+    let cluster = Cluster::start_slow(
+        1,
+        |_| Some(Slow::Loads(delay)),
+        |c| {
+            c.session_lock_optimistic = false;
+            variant(c);
+        },
+    )
     .await;
     let (cookie, id) = open_session(&cluster, "/api/session/views").await;
     (cluster, cookie, id)
@@ -423,7 +426,7 @@ async fn a_delete_inside_a_group_ends_the_session_between_the_writes_around_it()
         assert_eq!(
             cluster
                 .redis
-                .cli(&["EXISTS", &app::keys::Keys::default().record(&id)]),
+                .cli(&["EXISTS", &app::Keys::default().record(&id)]),
             "0",
             "{name}"
         );
@@ -436,11 +439,14 @@ async fn a_timeout_inside_a_group_is_504_once_taken_and_503_while_queued_and_the
     // (its round goes on: 504); the second, queued behind it, times out before a round
     // could take it (503: nothing was written, and nothing will be).
     for (name, variant) in variants() {
-        let cluster = Cluster::start(1, |c| {
-            c.request_timeout = 1;
-            c.save_delay = Some(Duration::from_millis(1_500));
-            variant(c);
-        })
+        let cluster = Cluster::start_slow(
+            1,
+            |_| Some(Slow::Loads(Duration::from_millis(1_500))),
+            |c| {
+                c.request_timeout = 1;
+                variant(c);
+            },
+        )
         .await;
         let (cookie, _) = open_session(&cluster, "/api/session/views").await;
         let patient = Duration::from_secs(5);

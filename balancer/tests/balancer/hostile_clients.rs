@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use balancer::keep_alive;
+use balancer::KEEP_ALIVE_PARK_AFTER;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -324,10 +324,10 @@ async fn pipelined_and_split_requests_survive_idle_parking() {
         .expect("write");
     let first_two = read_responses(&mut s, 2).await;
     // Longer than PARK_AFTER: the connection is parked with the third's head unparsed.
-    tokio::time::sleep(keep_alive::PARK_AFTER * 2).await;
+    tokio::time::sleep(KEEP_ALIVE_PARK_AFTER * 2).await;
     s.write_all(tail.as_bytes()).await.expect("write");
     let third = read_responses(&mut s, 1).await;
-    tokio::time::sleep(keep_alive::PARK_AFTER * 2).await;
+    tokio::time::sleep(KEEP_ALIVE_PARK_AFTER * 2).await;
     s.write_all(post("dddd").as_bytes()).await.expect("write");
     let fourth = read_responses(&mut s, 1).await;
 

@@ -1,16 +1,15 @@
-//! Integration tests for the balancer: real TCP on 127.0.0.1:0, real app replicas on a real
-//! redis-server where cluster behaviour is claimed, small hyper servers for protocol cases.
+//! Integration tests for the balancer: real TCP on 127.0.0.1:0, small hyper servers and raw
+//! sockets as backends for protocol cases. The tests that need real app replicas (cluster
+//! behaviour) are in `system-tests/tests/cluster`.
 //!
 //! Run with: `cargo test -p balancer` (set `TEST_LOG=1` to see logs).
 
 mod helpers;
 
-mod admin;
 mod broken_backends;
 mod discovery;
 mod early_answers;
 mod errors;
-mod exactly_once;
 mod failover;
 mod headers;
 mod hostile_clients;
@@ -18,6 +17,5 @@ mod limits;
 mod memory;
 mod pool;
 mod rfc9112;
-mod round_robin;
 mod shutdown;
 mod upgrade;

@@ -1,6 +1,6 @@
 //! Memory of a settled burst of connections goes back to the OS (`MEMORY_TRIM`). (That a
 //! steady turnover is never paused for a trim is the unit test of the decision in
-//! `balancer::memory`: here it would depend on how the machine schedules the test.)
+//! `balancer/src/memory.rs`: here it would depend on how the machine schedules the test.)
 
 use std::time::Duration;
 
@@ -53,15 +53,15 @@ async fn a_settled_burst_of_connections_is_trimmed_once() {
     // Act 1: 200 clients at once, then idle (their connections are parked).
     let conns = burst(&lb, 200).await;
     trims_reach(&lb, 1, Duration::from_secs(5)).await;
-    tokio::time::sleep(balancer::memory::TICK * 2).await;
+    tokio::time::sleep(balancer::MEMORY_TRIM_TICK * 2).await;
     let settled = trims(&lb).await;
     // Act 2: nothing more happens for a few ticks.
-    tokio::time::sleep(balancer::memory::TICK * 4).await;
+    tokio::time::sleep(balancer::MEMORY_TRIM_TICK * 4).await;
     let quiet = trims(&lb).await;
     // Act 3: the burst closes.
     drop(conns);
     let after_close = trims_reach(&lb, quiet + 1, Duration::from_secs(5)).await;
-    tokio::time::sleep(balancer::memory::TICK * 2).await;
+    tokio::time::sleep(balancer::MEMORY_TRIM_TICK * 2).await;
     let closed = trims(&lb).await;
 
     // Assert: a trim once the parks settled (one, unless the machine paused the test for a
@@ -92,7 +92,7 @@ async fn a_turnover_of_connections_is_trimmed_once_it_stops_and_never_with_memor
     }
     // Act 2: the turnover stops.
     trims_reach(&lb, 1, Duration::from_secs(5)).await;
-    tokio::time::sleep(balancer::memory::TICK * 3).await;
+    tokio::time::sleep(balancer::MEMORY_TRIM_TICK * 3).await;
     let after = trims(&lb).await;
 
     // Assert: once they stopped, one trim (at most one more if the machine paused the test

@@ -1,6 +1,6 @@
-//! Test helpers: real app replicas on a real redis-server, a deliberately broken counter
-//! server (a tiny axum router) for the faults a healthy cluster never shows, and a way to run
-//! the real `loadtest` binary and read its exit code and JSON.
+//! Test helpers: a deliberately broken counter server (a tiny axum router) for the faults a
+//! healthy cluster never shows, and a way to run the real `loadtest` binary and read its exit
+//! code and JSON.
 
 #![allow(dead_code)] // each topic module uses a different subset
 
@@ -9,52 +9,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use app::config::SessionStoreKind;
-use app::testing::{RedisServer, Replica};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-
-/// Redis plus `n` replicas named `node-0`, `node-1`, …
-pub struct Cluster {
-    pub redis: RedisServer,
-    pub replicas: Vec<Replica>,
-}
-
-impl Cluster {
-    /// Replicas sharing sessions in one Redis, with the app's defaults (session lock on).
-    pub async fn shared(n: usize) -> Cluster {
-        Cluster::start(n, |_| {}).await
-    }
-
-    /// Replicas each keeping sessions in their own memory (`SESSION_STORE=memory`).
-    pub async fn memory(n: usize) -> Cluster {
-        Cluster::start(n, |c| c.session_store = SessionStoreKind::Memory).await
-    }
-
-    pub async fn start(n: usize, configure: impl Fn(&mut app::Config)) -> Cluster {
-        let redis = RedisServer::start();
-        let mut replicas = Vec::new();
-        for i in 0..n {
-            let mut config = app::Config::for_test(&redis.url(), &format!("node-{i}"));
-            configure(&mut config);
-            replicas.push(Replica::start(config).await);
-        }
-        Cluster { redis, replicas }
-    }
-
-    /// Every replica's URL, comma-separated, for `--target` (client-side round robin).
-    pub fn targets(&self) -> String {
-        self.replicas
-            .iter()
-            .map(Replica::url)
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-}
 
 /// Parses a configuration exactly as the binary would.
 pub fn config(args: &[&str]) -> loadtest::Config {

@@ -1,13 +1,14 @@
-//! Integration tests of the loadtest against real app replicas on a real redis-server (all
-//! in-process, on 127.0.0.1:0), plus a deliberately broken counter server for faults a healthy
-//! cluster never shows. Every load is bounded in count, and every run in time.
+//! Integration tests of the loadtest against a deliberately broken counter server (in-process,
+//! on 127.0.0.1:0) for faults a healthy cluster never shows, and of its binary's exit codes
+//! and JSON. Runs against real app replicas on a real redis-server are in
+//! `system-tests/tests/cluster/via_loadtest`. Every load is bounded in count, and every run in
+//! time.
 
 mod fakes;
 mod helpers;
 
 mod audit;
 mod broken;
-mod consistency;
 mod exit_codes;
 mod judged;
 mod parallel;

@@ -1,116 +1,23 @@
-//! What the browser test needs, started for real and stopped on drop: the cluster under test
-//! (in-process, or the one named by `BROWSER_TARGET`) and a `chromedriver` with a headless
-//! Chromium session.
+//! A `chromedriver` with a headless Chromium session (Debian's `chromium`, or `CHROME_BIN`),
+//! started for real and killed on drop, and the waits a browser test needs.
 
 use std::{
-    net::{SocketAddr, TcpListener as StdListener, TcpStream},
+    net::{TcpListener as StdListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use app::testing::{RedisServer, Replica};
-use balancer::config::Upstream;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 const INSTALL_HINT: &str = "the browser test drives Debian's Chromium through chromedriver: \
      install both with `apt-get install -y chromium chromium-driver` \
      (or set CHROMEDRIVER and CHROME_BIN to other paths)";
 
-/// The cluster the browser talks to.
-pub enum Target {
-    /// A cluster someone else runs (`BROWSER_TARGET`), e.g. docker compose in deploy/e2e.sh.
-    External(String),
-    /// Our own: redis-server, three replicas and the balancer, all on loopback.
-    Local(LocalCluster),
-}
-
-impl Target {
-    /// `BROWSER_TARGET` when set, else a freshly started local cluster.
-    pub async fn from_env_or_start() -> Target {
-        match std::env::var("BROWSER_TARGET") {
-            Ok(url) if !url.trim().is_empty() => {
-                Target::External(url.trim().trim_end_matches('/').to_owned())
-            }
-            _ => Target::Local(LocalCluster::start(3).await),
-        }
-    }
-
-    /// Base URL of the balancer.
-    pub fn url(&self) -> String {
-        match self {
-            Target::External(url) => url.clone(),
-            Target::Local(cluster) => format!("http://{}", cluster.balancer_addr),
-        }
-    }
-
-    /// Stops what we started (nothing for an external cluster).
-    pub async fn stop(self) {
-        if let Target::Local(cluster) = self {
-            cluster.stop().await;
-        }
-    }
-}
-
-/// Redis, N replicas and the real balancer, in this process.
-pub struct LocalCluster {
-    /// Kept alive for the replicas; killed on drop.
-    _redis: RedisServer,
-    replicas: Vec<Replica>,
-    balancer_addr: SocketAddr,
-    stop_balancer: oneshot::Sender<()>,
-    balancer: JoinHandle<anyhow::Result<()>>,
-}
-
-impl LocalCluster {
-    async fn start(n: usize) -> LocalCluster {
-        let redis = RedisServer::start();
-        let mut replicas = Vec::with_capacity(n);
-        for i in 0..n {
-            let name = format!("replica-{}", char::from(b'a' + i as u8));
-            replicas.push(Replica::start(app::Config::for_test(&redis.url(), &name)).await);
-        }
-        let upstreams = replicas
-            .iter()
-            .map(|r| Upstream {
-                host: "127.0.0.1".to_owned(),
-                port: r.addr().port(),
-            })
-            .collect();
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind balancer");
-        let admin = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind balancer admin");
-        let balancer_addr = listener.local_addr().expect("balancer addr");
-        let (stop_balancer, stopped) = oneshot::channel::<()>();
-        let config = balancer::Config::with_upstreams(upstreams);
-        let balancer = tokio::spawn(balancer::run(listener, admin, config, async move {
-            let _ = stopped.await;
-        }));
-        LocalCluster {
-            _redis: redis,
-            replicas,
-            balancer_addr,
-            stop_balancer,
-            balancer,
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop_balancer.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(15), self.balancer).await;
-        for replica in self.replicas {
-            replica.stop().await;
-        }
-    }
-}
-
 /// A `chromedriver` process on a free loopback port, killed on drop.
 pub struct ChromeDriver {
+    /// The chromedriver process.
     child: Child,
     port: u16,
 }

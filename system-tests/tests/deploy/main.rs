@@ -5,7 +5,7 @@
 //! the balancer's own clap definitions, probe paths are requested from a real replica and a real
 //! balancer. A mismatch fails with one sentence per problem naming file, object and field.
 //!
-//! Run with: `cargo test -p app --test deploy`
+//! Run with: `cargo test -p system-tests --test deploy`
 
 mod helpers;
 

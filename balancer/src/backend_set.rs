@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-pub use crate::backend::{Backend, BackendStats, InFlight, STATUS_CLASSES};
+pub use crate::backend_state::{Backend, InFlight, STATUS_CLASSES};
 use crate::round_robin::RoundRobin;
 
 /// All known backends and the ones in rotation.

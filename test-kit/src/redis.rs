@@ -1,21 +1,16 @@
-//! Test support, behind the `test-support` feature: a real `redis-server` on a free port
-//! and app replicas served in-process on `127.0.0.1:0`.
+//! A real `redis-server` on a free loopback port, optionally with the shipped ACL
+//! (`deploy/redis/users.acl`, selected by `TEST_REDIS_ACL=1`), killed on drop.
 //!
-//! Used by this crate's integration tests and by the balancer's and the loadtest's. Nothing
-//! here mocks Redis or HTTP: the point of the tests is the real thing.
-
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+//! Nothing here mocks Redis: the point of the tests is the real thing.
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener as StdListener, TcpStream},
+    net::TcpStream,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-
-use crate::Config;
+use crate::ports::free_port;
 
 const INSTALL_HINT: &str = "redis-server is not on PATH. The tests need a real Redis: \
      install it with `apt-get install -y redis-server` (Debian/Ubuntu) or `brew install redis`.";
@@ -41,13 +36,6 @@ pub const TEST_APP_PASSWORD: &str = "test-app-password";
 pub const USERS_ACL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/redis/users.acl");
 /// The shipped script that renders it.
 const START_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/redis/start.sh");
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 impl RedisServer {
     /// Starts a fresh, empty Redis and waits until it answers PING; with the shipped ACL
@@ -175,6 +163,18 @@ impl RedisServer {
         }
     }
 
+    /// [`RedisServer::url`] with `addr` in place of this server's address: what a replica
+    /// connects with to reach it through a relay (a [`crate::HoldingProxy`]).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        self.url()
+            .replace(&format!("127.0.0.1:{}", self.port), &addr.to_string())
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     /// Whether it runs with the shipped ACL.
     pub fn has_acl(&self) -> bool {
         self.acl
@@ -251,83 +251,4 @@ impl Drop for RedisServer {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// An app replica served in-process on `127.0.0.1:0`.
-#[derive(Debug)]
-pub struct Replica {
-    addr: SocketAddr,
-    node: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Replica {
-    /// Builds and serves `config`'s app; returns once it accepts connections.
-    pub async fn start(config: Config) -> Replica {
-        let node = config.node();
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            if let Err(err) = crate::run(listener, config, shutdown).await {
-                panic!("replica failed: {err}");
-            }
-        });
-        Replica {
-            addr,
-            node,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    /// Where it listens.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:PORT`
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Its node name.
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
-    /// Graceful shutdown; returns once the server stopped.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-/// The SHA1 of every session lock script, so a test can wait until a replica preloaded them
-/// (`SCRIPT EXISTS`) before it counts the commands a request sends.
-pub fn lock_script_shas() -> Vec<String> {
-    crate::lock_scripts::shas()
-}
-
-/// The SHA1 of the locked save script and of the optimistic (compare-and-set) one.
-pub fn save_script_shas() -> (String, String) {
-    crate::lock_scripts::save_shas()
 }

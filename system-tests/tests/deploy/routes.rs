@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use app::{Config, config::SessionStoreKind, testing::Replica};
+use app::{Config, SessionStoreKind};
+use test_kit::Replica;
 use tokio::net::TcpListener;
 
 use crate::helpers::{APP_ROUTES, BALANCER_ADMIN_ROUTES};
@@ -21,7 +22,10 @@ async fn app_probe_routes_answer_on_a_real_replica() {
     // Arrange: memory sessions, so /readyz answers 200 without a Redis.
     let mut config = Config::for_test("redis://127.0.0.1:1", "probe-check");
     config.session_store = SessionStoreKind::Memory;
-    let replica = Replica::start(config).await;
+    let replica = Replica::start("probe-check", move |listener, shutdown| {
+        app::run(listener, config, shutdown)
+    })
+    .await;
     let client = client();
 
     // Act + Assert
