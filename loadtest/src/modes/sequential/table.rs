@@ -161,6 +161,8 @@ mod tests {
                     ("app-2".to_owned(), 20),
                 ]),
                 latency: LatencySummary::default(),
+                latency_distribution: Vec::new(),
+                per_second: Vec::new(),
                 elapsed_s: 0.5,
                 req_per_s: 80.0,
                 interrupted: false,
