@@ -17,12 +17,14 @@
 //! the [`Report`] (its fields, [`Report::to_table`], [`Report::to_json`], the exit code).
 
 mod bounds;
+mod charts;
 mod check;
 mod client;
 mod config;
 mod endpoint;
 mod error;
 mod evidence;
+mod html;
 mod http1;
 mod jar;
 mod latency;
@@ -38,10 +40,12 @@ mod targets;
 mod violation;
 
 pub use bounds::CounterCheck;
+pub use charts::ChartError;
 pub use check::{Anomaly, AnomalyKind};
 pub use config::{Config, ConfigError};
 pub use endpoint::Endpoint;
 pub use error::RunError;
+pub use html::HtmlError;
 pub use latency::{LatencySummary, Percentile};
 pub use modes::parallel::ParallelReport;
 pub use modes::sequential::{AnomalyCounts, LocatedAnomaly, SequentialReport, Spread};
