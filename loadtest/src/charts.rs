@@ -93,15 +93,30 @@ fn percentile_label(x: f64) -> String {
     format!("{text}%")
 }
 
-/// A range for a logarithmic axis around positive values, with a little room on each side.
+/// A range for a logarithmic latency axis: from the decade below the lowest positive value to
+/// the decade above the highest, so that every decade's line is labelled.
 fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     let (low, high) = values
         .filter(|v| *v > 0.0)
         .fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if high <= 0.0 {
-        return 0.01..1.0;
+        return 0.1..10.0;
     }
-    (low / 1.5)..(high * 1.5)
+    let low = 10f64.powf(low.log10().floor());
+    let high = 10f64.powf(high.log10().ceil()).max(low * 10.0);
+    low..high
+}
+
+/// A latency axis label: the decades only (plotters labels its light lines too, and the last
+/// light line before a decade lands on the decade, drawing its label twice), rounded so that
+/// 10⁻¹ reads 0.1.
+fn decade_label(ms: f64) -> String {
+    let exponent = ms.log10().round();
+    if (ms.log10() - exponent).abs() > 1e-9 {
+        return String::new();
+    }
+    let decade = 10f64.powf(exponent);
+    format!("{}", (decade * 1e6).round() / 1e6)
 }
 
 /// HdrHistogram's percentile plot: latency (log) against the percentile, one decade per nine.
@@ -133,7 +148,7 @@ pub(crate) fn latency_distribution(points: &[Percentile]) -> Result<String, Char
             .x_desc("percentile")
             .y_desc("latency (ms)")
             .x_label_formatter(&|x| percentile_label(*x))
-            .y_label_formatter(&|y| format!("{y}"))
+            .y_label_formatter(&|y| decade_label(*y))
             .draw()?;
         chart.draw_series(LineSeries::new(xy.iter().copied(), TOTAL.stroke_width(2)))?;
         chart.draw_series(xy.iter().map(|p| Circle::new(*p, 3, TOTAL.filled())))?;
@@ -174,11 +189,17 @@ pub(crate) fn requests_per_second(
             let counts = line(&|s| s.per_replica.get(name).copied().unwrap_or(0));
             chart.draw_series(LineSeries::new(counts, colour.stroke_width(1)))?;
         }
-        chart.draw_series(LineSeries::new(
-            line(&|s| s.requests),
-            TOTAL.stroke_width(3),
-        ))?;
-        chart.draw_series(LineSeries::new(line(&|s| s.errors), BAD.stroke_width(2)))?;
+        // Dots as well as lines: a run shorter than two seconds has one point per line.
+        for (points, colour, width) in [
+            (line(&|s| s.requests), TOTAL, 3),
+            (line(&|s| s.errors), BAD, 2),
+        ] {
+            chart.draw_series(LineSeries::new(
+                points.iter().copied(),
+                colour.stroke_width(width),
+            ))?;
+            chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, colour.filled())))?;
+        }
         Ok(())
     })
 }
@@ -206,7 +227,7 @@ pub(crate) fn latency_per_second(seconds: &[Second]) -> Result<String, ChartErro
             .light_line_style(GRID)
             .x_desc("seconds since the start")
             .y_desc("latency (ms)")
-            .y_label_formatter(&|y| format!("{y}"))
+            .y_label_formatter(&|y| decade_label(*y))
             .draw()?;
         for (points, colour) in [(p50, MEDIAN), (p99, BAD)] {
             chart.draw_series(LineSeries::new(
@@ -281,6 +302,15 @@ mod tests {
         assert_eq!(percentile_label(1.0), "0%");
         assert_eq!(percentile_label(10.0), "90%");
         assert_eq!(percentile_label(1000.0), "99.9%");
+    }
+
+    #[test]
+    fn latency_axes_span_whole_decades_and_label_only_them() {
+        assert_eq!(log_range([0.7, 23.0].into_iter()), 0.1..100.0);
+        assert_eq!(log_range([2.0, 3.0].into_iter()), 1.0..10.0);
+        assert_eq!(decade_label(0.1), "0.1");
+        assert_eq!(decade_label(100.0), "100");
+        assert_eq!(decade_label(20.0), "");
     }
 
     #[test]
