@@ -13,8 +13,13 @@
 //! `evidence` decides what counts as a hop (`X-Served-By` and the body name the same replica)
 //! and as a session (the server set a cookie or named an id).
 //!
+//! Every report also carries the run second by second ([`Second`]) and its latency
+//! distribution ([`Percentile`]); `--report` renders it all as one self-contained HTML page
+//! with SVG charts.
+//!
 //! The crate offers what the binary and the tests need: parse a [`Config`], [`run`] it, read
-//! the [`Report`] (its fields, [`Report::to_table`], [`Report::to_json`], the exit code).
+//! the [`Report`] (its fields, [`Report::to_table`], [`Report::to_json`],
+//! [`Report::to_html`], the exit code).
 
 mod bounds;
 mod charts;
