@@ -254,12 +254,14 @@ pub(crate) fn bars(
             .margin_right(36)
             .x_label_area_size(40)
             .y_label_area_size(64)
-            .build_cartesian_2d((0u32..n).into_segmented(), 0.0..top)?;
+            // Integer ranges are inclusive: 0..n - 1 is n segments.
+            .build_cartesian_2d((0u32..n - 1).into_segmented(), 0.0..top)?;
         chart
             .configure_mesh()
             .light_line_style(GRID)
             .disable_x_mesh()
             .y_desc(y_desc)
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .x_label_formatter(&|x| match x {
                 SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => bars
                     .get(*i as usize)
