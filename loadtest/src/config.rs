@@ -3,6 +3,7 @@
 //! ([`crate::modes`]) and flattened in. Every value is parsed here, once; the modes resolve
 //! their settings from the parsed `Config`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
@@ -82,6 +83,10 @@ pub struct Config {
     #[arg(long, env = "LOADTEST_JSON", value_parser = BoolishValueParser::new())]
     pub(crate) json: bool,
 
+    /// Also write the report as one self-contained HTML page with charts to this file.
+    #[arg(long, env = "LOADTEST_REPORT", value_name = "PATH.html", value_parser = parse_report_path)]
+    pub(crate) report: Option<PathBuf>,
+
     /// Never draw the progress bar (it is drawn only on a terminal anyway).
     #[arg(long, env = "LOADTEST_NO_PROGRESS", value_parser = BoolishValueParser::new())]
     pub(crate) no_progress: bool,
@@ -117,6 +122,11 @@ impl Config {
     /// `None` for one per core.
     pub fn threads(&self) -> Option<usize> {
         self.threads.map(usize::from)
+    }
+
+    /// `--report`: where to write the HTML report, if anywhere.
+    pub fn report(&self) -> Option<&std::path::Path> {
+        self.report.as_deref()
     }
 
     /// `--json`: print the report as JSON instead of the table.
@@ -195,6 +205,20 @@ fn env_source(error: &clap::Error) -> Option<String> {
     }
 }
 
+/// Parses `--report`: a file path, not empty and not a directory.
+fn parse_report_path(raw: &str) -> Result<PathBuf, String> {
+    if raw.trim().is_empty() {
+        return Err("the report needs a file name, e.g. report.html".to_owned());
+    }
+    let path = PathBuf::from(raw);
+    if raw.ends_with('/') || path.is_dir() {
+        return Err(format!(
+            "`{raw}` is a directory; name a file in it, e.g. {raw}/report.html"
+        ));
+    }
+    Ok(path)
+}
+
 /// Parses a humantime duration (`500ms`, `10s`, `2m`, `1h 30m`), above 0 and at most a week.
 fn parse_duration(raw: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(raw.trim())
@@ -247,6 +271,8 @@ mod tests {
             &["--timeout", "soon"],
             &["--target", "https://example.invalid"],
             &["--no-such-flag"],
+            &["--report", ""],
+            &["--report", "/tmp/"],
         ] {
             let error = parse(args).expect_err("must be rejected");
             assert_eq!(error.exit_code(), 2, "{args:?}: {error}");

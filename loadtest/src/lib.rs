@@ -13,16 +13,23 @@
 //! `evidence` decides what counts as a hop (`X-Served-By` and the body name the same replica)
 //! and as a session (the server set a cookie or named an id).
 //!
+//! Every report also carries the run second by second ([`Second`]) and its latency
+//! distribution ([`Percentile`]); `--report` renders it all as one self-contained HTML page
+//! with SVG charts.
+//!
 //! The crate offers what the binary and the tests need: parse a [`Config`], [`run`] it, read
-//! the [`Report`] (its fields, [`Report::to_table`], [`Report::to_json`], the exit code).
+//! the [`Report`] (its fields, [`Report::to_table`], [`Report::to_json`],
+//! [`Report::to_html`], the exit code).
 
 mod bounds;
+mod charts;
 mod check;
 mod client;
 mod config;
 mod endpoint;
 mod error;
 mod evidence;
+mod html;
 mod http1;
 mod jar;
 mod latency;
@@ -31,20 +38,24 @@ mod order;
 mod progress;
 mod report;
 mod runner;
+mod series;
 mod stop;
 mod table;
 mod targets;
 mod violation;
 
 pub use bounds::CounterCheck;
+pub use charts::ChartError;
 pub use check::{Anomaly, AnomalyKind};
 pub use config::{Config, ConfigError};
 pub use endpoint::Endpoint;
 pub use error::RunError;
-pub use latency::LatencySummary;
+pub use html::HtmlError;
+pub use latency::{LatencySummary, Percentile};
 pub use modes::parallel::ParallelReport;
 pub use modes::sequential::{AnomalyCounts, LocatedAnomaly, SequentialReport, Spread};
 pub use modes::throughput::ThroughputReport;
 pub use report::{Common, Report, Verdict};
 pub use runner::run;
+pub use series::Second;
 pub use violation::{Rule, Violation};

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::latency::LatencySummary;
+use crate::latency::{LatencySummary, Percentile};
 use crate::modes::parallel::ParallelReport;
 use crate::modes::sequential::SequentialReport;
 use crate::modes::throughput::ThroughputReport;
+use crate::series::Second;
 
 /// The outcome of a run that took place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -127,6 +128,10 @@ pub struct Common {
     pub requests_per_replica: BTreeMap<String, u64>,
     /// Latency percentiles.
     pub latency: LatencySummary,
+    /// The latency distribution, from the fastest request to the slowest, for the chart.
+    pub latency_distribution: Vec<Percentile>,
+    /// The run second by second: requests, errors, p50 and p99, requests per replica.
+    pub per_second: Vec<Second>,
     /// Wall time of the load phase, seconds.
     pub elapsed_s: f64,
     /// Completed requests per second over `elapsed_s`.
@@ -226,6 +231,8 @@ pub(crate) mod tests {
             error_examples: Vec::new(),
             requests_per_replica: BTreeMap::from([("a".to_owned(), 50), ("b".to_owned(), 50)]),
             latency: LatencySummary::default(),
+            latency_distribution: Vec::new(),
+            per_second: Vec::new(),
             elapsed_s: 1.0,
             req_per_s: 100.0,
             interrupted: false,

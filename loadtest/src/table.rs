@@ -13,8 +13,8 @@ pub(crate) type Row = (String, String);
 
 /// Renders a report for people: `title` names the mode, `rows` are the mode's own, `details`
 /// (possibly empty) follows everything else.
-pub(crate) fn render(title: &str, mut rows: Vec<Row>, common: &Common, details: &str) -> String {
-    rows.extend(common_rows(common));
+pub(crate) fn render(title: &str, rows: Vec<Row>, common: &Common, details: &str) -> String {
+    let rows = with_common(rows, common);
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let rule = "-".repeat(width + 3 + rows.iter().map(|(_, v)| v.len()).max().unwrap_or(0).min(72));
 
@@ -41,6 +41,13 @@ pub(crate) fn render(title: &str, mut rows: Vec<Row>, common: &Common, details: 
     }
     out.push_str(details);
     out
+}
+
+/// A mode's own rows followed by the rows every report has: the table's rows after the
+/// verdict, which the HTML report shows too.
+pub(crate) fn with_common(mut rows: Vec<Row>, common: &Common) -> Vec<Row> {
+    rows.extend(common_rows(common));
+    rows
 }
 
 fn common_rows(c: &Common) -> Vec<Row> {

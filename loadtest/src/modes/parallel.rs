@@ -27,6 +27,7 @@ use crate::modes::Shared;
 use crate::order::Op;
 use crate::progress::{Goal, Progress};
 use crate::report::{Common, Verdict, per_second, remember_error};
+use crate::series::Recorder;
 use crate::stop::Stop;
 use crate::violation::{Found, Rule};
 
@@ -141,7 +142,7 @@ impl Parallel {
                         &client,
                         &targets,
                         endpoint,
-                        (per_worker, deadline, origin),
+                        (per_worker, deadline, origin, started),
                         &counter,
                         &stop,
                     )
@@ -205,6 +206,10 @@ impl Parallel {
             .map(|(id, n)| (id.clone(), *n))
             .collect();
         let planned = per_worker.map(|m| workers.saturating_mul(m));
+        let mut series = Recorder::default();
+        for sample in &total.samples {
+            series.sample(sample);
+        }
         let mut report = ParallelReport {
             common: Common {
                 verdict: Verdict::Fail,
@@ -216,6 +221,8 @@ impl Parallel {
                 error_examples: total.errors,
                 requests_per_replica: total.per_replica,
                 latency: total.latencies.summary(),
+                latency_distribution: total.latencies.distribution(),
+                per_second: series.finish(),
                 elapsed_s,
                 req_per_s: per_second(requests, elapsed_s),
                 interrupted: stop.is_stopped(),

@@ -83,8 +83,10 @@ impl Sequential {
                 let stop = stop.clone();
                 let (endpoint, requests) = (self.endpoint, self.requests);
                 tokio::spawn(async move {
-                    user::run_user(user, client, &targets, endpoint, requests, &counter, &stop)
-                        .await
+                    user::run_user(
+                        user, started, client, &targets, endpoint, requests, &counter, &stop,
+                    )
+                    .await
                 })
             })
             .collect();

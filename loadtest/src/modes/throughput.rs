@@ -25,6 +25,7 @@ use crate::latency::Latencies;
 use crate::modes::Shared;
 use crate::progress::{Goal, Progress};
 use crate::report::{Common, Verdict, per_second, remember_error};
+use crate::series::Recorder;
 use crate::stop::Stop;
 use crate::targets::Target;
 
@@ -201,12 +202,17 @@ impl Throughput {
         let mut latencies = Latencies::new();
         let mut per_replica: BTreeMap<String, u64> = BTreeMap::new();
         let mut status_counts: BTreeMap<u16, u64> = BTreeMap::new();
+        let mut series = Recorder::default();
         for result in results {
-            let stats = match result.await {
-                Ok(stats) => stats,
-                Err(_) => vec![Err("a load thread died".to_owned())],
+            let result = match result.await {
+                Ok(result) => result,
+                Err(_) => ThreadResult {
+                    connections: vec![Err("a load thread died".to_owned())],
+                    series: Recorder::default(),
+                },
             };
-            for stats in stats {
+            series.merge(&result.series);
+            for stats in result.connections {
                 let stats = match stats {
                     Ok(stats) => stats,
                     Err(error) => {
@@ -249,6 +255,8 @@ impl Throughput {
                 error_examples: total.error_examples,
                 requests_per_replica: per_replica,
                 latency: latencies.summary(),
+                latency_distribution: latencies.distribution(),
+                per_second: series.finish(),
                 elapsed_s,
                 req_per_s: per_second(total.completed, elapsed_s),
                 interrupted: stop.is_stopped(),

@@ -7,6 +7,11 @@ use crate::report::range;
 use crate::table::{self, Row};
 
 impl ParallelReport {
+    /// The table's rows after the verdict: the mode's own, then the shared ones.
+    pub(crate) fn rows(&self) -> Vec<Row> {
+        table::with_common(rows(self), &self.common)
+    }
+
     /// The table for people.
     pub(crate) fn to_table(&self) -> String {
         table::render(

@@ -13,6 +13,7 @@ use crate::evidence;
 use crate::latency::Latencies;
 use crate::order::Op;
 use crate::report::{NO_NODE, remember_error};
+use crate::series::Sample;
 use crate::stop::Stop;
 use crate::targets::Targets;
 
@@ -41,6 +42,8 @@ pub(super) struct Tally {
     pub(super) errors: Vec<String>,
     /// Every increment's latency.
     pub(super) latencies: Latencies,
+    /// Every increment, for the per-second series.
+    pub(super) samples: Vec<Sample>,
 }
 
 impl Tally {
@@ -55,6 +58,7 @@ impl Tally {
         self.failed += tally.failed;
         self.unknown += tally.unknown;
         self.timed.extend(tally.timed);
+        self.samples.extend(tally.samples);
         self.latencies.merge(&tally.latencies);
         for (node, n) in tally.per_replica {
             *self.per_replica.entry(node).or_default() += n;
@@ -73,12 +77,14 @@ impl Tally {
 
 /// One worker: increments on the shared session until it has sent `per_worker`, the
 /// `deadline` passes or `stop` is set; `counter` counts its requests for the progress bar.
+/// Times are taken on the run's clock (`origin`) and, for the series, since the workers
+/// started (`started`).
 pub(super) async fn work(
     worker: usize,
     client: &reqwest::Client,
     targets: &Targets,
     endpoint: Endpoint,
-    (per_worker, deadline, origin): (Option<u64>, Option<Instant>, Instant),
+    (per_worker, deadline, origin, started): (Option<u64>, Option<Instant>, Instant, Instant),
     counter: &AtomicU64,
     stop: &Stop,
 ) -> Tally {
@@ -104,7 +110,8 @@ pub(super) async fn work(
         tally.set_cookie |= answer.set_cookie;
         let served_by = answer.node;
         let node = served_by.clone().unwrap_or_else(|| NO_NODE.to_owned());
-        *tally.per_replica.entry(node).or_default() += 1;
+        *tally.per_replica.entry(node.clone()).or_default() += 1;
+        let latency = answer.latency;
         let result = match answer.outcome {
             Outcome::Counted(c) => {
                 tally.acknowledged += 1;
@@ -130,6 +137,12 @@ pub(super) async fn work(
                 Answered::Refused
             }
         };
+        tally.samples.push(Sample {
+            at: started.elapsed(),
+            latency,
+            error: !matches!(result, Answered::Value(_)),
+            replica: node,
+        });
         tally.timed.push(Timed {
             op,
             sent_us,

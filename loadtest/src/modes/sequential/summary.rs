@@ -11,6 +11,7 @@ use super::user::Trace;
 use crate::check::{self, Observation};
 use crate::latency::Latencies;
 use crate::report::{Common, NO_NODE, Verdict, per_second, remember_error};
+use crate::series::Recorder;
 use crate::targets::Targets;
 
 /// How many anomalies the report lists in detail.
@@ -29,6 +30,7 @@ pub(super) fn summarise(
     let mut error_examples = Vec::new();
     let mut per_replica: BTreeMap<String, u64> = BTreeMap::new();
     let mut latencies = Latencies::new();
+    let mut series = Recorder::default();
     let (mut sent, mut errors, mut hops, mut hop_pairs, mut sessions_with_anomalies) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut sessions_shared = 0u64;
@@ -126,6 +128,12 @@ pub(super) fn summarise(
             }
             let node = step.node.as_deref().unwrap_or(NO_NODE);
             *per_replica.entry(node.to_owned()).or_default() += 1;
+            series.record(
+                step.finished,
+                Some(step.latency),
+                step.error.is_some(),
+                Some(node.as_bytes()),
+            );
         }
         hops += check::count_hops(&nodes);
         hop_pairs += trace.steps.len().saturating_sub(1) as u64;
@@ -147,6 +155,8 @@ pub(super) fn summarise(
             error_examples,
             requests_per_replica: per_replica,
             latency: summary,
+            latency_distribution: latencies.distribution(),
+            per_second: series.finish(),
             elapsed_s,
             req_per_s: per_second(sent, elapsed_s),
             interrupted: false,

@@ -10,6 +10,11 @@ use crate::report::range;
 use crate::table::{self, Row};
 
 impl SequentialReport {
+    /// The table's rows after the verdict: the mode's own, then the shared ones.
+    pub(crate) fn rows(&self) -> Vec<Row> {
+        table::with_common(rows(self), &self.common)
+    }
+
     /// The table for people.
     pub(crate) fn to_table(&self) -> String {
         table::render(
@@ -161,6 +166,8 @@ mod tests {
                     ("app-2".to_owned(), 20),
                 ]),
                 latency: LatencySummary::default(),
+                latency_distribution: Vec::new(),
+                per_second: Vec::new(),
                 elapsed_s: 0.5,
                 req_per_s: 80.0,
                 interrupted: false,

@@ -8,7 +8,7 @@
 //! would check that a session's last increment was kept.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::check::Observation;
 use crate::client::{self, Outcome};
@@ -36,6 +36,10 @@ pub(super) struct Step {
     pub(super) mismatch: Option<String>,
     /// The error, when the outcome is unknown.
     pub(super) error: Option<String>,
+    /// When the answer was in, since the load started.
+    pub(super) finished: Duration,
+    /// How long it took.
+    pub(super) latency: Duration,
 }
 
 /// One user's session: its steps, its final read and latencies.
@@ -49,8 +53,8 @@ pub(super) struct Trace {
     pub(super) latencies: Latencies,
 }
 
-/// Records one answer; `increment` false for a read.
-fn step(endpoint: Endpoint, increment: bool, answer: client::Answer) -> Step {
+/// Records one answer, in at `finished`; `increment` false for a read.
+fn step(endpoint: Endpoint, increment: bool, answer: client::Answer, finished: Duration) -> Step {
     let mut mismatch = None;
     let (observation, session, error) = match answer.outcome {
         Outcome::Counted(counter) => {
@@ -68,13 +72,17 @@ fn step(endpoint: Endpoint, increment: bool, answer: client::Answer) -> Step {
         set_cookie: answer.set_cookie,
         mismatch,
         error,
+        finished,
+        latency: answer.latency,
     }
 }
 
 /// Runs one user's session to its end (or until `stop`); `counter` counts its requests for
-/// the progress bar.
+/// the progress bar, `started` is when the load started.
+#[allow(clippy::too_many_arguments)] // each is one thing the user needs; a struct would only rename them
 pub(super) async fn run_user(
     user: usize,
+    started: Instant,
     clients: [reqwest::Client; 2],
     targets: &Targets,
     endpoint: Endpoint,
@@ -95,7 +103,9 @@ pub(super) async fn run_user(
         let client = &clients[(seq % 2) as usize];
         let answer = client::increment(client, endpoint, &url).await;
         trace.latencies.record(answer.latency);
-        trace.steps.push(step(endpoint, true, answer));
+        trace
+            .steps
+            .push(step(endpoint, true, answer, started.elapsed()));
         counter.fetch_add(1, Ordering::Relaxed);
     }
     // Read the count back, on the next target and connection in turn. The text route has no
@@ -113,7 +123,7 @@ pub(super) async fn run_user(
             }
             let answer =
                 client::send(client, reqwest::Method::GET, &url, endpoint::parse_json).await;
-            let read = step(endpoint, false, answer);
+            let read = step(endpoint, false, answer, started.elapsed());
             let done = read.error.is_none();
             trace.read = Some(read);
             if done {

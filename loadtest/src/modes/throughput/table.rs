@@ -4,6 +4,11 @@ use super::report::ThroughputReport;
 use crate::table::{self, Row};
 
 impl ThroughputReport {
+    /// The table's rows after the verdict: the mode's own, then the shared ones.
+    pub(crate) fn rows(&self) -> Vec<Row> {
+        table::with_common(rows(self), &self.common)
+    }
+
     /// The table for people.
     pub(crate) fn to_table(&self) -> String {
         table::render("throughput", rows(self), &self.common, "")
