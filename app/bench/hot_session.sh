@@ -35,7 +35,7 @@ start_stack() { # mode on|off: 3 replicas and a balancer in front of them
   local mode=$1 ups=() urls=()
   for i in 1 2 3; do
     local port; port=$(free_port)
-    RUST_LOG=warn SESSION_LOCK=$mode SESSION_LOCK_HANDOFFS=$HANDOFFS SESSION_LOCK_GROUP_COMMIT=$GROUP_COMMIT NODE_NAME="$mode-$i" LISTEN_ADDR=127.0.0.1:$port SHUTDOWN_DELAY=0 \
+    RUST_LOG=warn SESSION_LOCK=$mode SESSION_LOCK_HANDOFFS=$HANDOFFS SESSION_LOCK_GROUP_COMMIT=$GROUP_COMMIT NODE_NAME="$mode-$i" LISTEN_ADDR=127.0.0.1:$port SHUTDOWN_DELAY=0s \
       REDIS_URL=redis://127.0.0.1:$rport "$BIN/app" >"$work/app-$mode-$i.log" 2>&1 &
     pids+=($!)
     ups+=("127.0.0.1:$port"); urls+=("http://127.0.0.1:$port")

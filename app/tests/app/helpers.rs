@@ -131,7 +131,7 @@ pub async fn app_process(
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("REDIS_URL", cluster.redis.url())
         .env("NODE_NAME", node)
-        .env("SHUTDOWN_DELAY", "0")
+        .env("SHUTDOWN_DELAY", "0s")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -68,7 +68,7 @@ async fn without_the_lock_parallel_increments_are_lost() {
 async fn a_handler_slower_than_the_lease_keeps_the_lock() {
     // Lease 200 ms, handler 700 ms: only renewal keeps the others out.
     let cluster = Cluster::start(2, |c| {
-        c.session_lock_lease_ms = 200;
+        c.session_lock_lease = Duration::from_millis(200);
         c.save_delay = Some(Duration::from_millis(700));
     })
     .await;
@@ -110,7 +110,7 @@ async fn a_dead_holders_lock_expires_and_others_proceed() {
 
 #[tokio::test]
 async fn a_lock_held_past_the_wait_gives_503_with_retry_after() {
-    let cluster = Cluster::start(1, |c| c.session_lock_wait_ms = 200).await;
+    let cluster = Cluster::start(1, |c| c.session_lock_wait = Duration::from_millis(200)).await;
     let client = reqwest::Client::new();
     let url = cluster.url(0, "/session");
     let cookie = set_cookie(&client.get(&url).send().await.expect("first")).expect("cookie");

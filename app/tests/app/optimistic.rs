@@ -168,10 +168,10 @@ async fn a_body_of_unknown_length_runs_optimistically_like_any_other() {
 
 #[tokio::test]
 async fn a_compare_and_set_stalled_past_its_timeout_is_answered_truthfully() {
-    // REDIS_TIMEOUT_MS 300: the compare-and-set, sent at ~300 ms into a write pause that
+    // REDIS_TIMEOUT 300ms: the compare-and-set, sent at ~300 ms into a write pause that
     // lasts until 1000 ms, times out at ~600 ms; its resolution gets through after the pause.
     let cluster = Cluster::start(1, |c| {
-        c.redis_timeout_ms = 300;
+        c.redis_timeout = Duration::from_millis(300);
         c.save_delay = Some(Duration::from_millis(300));
     })
     .await;

@@ -32,7 +32,7 @@ async fn an_in_flight_request_completes_after_shutdown() {
 async fn readyz_fails_during_the_shutdown_delay_while_requests_are_still_served() {
     let cluster = Cluster::start(0, |_| {}).await;
     let mut config = app::Config::for_test(&cluster.redis.url(), "leaving");
-    config.shutdown_delay = 1;
+    config.shutdown_delay = Duration::from_secs(1);
     let replica = Replica::start(config).await;
     let base = replica.url();
     let client = user();

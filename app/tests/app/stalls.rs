@@ -1,7 +1,7 @@
 //! Redis stalls mid-request (`CLIENT PAUSE`): the answer never contradicts what happened,
 //! and a stalled acquire leaves no lock behind once Redis answers again.
 //!
-//! Timeline of these tests: `REDIS_TIMEOUT_MS` 300, so a save Redis does not confirm times
+//! Timeline of these tests: `REDIS_TIMEOUT` 300ms, so a save Redis does not confirm times
 //! out 300 ms after it was sent and is then given 600 ms more to be resolved.
 
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use crate::helpers::{Cluster, open_session, plain, views_of};
 /// A replica whose handlers wait `save_delay` between loading and saving the session.
 async fn stalling_cluster(save_delay: Duration) -> Cluster {
     Cluster::start(1, |c| {
-        c.redis_timeout_ms = 300;
+        c.redis_timeout = Duration::from_millis(300);
         c.save_delay = Some(save_delay);
     })
     .await
