@@ -465,6 +465,8 @@ impl SessionLock {
             }
             Err(err) => {
                 tracing::warn!(%err, session = %abbrev(id), "optimistic save not confirmed; resolving");
+                // Resolving is the rare path and its future is large: behind a pointer, it does
+                // not make every optimistic write's future that large.
                 match Box::pin(self.resolve_optimistic(id, record, seen, bytes)).await {
                     // Not applied, and fenced so it never will be: as after a lost race,
                     // nothing was written and the change may run again, under the lock.
