@@ -61,8 +61,8 @@ fn file_names() -> BTreeSet<String> {
 /// extension this repository ships (`shared/REFERENCE.md`); build and test output aside.
 fn repo_path<'a>(word: &'a str, top: &[String]) -> Option<&'a str> {
     let word = word
-        .trim_matches(|c: char| matches!(c, '"' | '\'' | '(' | ')'))
-        .trim_end_matches(|c: char| matches!(c, ',' | ';' | ':' | '.'));
+        .trim_matches(['"', '\'', '(', ')'])
+        .trim_end_matches([',', ';', ':', '.']);
     let shaped = word.contains('/')
         && !word.starts_with('/')
         && !word.contains("//")
