@@ -83,7 +83,7 @@ pub struct Config {
     #[arg(long, env = "NODE_NAME", value_parser = parse_node_name)]
     pub node_name: Option<String>,
 
-    /// Inactivity before a session expires (`1h`; 1 s to 365 days).
+    /// Inactivity before a session expires (1 s to 365 days).
     #[arg(long, env = "SESSION_TTL", default_value = "1h", value_parser = duration_between(SECOND, 365 * DAY, "s"))]
     pub session_ttl: Duration,
 
@@ -116,7 +116,7 @@ pub struct Config {
     #[arg(long, env = "SESSION_LOCK", default_value = "on", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub session_lock: bool,
 
-    /// How long a session lock is leased for (`2s`; 50 ms to 10 min); renewed while its
+    /// How long a session lock is leased for (50 ms to 10 min); renewed while its
     /// writer holds it.
     #[arg(long, env = "SESSION_LOCK_LEASE", default_value = "2s", value_parser = duration_between(50 * MILLI, 10 * MINUTE, "ms"))]
     pub session_lock_lease: Duration,
@@ -140,13 +140,13 @@ pub struct Config {
     #[arg(long, env = "SESSION_LOCK_OPTIMISTIC", default_value = "on", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub session_lock_optimistic: bool,
 
-    /// How long a request waits for its session's lock before answering 503 (`5s`; 0 to
-    /// 10 min).
+    /// How long a request waits for its session's lock before answering 503 (0 to 10
+    /// min).
     #[arg(long, env = "SESSION_LOCK_WAIT", default_value = "5s", value_parser = duration_between(Duration::ZERO, 10 * MINUTE, "ms"))]
     pub session_lock_wait: Duration,
 
-    /// How long any Redis command may take before the request gets a 503 (`500ms`; 10 ms
-    /// to 1 min).
+    /// How long any Redis command may take before the request gets a 503 (10 ms to
+    /// 1 min).
     #[arg(long, env = "REDIS_TIMEOUT", default_value = "500ms", value_parser = duration_between(10 * MILLI, MINUTE, "ms"))]
     pub redis_timeout: Duration,
 
@@ -162,18 +162,18 @@ pub struct Config {
     #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub redis_pool_size: u64,
 
-    /// How long a request may run before it is answered 503 (`10s`; 1 s to 1 h).
+    /// How long a request may run before it is answered 503 (1 s to 1 h).
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = duration_between(SECOND, HOUR, "s"))]
     pub request_timeout: Duration,
 
     /// Time between SIGTERM (or Ctrl-C) and closing the listener, during which `/readyz`
     /// answers 503 while requests are still served: balancers take the replica out of
-    /// rotation before it closes its connections, so scaling down fails no request (`2s`;
-    /// 0 to 5 min).
+    /// rotation before it closes its connections, so scaling down fails no request (0 to 5
+    /// min).
     #[arg(long, env = "SHUTDOWN_DELAY", default_value = "2s", value_parser = duration_between(Duration::ZERO, 5 * MINUTE, "s"))]
     pub shutdown_delay: Duration,
 
-    /// Time in-flight requests get to finish after SIGTERM or Ctrl-C (`10s`; 0 to 1 h).
+    /// Time in-flight requests get to finish after SIGTERM or Ctrl-C (0 to 1 h).
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = duration_between(Duration::ZERO, HOUR, "s"))]
     pub shutdown_grace: Duration,
 
