@@ -142,7 +142,7 @@ async fn a_slow_body_holds_no_lock_forged_or_not() {
         .await
         .expect("victim");
 
-    // Assert: served at once (a held lock would make it wait SESSION_LOCK_WAIT_MS, 5 s).
+    // Assert: served at once (a held lock would make it wait SESSION_LOCK_WAIT, 5 s).
     let waited = start.elapsed();
     assert_eq!(res.status(), 200);
     assert!(waited < Duration::from_secs(2), "waited {waited:?}");

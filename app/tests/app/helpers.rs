@@ -150,8 +150,9 @@ impl Cluster {
                 // timeout on purpose), and the pool is as large as it goes: the pool takes
                 // its connections in turn, so a command (a lease renewal) comes back to the
                 // connection of a held answer, and waits behind it, only after 64 others.
-                let held_ms = u64::try_from(slow.delay().as_millis()).unwrap_or(u64::MAX);
-                config.redis_timeout_ms = config.redis_timeout_ms.max(2 * held_ms + 200);
+                config.redis_timeout = config
+                    .redis_timeout
+                    .max(2 * slow.delay() + Duration::from_millis(200));
                 config.redis_pool_size = 64;
                 held.push(proxy);
             }
@@ -222,7 +223,7 @@ pub async fn app_process(
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("REDIS_URL", cluster.redis.url())
         .env("NODE_NAME", node)
-        .env("SHUTDOWN_DELAY", "0")
+        .env("SHUTDOWN_DELAY", "0s")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -162,11 +162,11 @@ async fn a_flooded_replica_cannot_keep_another_replica_out_beyond_the_hand_off_b
 async fn a_replica_killed_while_holding_a_hot_session_loses_nothing() {
     // Arrange: replica `victim` is a real process (so it can be SIGKILLed) with a 1 s lease;
     // two in-process replicas share the same Redis.
-    let cluster = Cluster::start(2, |c| c.session_lock_lease_ms = 1000).await;
+    let cluster = Cluster::start(2, |c| c.session_lock_lease = Duration::from_millis(1000)).await;
     let (mut victim, victim_url) = app_process(
         &cluster,
         "victim",
-        &[("SESSION_LOCK_LEASE_MS", "1000".to_owned())],
+        &[("SESSION_LOCK_LEASE", "1000ms".to_owned())],
     )
     .await;
     let (cookie, _) = open_session(&cluster, "/api/session/views").await;

@@ -73,7 +73,7 @@ async fn a_handler_slower_than_the_lease_keeps_the_lock() {
     let cluster = Cluster::start_slow(
         2,
         |_| Some(Slow::Saves(Duration::from_millis(700))),
-        |c| c.session_lock_lease_ms = 200,
+        |c| c.session_lock_lease = Duration::from_millis(200),
     )
     .await;
     assert_every_increment_counted(&cluster, 3).await;
@@ -114,7 +114,7 @@ async fn a_dead_holders_lock_expires_and_others_proceed() {
 
 #[tokio::test]
 async fn a_lock_held_past_the_wait_gives_503_with_retry_after() {
-    let cluster = Cluster::start(1, |c| c.session_lock_wait_ms = 200).await;
+    let cluster = Cluster::start(1, |c| c.session_lock_wait = Duration::from_millis(200)).await;
     let client = reqwest::Client::new();
     let url = cluster.url(0, "/session");
     let cookie = set_cookie(&client.get(&url).send().await.expect("first")).expect("cookie");

@@ -84,7 +84,7 @@ async fn logout_racing_an_unlocked_write_stays_deleted() {
 
 #[tokio::test]
 async fn a_logout_waits_for_the_lock_and_is_refused_while_it_stays_taken() {
-    let cluster = Cluster::start(1, |c| c.session_lock_wait_ms = 200).await;
+    let cluster = Cluster::start(1, |c| c.session_lock_wait = Duration::from_millis(200)).await;
     let (cookie, id) = open_session(&cluster, "/api/session/views").await;
     let lock = app::Keys::default().lock(&id);
     cluster

@@ -169,13 +169,13 @@ async fn a_body_of_unknown_length_runs_optimistically_like_any_other() {
 
 #[tokio::test]
 async fn a_compare_and_set_stalled_past_its_timeout_is_answered_truthfully() {
-    // REDIS_TIMEOUT_MS 300: the compare-and-set, sent at ~200 ms (its read answered that
+    // REDIS_TIMEOUT 300ms: the compare-and-set, sent at ~200 ms (its read answered that
     // late) into a write pause that lasts until 1000 ms, times out at ~500 ms; its resolution
     // gets through after the pause.
     let cluster = Cluster::start_slow(
         1,
         |_| Some(Slow::Loads(Duration::from_millis(200))),
-        |c| c.redis_timeout_ms = 300,
+        |c| c.redis_timeout = Duration::from_millis(300),
     )
     .await;
     let (cookie, _) = open_session(&cluster, "/api/session/views").await;

@@ -26,7 +26,7 @@ async fn an_in_flight_request_completes_after_shutdown() {
     )
     .await;
     let mut config = app::Config::for_test(&cluster.redis.url_via(held.addr()), "draining");
-    config.redis_timeout_ms = 1_200;
+    config.redis_timeout = Duration::from_millis(1_200);
     let replica = start_replica(config).await;
     let url = format!("{}/session", replica.url());
     let in_flight = tokio::spawn(async move { user().get(&url).send().await.map(|r| r.status()) });
@@ -48,7 +48,7 @@ async fn an_in_flight_request_completes_after_shutdown() {
 async fn readyz_fails_during_the_shutdown_delay_while_requests_are_still_served() {
     let cluster = Cluster::start(0, |_| {}).await;
     let mut config = app::Config::for_test(&cluster.redis.url(), "leaving");
-    config.shutdown_delay = 1;
+    config.shutdown_delay = Duration::from_secs(1);
     let replica = start_replica(config).await;
     let base = replica.url();
     let client = user();

@@ -12,7 +12,12 @@ use crate::helpers::{Cluster, Slow, open_session, plain, views_of};
 
 /// A replica whose writes wait `slow` between loading and saving the session, if any.
 async fn stalling_cluster(slow: Option<Slow>) -> Cluster {
-    Cluster::start_slow(1, |_| slow, |c| c.redis_timeout_ms = 300).await
+    Cluster::start_slow(
+        1,
+        |_| slow,
+        |c| c.redis_timeout = Duration::from_millis(300),
+    )
+    .await
 }
 
 /// `GET /session` with the cookie and a request id; status, `Retry-After`, body.
