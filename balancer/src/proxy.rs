@@ -350,7 +350,8 @@ impl Proxy {
             return ex.failed(Cause::SlotTimeout, Some(up), false, None);
         };
         let conn = if fresh {
-            // Boxed, as in the pool: a cold path with a large future.
+            // A fresh connection is the cold path, and its future is large: behind a pointer,
+            // it does not make every attempt's future that large (as in the pool).
             Box::pin(self.pool.connect(backend.addr())).await
         } else {
             self.pool.get(backend.addr()).await

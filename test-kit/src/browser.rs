@@ -58,8 +58,14 @@ impl ChromeDriver {
         driver
     }
 
-    /// A new headless Chromium session.
+    /// A new headless Chromium session, 900×1100, that records the browser's console.
     pub async fn session(&self) -> Client {
+        self.session_sized(900, 1100).await
+    }
+
+    /// A new headless Chromium session with a window of `width`×`height`, recording the
+    /// browser's console (see [`ChromeDriver::console_errors`]).
+    pub async fn session_sized(&self, width: u32, height: u32) -> Client {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".to_owned(),
@@ -67,8 +73,12 @@ impl ChromeDriver {
                 "binary": chrome_binary(),
                 // --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
                 "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                         "--disable-gpu", "--window-size=900,1100", "--no-first-run"],
+                         "--disable-gpu", format!("--window-size={width},{height}"), "--no-first-run"],
             }),
+        );
+        caps.insert(
+            "goog:loggingPrefs".to_owned(),
+            serde_json::json!({"browser": "ALL"}),
         );
         ClientBuilder::new(HttpConnector::new())
             .capabilities(caps)
@@ -77,6 +87,33 @@ impl ChromeDriver {
             .unwrap_or_else(|err| {
                 panic!("chromedriver could not start Chromium: {err}. {INSTALL_HINT}")
             })
+    }
+
+    /// The console messages of level SEVERE (errors: a failed load, a blocked resource, a
+    /// script error) since the last call, from chromedriver's log endpoint.
+    pub async fn console_errors(&self, browser: &Client) -> Vec<String> {
+        let session = browser
+            .session_id()
+            .await
+            .expect("session id")
+            .expect("a session");
+        let url = format!("http://127.0.0.1:{}/session/{session}/se/log", self.port);
+        let log: serde_json::Value = reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({"type": "browser"}))
+            .send()
+            .await
+            .expect("chromedriver answers")
+            .json()
+            .await
+            .expect("the log is JSON");
+        log["value"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no log entries in {log}"))
+            .iter()
+            .filter(|entry| entry["level"] == "SEVERE")
+            .map(|entry| entry["message"].to_string())
+            .collect()
     }
 }
 

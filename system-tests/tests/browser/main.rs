@@ -4,8 +4,8 @@
 //! replicas).
 //!
 //! Run with:
-//!   cargo test -p system-tests --test browser                                       # in-process cluster
-//!   BROWSER_TARGET=http://127.0.0.1:8080 cargo test -p system-tests --test browser  # a running cluster (compose, local.sh)
+//!   cargo test -p system-tests --test browser                                      # in-process cluster
+//!   BROWSER_TARGET=http://127.0.0.1:8080 cargo test -p system-tests --test browser # a running cluster (compose, local.sh)
 //!
 //! Without `BROWSER_TARGET` it starts its own cluster: a real `redis-server`, three replicas and
 //! the real balancer on loopback ports. It needs `chromium` and `chromium-driver`
