@@ -10,6 +10,8 @@
 #      (plus `run --rm loadtest` inside the compose network, and the browser test against the balancer);
 #   2. scale to 5 under load: the new replicas get traffic within 5 s, no errors;
 #   3. scale to 2 under load: no failed requests, no miscount;
+#      (around both: the balancer's dashboard lists 3, 5, then 2 backends in rotation, and headless Chromium on
+#      the host saves a screenshot of it at each, through the published admin port: test-output/e2e/dashboard-*.png);
 #   4. docker kill one replica under load: no failed GETs, no miscount;
 #   5. restart redis: existing sessions continue counting (AOF);
 #   6. stop redis: 503s and /readyz 503; start it: the cluster recovers by itself;
@@ -381,10 +383,48 @@ step_browser() {
         return
     fi
     log "browser test against $BASE"
-    if BROWSER_TARGET=$BASE cargo test --quiet --locked -p system-tests --test browser >"$out/browser.txt" 2>&1; then
+    # Only the page's test: the dashboard's starts its own cluster (it stops replicas); here the dashboard is
+    # photographed while scaling instead.
+    if BROWSER_TARGET=$BASE cargo test --quiet --locked -p system-tests --test browser visit_again >"$out/browser.txt" 2>&1; then
         pass browser "chromium clicked 'Visit again' 6 times through the compose balancer (screenshot in test-output/)"
     else
         fail browser "cargo test -p system-tests --test browser failed (see $out/browser.txt)"
+    fi
+}
+
+# The balancer's dashboard as a person on this host sees it (the admin port is published on 127.0.0.1): waits
+# up to 20 s for it to list exactly $2 backends, all in rotation, then saves a headless Chromium screenshot as
+# test-output/e2e/dashboard-$1.png. Problems are collected for step_dashboard's verdict.
+DASHBOARD_SEEN=""
+DASHBOARD_PROBLEMS=""
+dashboard_shot() {
+    local name=$1 want=$2 url="http://127.0.0.1:$BALANCER_ADMIN_PORT/" html="" known=0 ready=0
+    local deadline=$((SECONDS + 20))
+    while ((SECONDS < deadline)); do
+        html=$(curl -s --max-time 2 "$url")
+        known=$(grep -o 'data-addr="' <<<"$html" | wc -l)
+        ready=$(grep -o 'data-state="ready"' <<<"$html" | wc -l)
+        ((known == want && ready == want)) && break
+        sleep 0.5
+    done
+    DASHBOARD_SEEN+=" $name:$ready/$known"
+    ((known == want && ready == want)) || DASHBOARD_PROBLEMS+=" $name: $ready of $known in rotation, want $want;"
+    [[ ${E2E_BROWSER:-1} == 0 ]] && return
+    local png=$out/dashboard-$name.png
+    # --no-sandbox: this runs as root, where Chromium's sandbox refuses to start. The page is rendered by the
+    # server at load, so the screenshot needs no wait for its live updates.
+    timeout 60 chromium --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars \
+        --window-size=1100,1000 --screenshot="$png" "$url" >"$out/dashboard-$name.log" 2>&1
+    [[ $(head -c 4 "$png" 2>/dev/null | tail -c 3) == PNG ]] || DASHBOARD_PROBLEMS+=" $name: no screenshot (see $out/dashboard-$name.log);"
+}
+
+step_dashboard() {
+    if [[ ${E2E_BROWSER:-1} == 0 ]]; then
+        skip dashboard "E2E_BROWSER=0 (backends listed in rotation/known:$DASHBOARD_SEEN)"
+    elif [[ -n $DASHBOARD_PROBLEMS ]]; then
+        fail dashboard "$DASHBOARD_PROBLEMS"
+    else
+        pass dashboard "listed in rotation/known:$DASHBOARD_SEEN; screenshots $out/dashboard-{3,5,2}.png"
     fi
 }
 
@@ -393,6 +433,7 @@ step_scale_up() {
     before=$(app_nodes)
     start_load scale5 25
     sleep 2
+    dashboard_shot 3 3
     log "scale to 5 under load"
     if ! compose up -d --no-build --no-recreate --scale app=5 >"$out/scale5.log" 2>&1; then
         stop_background
@@ -417,6 +458,7 @@ step_scale_up() {
         fi
     done
     sleep 3
+    dashboard_shot 5 5
     stop_background
     local ok=1
     check_load || ok=0
@@ -439,6 +481,7 @@ step_scale_down() {
     compose up -d --no-build --no-recreate --scale app=2 >"$out/scale2.log" 2>&1
     local took=$((SECONDS - t0))
     sleep 3
+    dashboard_shot 2 2
     stop_background
     local remaining
     remaining=$(app_nodes | wc -l)
@@ -567,6 +610,7 @@ main() {
         step_browser
         step_scale_up
         step_scale_down
+        step_dashboard
         step_kill
         step_redis_restart
         step_redis_down

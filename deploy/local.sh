@@ -3,10 +3,14 @@
 #
 # Run with:  deploy/local.sh [N]        (N replicas, default 3; Ctrl-C stops everything)
 #
-# Ports (each moves up to the next free one when taken, so a second copy or a busy 8080 still works):
+# Ports (each moves up to the next free one when taken, so a second copy or a busy 8080 still works, and every
+# command it prints names the ports it chose):
 #   balancer 8080 (LOCAL_PORT), its admin 8081, replicas 8001.., redis 6380 (not 6379, so it never meets a
 #   system Redis). Everything binds 127.0.0.1 only.
-# Env: LOCAL_PROFILE=dev builds without --release; RUST_LOG as usual. Logs go to a temp dir printed at start.
+# It builds the app, the balancer and the loadtest the way the commands it prints build them (release, one
+# `cargo build` per command), so `cargo run --release -p loadtest` afterwards starts without compiling.
+# Env: LOCAL_PROFILE=dev builds without --release; CARGO_TARGET_DIR as cargo reads it; RUST_LOG as usual.
+# Logs go to a temp dir printed at start.
 set -euo pipefail
 
 n=${1:-3}
@@ -15,7 +19,12 @@ n=${1:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
 profile=${LOCAL_PROFILE:-release}
 dir=$profile
-[[ $profile == dev ]] && dir=debug
+build_flags=(--profile "$profile")
+run_cmd="cargo run --profile $profile -p loadtest --"
+case $profile in
+    release) build_flags=(--release); run_cmd="cargo run --release -p loadtest --" ;;
+    dev) dir=debug; build_flags=(); run_cmd="cargo run -p loadtest --" ;;
+esac
 
 command -v redis-server >/dev/null || {
     echo "redis-server is not installed: apt-get install -y redis-server (Debian/Ubuntu) or brew install redis" >&2
@@ -23,17 +32,28 @@ command -v redis-server >/dev/null || {
 }
 
 port_busy() { (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Ports this copy already handed out: one of them may not be bound yet (a replica still starting), so a
+# busy-check alone would give it out twice. free_port sets $port rather than printing it: inside $(...) it
+# would run in a subshell, and its record of taken ports would be lost with it.
 declare -A taken=()
 free_port() {
-    local port=$1
+    port=$1
     while port_busy "$port" || [[ -n ${taken[$port]:-} ]]; do port=$((port + 1)); done
     taken[$port]=1
-    echo "$port"
 }
 
-echo "building app and balancer ($profile)..." >&2
-(cd "$root" && cargo build --quiet --profile "$profile" -p app -p balancer)
-bin=$root/target/$dir
+# Each command builds what a later command runs, with the same packages selected: cargo unifies features across
+# the packages of one invocation, so building the loadtest together with the others would give it other features
+# than `cargo run --release -p loadtest` asks for, and that run would compile again. Cargo's own progress shows.
+cargo_build() {
+    echo "building $* ($profile; the first build takes a few minutes)..." >&2
+    (cd "$root" && cargo build "${build_flags[@]}" "$@")
+}
+cargo_build -p app -p balancer
+cargo_build -p loadtest
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+[[ $target_dir == /* ]] || target_dir=$root/$target_dir
+bin=$target_dir/$dir
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/session-cluster-local.XXXXXX")
 declare -a pids=()
@@ -52,27 +72,31 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-redis_port=$(free_port 6380)
+free_port 6380
+redis_port=$port
 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --appendonly yes \
     --rename-command FLUSHALL "" --rename-command FLUSHDB "" >"$work/redis.log" 2>&1 &
 pids+=($!)
 
 # Every replica must sign cookies with the same secret; a fresh one per run is enough locally.
 secret=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
+# Chosen before the replicas start: their page links to the balancer's dashboard (DASHBOARD_URL).
+free_port "${LOCAL_PORT:-8080}"
+balancer_port=$port
+free_port $((balancer_port + 1))
+admin_port=$port
 upstreams=()
 replica_ports=()
 for ((i = 1; i <= n; i++)); do
-    port=$(free_port $((8000 + i)))
+    free_port $((8000 + i))
     replica_ports+=("$port")
     upstreams+=("127.0.0.1:$port")
     LISTEN_ADDR=127.0.0.1:$port REDIS_URL=redis://127.0.0.1:$redis_port NODE_NAME=replica-$i \
-        SESSION_SECRET=$secret COOKIE_SECURE=false \
+        SESSION_SECRET=$secret COOKIE_SECURE=false DASHBOARD_URL=http://127.0.0.1:$admin_port/ \
         "$bin/app" >"$work/replica-$i.log" 2>&1 &
     pids+=($!)
 done
 
-balancer_port=$(free_port "${LOCAL_PORT:-8080}")
-admin_port=$(free_port $((balancer_port + 1)))
 LISTEN_ADDR=127.0.0.1:$balancer_port ADMIN_ADDR=127.0.0.1:$admin_port \
     UPSTREAMS=$(IFS=,; echo "${upstreams[*]}") \
     "$bin/balancer" >"$work/balancer.log" 2>&1 &
@@ -90,15 +114,18 @@ for ((t = 0; t < 300; t++)); do
     sleep 0.1
 done
 
+page=http://127.0.0.1:$balancer_port
 cat <<EOF
 session-cluster is running: redis + $n replicas + balancer (Ctrl-C stops all)
 
-  page        http://127.0.0.1:$balancer_port/
-  admin       http://127.0.0.1:$admin_port/status   (/metrics, /healthz)
+  page        $page/
+  dashboard   http://127.0.0.1:$admin_port/          (live; /status, /metrics, /healthz)
   replicas    $(for p in "${replica_ports[@]}"; do printf 'http://127.0.0.1:%s  ' "$p"; done)
-  redis       redis-cli -p $redis_port keys '*'
-  loadtest    cargo run --release -p loadtest -- --target http://127.0.0.1:$balancer_port
-  browser     BROWSER_TARGET=http://127.0.0.1:$balancer_port cargo test -p system-tests --test browser
+  curl        curl -s -c jar -b jar -D - $page/session
+  loadtest    $run_cmd --target $page
+              $run_cmd --target $page --parallel 16
+  redis       redis-cli -p $redis_port --scan --pattern 'session:*'
+  browser     BROWSER_TARGET=$page cargo test -p system-tests --test browser
   logs        $work
 EOF
 

@@ -19,15 +19,15 @@ ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
 HANDOFFS=${HANDOFFS:-8}       # SESSION_LOCK_HANDOFFS of the replicas
 GROUP_COMMIT=${GROUP_COMMIT:-on} # SESSION_LOCK_GROUP_COMMIT of the replicas
-# shellcheck source=app/bench/common.sh
-source app/bench/common.sh
+# shellcheck source=bench/common.sh
+source bench/common.sh
 need_tools "redis-server redis-tools wrk curl" redis-server redis-cli wrk curl python3
 
 [[ -n "${NO_BUILD:-}" ]] || cargo build --release -q -p app -p balancer
 
 rport=$(free_port)
-redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &
-pids+=($!)
+redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >/dev/null &
+PIDS+=($!)
 for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 declare -A LB REPLICAS
@@ -35,9 +35,9 @@ start_stack() { # mode on|off: 3 replicas and a balancer in front of them
   local mode=$1 ups=() urls=()
   for i in 1 2 3; do
     local port; port=$(free_port)
-    RUST_LOG=warn SESSION_LOCK=$mode SESSION_LOCK_HANDOFFS=$HANDOFFS SESSION_LOCK_GROUP_COMMIT=$GROUP_COMMIT NODE_NAME="$mode-$i" LISTEN_ADDR=127.0.0.1:$port SHUTDOWN_DELAY=0 \
-      REDIS_URL=redis://127.0.0.1:$rport "$BIN/app" >"$work/app-$mode-$i.log" 2>&1 &
-    pids+=($!)
+    RUST_LOG=warn SESSION_LOCK=$mode SESSION_LOCK_HANDOFFS=$HANDOFFS SESSION_LOCK_GROUP_COMMIT=$GROUP_COMMIT NODE_NAME="$mode-$i" LISTEN_ADDR=127.0.0.1:$port SHUTDOWN_DELAY=0s \
+      REDIS_URL=redis://127.0.0.1:$rport "$BIN/app" >"$WORK/app-$mode-$i.log" 2>&1 &
+    PIDS+=($!)
     ups+=("127.0.0.1:$port"); urls+=("http://127.0.0.1:$port")
   done
   for u in "${urls[@]}"; do
@@ -45,8 +45,8 @@ start_stack() { # mode on|off: 3 replicas and a balancer in front of them
   done
   local lport aport; lport=$(free_port); aport=$(free_port)
   RUST_LOG=warn UPSTREAMS=$(IFS=,; echo "${ups[*]}") LISTEN_ADDR=127.0.0.1:$lport ADMIN_ADDR=127.0.0.1:$aport \
-    "$BIN/balancer" >"$work/lb-$mode.log" 2>&1 &
-  pids+=($!)
+    "$BIN/balancer" >"$WORK/lb-$mode.log" 2>&1 &
+  PIDS+=($!)
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$lport/session" -o /dev/null && break; sleep 0.05; done
   LB[$mode]="http://127.0.0.1:$lport"
   REPLICAS[$mode]="${urls[*]}"
@@ -80,10 +80,10 @@ run() { # mode -> "rps p50_ms p99_ms non2xx timeouts lost"
   local mode=$1 lb=${LB[$1]}
   local cookie; cookie=$(curl -fs -D - -o /dev/null "$lb/session" | tr -d '\r' | awk -F'[ ;]' 'tolower($1)=="set-cookie:" {print $2; exit}')
   local base; base=$(views "$lb" "$cookie")
-  wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -H "Cookie: $cookie" "$lb/session" >"$work/wrk-$mode.txt" 2>&1 || true
+  wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -H "Cookie: $cookie" "$lb/session" >"$WORK/wrk-$mode.txt" 2>&1 || true
   sleep 0.3
   local final; final=$(views "$lb" "$cookie")
-  python3 - "$work/wrk-$mode.txt" "$base" "$final" "$CONNS" <<'PY'
+  python3 - "$WORK/wrk-$mode.txt" "$base" "$final" "$CONNS" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 base, final, conns = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

@@ -15,8 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 writes=${1:-3000}
-# shellcheck source=app/bench/common.sh
-source app/bench/common.sh
+# shellcheck source=bench/common.sh
+source bench/common.sh
 need_tools "valgrind redis-server redis-tools curl" valgrind callgrind_control redis-server redis-cli curl python3
 [[ -n "${NO_BUILD:-}" ]] || cargo build --release -q -p app -p loadtest
 APP=$BIN/app
@@ -26,7 +26,7 @@ grind() { # out-file command... -> runs it under callgrind with counting off, in
   local out=$1
   shift
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" "$@" >"$out.log" 2>&1 &
-  pids+=($!)
+  PIDS+=($!)
 }
 total() { awk '/^totals:/{print $2}' "$1"; }
 dump() { # pid out-file name -> instructions counted since the last zeroing; keeps the dump as name
@@ -35,28 +35,28 @@ dump() { # pid out-file name -> instructions counted since the last zeroing; kee
   local file
   # callgrind numbers its dumps: out-file.1, out-file.2, ...
   file=$(ls -t "$2".[0-9]* | head -1)
-  mv "$file" "$work/$3"
-  if [[ -n "${DUMPS:-}" ]]; then mkdir -p "$DUMPS" && cp "$work/$3" "$DUMPS/$3.callgrind"; fi
-  total "$work/$3"
+  mv "$file" "$WORK/$3"
+  if [[ -n "${DUMPS:-}" ]]; then mkdir -p "$DUMPS" && cp "$WORK/$3" "$DUMPS/$3.callgrind"; fi
+  total "$WORK/$3"
 }
 
 rport=$(free_port)
-grind "$work/redis.out" redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$work"
-REDIS_PID=${pids[-1]}
+grind "$WORK/redis.out" redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK"
+REDIS_PID=${PIDS[-1]}
 for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 load() { # url writes
   "$LT" --target "$1" --throughput --connections 50 --requests "$2" \
-    --path /api/session/views --method POST --json --no-progress >"$work/load.json" || true
-  json "$work/load.json" completed errors
+    --path /api/session/views --method POST --json --no-progress >"$WORK/load.json" || true
+  json "$WORK/load.json" completed errors
 }
 
 declare -A APP_I REDIS_I WRITES
 for mode in off on; do
   port=$(free_port)
   RUST_LOG=warn SESSION_LOCK=$mode NODE_NAME="grind-$mode" LISTEN_ADDR=127.0.0.1:$port \
-    REDIS_URL=redis://127.0.0.1:$rport grind "$work/app-$mode.out" "$APP"
-  app_pid=${pids[-1]}
+    REDIS_URL=redis://127.0.0.1:$rport grind "$WORK/app-$mode.out" "$APP"
+  app_pid=${PIDS[-1]}
   url=http://127.0.0.1:$port
   for _ in $(seq 600); do curl -fs "$url/readyz" >/dev/null && break; sleep 0.1; done
   curl -fs "$url/readyz" >/dev/null || { echo "the replica (lock $mode) did not come up" >&2; exit 1; }
@@ -66,8 +66,8 @@ for mode in off on; do
   callgrind_control -i on "$app_pid" >/dev/null
   callgrind_control -i on "$REDIS_PID" >/dev/null
   read -r completed errors <<<"$(load "$url" "$writes")"
-  APP_I[$mode]=$(dump "$app_pid" "$work/app-$mode.out" "app-$mode")
-  REDIS_I[$mode]=$(dump "$REDIS_PID" "$work/redis.out" "redis-$mode")
+  APP_I[$mode]=$(dump "$app_pid" "$WORK/app-$mode.out" "app-$mode")
+  REDIS_I[$mode]=$(dump "$REDIS_PID" "$WORK/redis.out" "redis-$mode")
   WRITES[$mode]=$completed
   [[ $errors == 0 ]] || echo "lock $mode: $errors errors" >&2
   kill "$app_pid"

@@ -19,8 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
-# shellcheck source=app/bench/common.sh
-source app/bench/common.sh
+# shellcheck source=bench/common.sh
+source bench/common.sh
 need_tools "redis-server redis-tools curl" redis-server redis-cli curl python3
 
 cargo build --release -q -p app -p loadtest
@@ -28,20 +28,20 @@ APP=$BIN/app
 LT=$BIN/loadtest
 
 rport=$(free_port)
-redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &
-pids+=($!)
+redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >/dev/null &
+PIDS+=($!)
 REDIS_PID=$!
 rcli() { redis-cli -p "$rport" "$@"; }
 for _ in $(seq 50); do rcli ping >/dev/null 2>&1 && break; sleep 0.1; done
 
-# Not run in a $(...) subshell: the replicas' pids must reach `pids`, or they outlive the script.
+# Not run in a $(...) subshell: the replicas' pids must reach `PIDS`, or they outlive the script.
 start_replicas() { # lock on|off, codec json|msgpack, variable that gets the comma-separated URLs
   local lock=$1 codec=$2 out=$3 urls=() started=()
   for i in 1 2 3; do
     local port; port=$(free_port)
     RUST_LOG=warn SESSION_LOCK=$lock SESSION_CODEC=$codec NODE_NAME="lock-$lock-$codec-$i" LISTEN_ADDR=127.0.0.1:$port \
-      REDIS_URL=redis://127.0.0.1:$rport "$APP" >"$work/app-$lock-$codec-$i.log" 2>&1 &
-    pids+=($!)
+      REDIS_URL=redis://127.0.0.1:$rport "$APP" >"$WORK/app-$lock-$codec-$i.log" 2>&1 &
+    PIDS+=($!)
     started+=($!)
     urls+=("http://127.0.0.1:$port")
   done
@@ -67,19 +67,19 @@ want() { [[ " ${SECTIONS:-1 2 3 4} " == *" $1 "* ]]; }
 if want 1; then
 echo "== 1. Redis commands per request (200 sequential requests on one session) =="
 count_commands() { # url method path -> commands executed and round trips, per request
-  local url=$1 method=$2 path=$3 n=200 jar="$work/jar"
+  local url=$1 method=$2 path=$3 n=200 jar="$WORK/jar"
   rm -f "$jar"
   curl -fs -c "$jar" -X POST "$url/api/session/views" >/dev/null   # open the session
   sleep 0.2
   rcli config resetstat >/dev/null
   # MONITOR shows each client command once; commands run inside a script appear as "lua]"
   # lines and share their EVAL's round trip.
-  redis-cli -p "$rport" monitor >"$work/monitor" & local mon=$!
+  redis-cli -p "$rport" monitor >"$WORK/monitor" & local mon=$!
   sleep 0.2
   for _ in $(seq $n); do curl -fs -b "$jar" -c "$jar" -X "$method" "$url$path" >/dev/null; done
   sleep 0.3; kill "$mon"; wait "$mon" 2>/dev/null || true
   local trips
-  trips=$(grep ' 127.0.0.1:' "$work/monitor" | grep -v 'lua]' | grep -cvE '"(PING|CLIENT|INFO|ping|client|info)"' || true)
+  trips=$(grep ' 127.0.0.1:' "$WORK/monitor" | grep -v 'lua]' | grep -cvE '"(PING|CLIENT|INFO|ping|client|info)"' || true)
   rcli info commandstats | tr -d '\r' | python3 -c '
 import sys
 n, trips = int(sys.argv[1]), int(sys.argv[2])
@@ -105,8 +105,8 @@ echo "   (CPU per request: Redis's and the 3 replicas' own user+sys time over th
 echo "    Redis time: each command's execution time in Redis (INFO commandstats) per request, where"
 echo "    a script's EVALSHA includes the commands it runs, which are also counted on their own)"
 thr() { "$LT" --target "$1" --throughput --connections 200 --duration "${secs}s" \
-  --path /api/session/views --method POST --json --no-progress >"$work/thr.json" || true
-  json "$work/thr.json" req_per_s latency.p50_ms latency.p99_ms errors; }
+  --path /api/session/views --method POST --json --no-progress >"$WORK/thr.json" || true
+  json "$WORK/thr.json" req_per_s latency.p50_ms latency.p99_ms errors; }
 # thr with the CPU split: url, replica pids -> "req/s p50 p99 errors redis_us app_us"
 thr_cpu() {
   local url=$1 r0 a0 r1 a1 out n
@@ -115,7 +115,7 @@ thr_cpu() {
   r0=$(cpu_ticks "$REDIS_PID"); a0=$(cpu_ticks "${apps[@]}")
   out=$(thr "$url")
   r1=$(cpu_ticks "$REDIS_PID"); a1=$(cpu_ticks "${apps[@]}")
-  n=$(json "$work/thr.json" completed)
+  n=$(json "$WORK/thr.json" completed)
   echo "$out $(awk -v r=$((r1 - r0)) -v a=$((a1 - a0)) -v t="$TICK_US" -v n="$n" 'BEGIN{printf "%.1f %.1f", r*t/n, a*t/n}') $(redis_time "$n")"
 }
 # Redis execution time per request by command, from INFO commandstats: "evalsha=8.5,mget=0.9"
@@ -154,8 +154,8 @@ fi
 if want 3; then
 echo
 echo "== 3. One hot session, 16 parallel clients, ${secs}s per run =="
-hot() { "$LT" --target "$1" --parallel 16 --duration "${secs}s" --json --no-progress >"$work/hot.json" || true
-  read -r rps acked final lost err p99 <<<"$(json "$work/hot.json" req_per_s acknowledged final_value counter.lost errors latency.p99_ms)"
+hot() { "$LT" --target "$1" --parallel 16 --duration "${secs}s" --json --no-progress >"$WORK/hot.json" || true
+  read -r rps acked final lost err p99 <<<"$(json "$WORK/hot.json" req_per_s acknowledged final_value counter.lost errors latency.p99_ms)"
   echo "$rps req/s  acknowledged $acked  final $final  lost $lost  errors $err  p99 $p99 ms"; }
 echo "lock off: $(hot "$OFF")"
 echo "lock on:  $(hot "$ON")"

@@ -5,7 +5,10 @@
 
 use std::{fmt, net::SocketAddr, time::Duration};
 
-use clap::{Parser, ValueEnum, builder::BoolishValueParser};
+use clap::{
+    CommandFactory, FromArgMatches, Parser, ValueEnum, builder::BoolishValueParser,
+    error::ErrorKind,
+};
 use http::HeaderValue;
 
 /// Where sessions live.
@@ -80,9 +83,9 @@ pub struct Config {
     #[arg(long, env = "NODE_NAME", value_parser = parse_node_name)]
     pub node_name: Option<String>,
 
-    /// Seconds of inactivity before a session expires.
-    #[arg(long, env = "SESSION_TTL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
-    pub session_ttl: u64,
+    /// Inactivity before a session expires (1 s to 365 days).
+    #[arg(long, env = "SESSION_TTL", default_value = "1h", value_parser = duration_between(SECOND, 365 * DAY, "s"))]
+    pub session_ttl: Duration,
 
     /// `redis` (shared by all replicas) or `memory` (per replica, to show the failure).
     #[arg(long, env = "SESSION_STORE", value_enum, default_value = "redis")]
@@ -113,9 +116,10 @@ pub struct Config {
     #[arg(long, env = "SESSION_LOCK", default_value = "on", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub session_lock: bool,
 
-    /// Milliseconds a session lock is leased for; renewed while its writer holds it.
-    #[arg(long, env = "SESSION_LOCK_LEASE_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
-    pub session_lock_lease_ms: u64,
+    /// How long a session lock is leased for (50 ms to 10 min); renewed while its
+    /// writer holds it.
+    #[arg(long, env = "SESSION_LOCK_LEASE", default_value = "2s", value_parser = duration_between(50 * MILLI, 10 * MINUTE, "ms"))]
+    pub session_lock_lease: Duration,
 
     /// Most writes served in a row under one lock beyond the first, while writes of the same
     /// session keep arriving on one replica, before the lock goes back to Redis (0: every
@@ -136,13 +140,15 @@ pub struct Config {
     #[arg(long, env = "SESSION_LOCK_OPTIMISTIC", default_value = "on", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub session_lock_optimistic: bool,
 
-    /// Milliseconds a request waits for its session's lock before answering 503.
-    #[arg(long, env = "SESSION_LOCK_WAIT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
-    pub session_lock_wait_ms: u64,
+    /// How long a request waits for its session's lock before answering 503 (0 to 10
+    /// min).
+    #[arg(long, env = "SESSION_LOCK_WAIT", default_value = "5s", value_parser = duration_between(Duration::ZERO, 10 * MINUTE, "ms"))]
+    pub session_lock_wait: Duration,
 
-    /// Milliseconds any Redis command may take before the request gets a 503.
-    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
-    pub redis_timeout_ms: u64,
+    /// How long any Redis command may take before the request gets a 503 (10 ms to
+    /// 1 min).
+    #[arg(long, env = "REDIS_TIMEOUT", default_value = "500ms", value_parser = duration_between(10 * MILLI, MINUTE, "ms"))]
+    pub redis_timeout: Duration,
 
     /// Whether a command whose connection was cut is sent again on the next one, and every
     /// session write records its id so that such a retry never applies twice (three more
@@ -156,32 +162,56 @@ pub struct Config {
     #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub redis_pool_size: u64,
 
-    /// Seconds a request may run before it is answered 503.
-    #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub request_timeout: u64,
+    /// How long a request may run before it is answered 503 (1 s to 1 h).
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = duration_between(SECOND, HOUR, "s"))]
+    pub request_timeout: Duration,
 
-    /// Seconds between SIGTERM (or Ctrl-C) and closing the listener, during which `/readyz`
+    /// Time between SIGTERM (or Ctrl-C) and closing the listener, during which `/readyz`
     /// answers 503 while requests are still served: balancers take the replica out of
-    /// rotation before it closes its connections, so scaling down fails no request.
-    #[arg(long, env = "SHUTDOWN_DELAY", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=300))]
-    pub shutdown_delay: u64,
+    /// rotation before it closes its connections, so scaling down fails no request (0 to 5
+    /// min).
+    #[arg(long, env = "SHUTDOWN_DELAY", default_value = "2s", value_parser = duration_between(Duration::ZERO, 5 * MINUTE, "s"))]
+    pub shutdown_delay: Duration,
 
-    /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.
-    #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
-    pub shutdown_grace: u64,
+    /// Time in-flight requests get to finish after SIGTERM or Ctrl-C (0 to 1 h).
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = duration_between(Duration::ZERO, HOUR, "s"))]
+    pub shutdown_grace: Duration,
 
     /// `text` or `json` log lines. The level comes from `RUST_LOG` (default `info`).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
-    /// Test hook: the time each write's change takes between loading the session and saving
-    /// it, which widens the race window so tests can show lost updates deterministically.
-    /// Not a flag.
-    #[arg(skip)]
-    pub save_delay: Option<Duration>,
+    /// Where a browser reaches the balancer's dashboard (its admin port, e.g.
+    /// `http://127.0.0.1:8081/`); when set, the page links to it. Unset: no link, since the
+    /// admin port is usually not reachable from where people browse.
+    #[arg(long, env = "DASHBOARD_URL", value_parser = parse_dashboard_url)]
+    pub dashboard_url: Option<String>,
 }
 
 impl Config {
+    /// Parses flags and environment as [`Parser::parse`] does, but first refuses a variable
+    /// this version renamed: a deployment that still sets `SESSION_LOCK_LEASE_MS` would
+    /// otherwise run on the default without a word. Either mistake exits with code 2 and a
+    /// message naming the variable.
+    pub fn parse_or_exit() -> Config {
+        if let Err(message) = check_renamed(|name| std::env::var(name).ok()) {
+            Config::command()
+                .error(ErrorKind::ValueValidation, message)
+                .exit();
+        }
+        Config::parse()
+    }
+
+    /// Every default, read from the flag definitions alone (no flag, no environment), so a
+    /// default is written once: in its `#[arg]`.
+    pub fn defaults() -> Config {
+        let matches = Config::command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(["app"])
+            .and_then(|matches| Config::from_arg_matches(&matches));
+        matches.expect("the defaults in Config's #[arg]s parse")
+    }
+
     /// The node name, falling back to the machine's hostname.
     pub fn node(&self) -> String {
         self.node_name
@@ -189,43 +219,78 @@ impl Config {
             .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
     }
 
-    /// Session inactivity timeout.
-    pub fn ttl(&self) -> Duration {
-        Duration::from_secs(self.session_ttl)
-    }
-
-    /// Per-command Redis deadline.
-    pub fn redis_timeout(&self) -> Duration {
-        Duration::from_millis(self.redis_timeout_ms)
-    }
-
-    /// A configuration for tests: a named node on `redis_url`, short timeouts.
+    /// A configuration for tests: the defaults, with a named node on `redis_url`, a port
+    /// picked by the caller's listener, a longer lock lease (a slow test machine must not
+    /// lose a lock mid-test), a small pool and a quick shutdown.
     pub fn for_test(redis_url: &str, node: &str) -> Config {
         Config {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             redis_url: redis_url.to_owned(),
             node_name: Some(node.to_owned()),
-            session_ttl: 3600,
-            session_store: SessionStoreKind::Redis,
-            session_key_prefix: crate::keys::Keys::default(),
-            session_codec: SessionCodec::Json,
-            cookie_secure: false,
-            session_secret: None,
-            session_lock: true,
-            session_lock_lease_ms: 5000,
-            session_lock_wait_ms: 5000,
-            session_lock_handoffs: 8,
-            session_lock_group_commit: true,
-            session_lock_optimistic: true,
-            redis_timeout_ms: 500,
+            session_lock_lease: Duration::from_secs(5),
             redis_pool_size: 2,
-            redis_retry_writes: None,
-            request_timeout: 10,
-            shutdown_delay: 0,
-            shutdown_grace: 5,
-            log_format: LogFormat::Text,
-            save_delay: None,
+            shutdown_delay: Duration::ZERO,
+            shutdown_grace: Duration::from_secs(5),
+            ..Config::defaults()
         }
+    }
+}
+
+/// Variables an older version read, the one that replaced each, and the unit the old one
+/// counted in (its value, with that unit, is what the new one takes).
+const RENAMED: [(&str, &str, &str); 3] = [
+    ("SESSION_LOCK_LEASE_MS", "SESSION_LOCK_LEASE", "ms"),
+    ("SESSION_LOCK_WAIT_MS", "SESSION_LOCK_WAIT", "ms"),
+    ("REDIS_TIMEOUT_MS", "REDIS_TIMEOUT", "ms"),
+];
+
+/// Refuses the first renamed variable that `lookup` finds set, naming its replacement and
+/// the value to give it.
+fn check_renamed(lookup: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+    for (old, new, unit) in RENAMED {
+        if let Some(value) = lookup(old) {
+            let value = value.trim();
+            return Err(format!(
+                "{old} was renamed to {new}, which takes a duration with its unit: \
+                 unset {old} and set {new}={value}{unit}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+const MILLI: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A parser of durations with their unit (humantime: `500ms`, `2s`, `1h`, `1h 30m`) from
+/// `min` to `max`. A bare number is refused with the fix spelled out, `bare_unit` being the
+/// unit the variable counted in before it took units, so `SESSION_TTL=3600` is told to
+/// write `3600s`.
+fn duration_between(
+    min: Duration,
+    max: Duration,
+    bare_unit: &'static str,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |value: &str| {
+        let value = value.trim();
+        if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "`{value}` has no unit: write {value}{bare_unit} (durations take a unit: 500ms, 2s, 1h)"
+            ));
+        }
+        let duration = humantime::parse_duration(value)
+            .map_err(|err| format!("`{value}` is not a duration like 500ms, 2s or 1h ({err})"))?;
+        if duration < min || duration > max {
+            return Err(format!(
+                "`{value}` is out of range: from {} to {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ));
+        }
+        Ok(duration)
     }
 }
 
@@ -263,6 +328,23 @@ fn parse_node_name(value: &str) -> Result<String, String> {
         .map_err(|_| "must be printable ASCII, as it is sent in the X-Served-By header".into())
 }
 
+fn parse_dashboard_url(value: &str) -> Result<String, String> {
+    let url = value.trim();
+    let scheme_ok = ["http://", "https://"]
+        .iter()
+        .any(|scheme| url.len() > scheme.len() && url[..scheme.len()].eq_ignore_ascii_case(scheme));
+    if !scheme_ok {
+        return Err("must be an http:// or https:// URL, e.g. http://127.0.0.1:8081/".into());
+    }
+    if url
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>' | '`'))
+    {
+        return Err("must be one URL, without spaces, quotes or angle brackets".into());
+    }
+    Ok(url.to_owned())
+}
+
 fn parse_secret(value: &str) -> Result<Secret, String> {
     if value.len() < 64 {
         return Err(format!(
@@ -286,7 +368,7 @@ mod tests {
         let config = parse(&[]).expect("defaults parse");
         assert_eq!(config.listen_addr.to_string(), "0.0.0.0:8000");
         assert_eq!(config.redis_url, "redis://127.0.0.1:6379");
-        assert_eq!(config.session_ttl, 3600);
+        assert_eq!(config.session_ttl, Duration::from_secs(3600));
         assert_eq!(config.session_store, SessionStoreKind::Redis);
         assert!(!config.cookie_secure);
         assert!(config.session_lock);
@@ -320,11 +402,77 @@ mod tests {
                 "SESSION_LOCK_OPTIMISTIC",
             ),
             (&["--redis-retry-writes", "maybe"][..], "REDIS_RETRY_WRITES"),
+            (&["--dashboard-url", "127.0.0.1:8081"][..], "DASHBOARD_URL"),
+            (
+                &["--dashboard-url", "http://x/\"><script>"][..],
+                "DASHBOARD_URL",
+            ),
         ] {
             let err = parse(args).expect_err("must be rejected");
             assert_eq!(err.exit_code(), 2, "{args:?}");
             assert!(err.to_string().contains(name), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn durations_take_units_and_a_bare_number_is_shown_its_fix() {
+        let config = parse(&[
+            "--session-ttl",
+            "90m",
+            "--session-lock-lease",
+            "750ms",
+            "--request-timeout",
+            "1m",
+        ])
+        .expect("parses");
+        assert_eq!(config.session_ttl, Duration::from_secs(5400));
+        assert_eq!(config.session_lock_lease, Duration::from_millis(750));
+        assert_eq!(config.request_timeout, Duration::from_secs(60));
+
+        for (args, name, fix) in [
+            (&["--session-ttl", "3600"][..], "SESSION_TTL", "3600s"),
+            (&["--redis-timeout", "500"][..], "REDIS_TIMEOUT", "500ms"),
+            (&["--shutdown-grace", "10"][..], "SHUTDOWN_GRACE", "10s"),
+        ] {
+            let err = parse(args).expect_err("a bare number is refused");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            let message = err.to_string();
+            assert!(message.contains(name), "{message}");
+            assert!(message.contains(&format!("write {fix}")), "{message}");
+        }
+    }
+
+    #[test]
+    fn todays_ranges_still_hold() {
+        for args in [
+            &["--session-ttl", "999ms"][..],
+            &["--session-ttl", "366days"][..],
+            &["--session-lock-lease", "49ms"][..],
+            &["--session-lock-wait", "11m"][..],
+            &["--redis-timeout", "9ms"][..],
+            &["--request-timeout", "2h"][..],
+            &["--shutdown-delay", "6m"][..],
+        ] {
+            let err = parse(args).expect_err("out of range");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert!(err.to_string().contains("out of range"), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_renamed_variable_names_its_successor_and_the_value_to_give_it() {
+        let err = check_renamed(|name| (name == "REDIS_TIMEOUT_MS").then(|| "300".to_owned()))
+            .expect_err("refused");
+        assert!(err.contains("REDIS_TIMEOUT=300ms"), "{err}");
+        assert!(check_renamed(|_| None).is_ok());
+    }
+
+    #[test]
+    fn the_test_configuration_starts_from_the_defaults() {
+        let config = Config::for_test("redis://127.0.0.1:1", "t");
+        assert_eq!(config.session_ttl, Duration::from_secs(3600));
+        assert_eq!(config.redis_timeout, Duration::from_millis(500));
+        assert_eq!(config.session_lock_wait, Duration::from_secs(5));
     }
 
     #[test]
@@ -337,6 +485,16 @@ mod tests {
         ] {
             parse(&["--redis-url", url]).unwrap_or_else(|err| panic!("{url}: {err}"));
         }
+    }
+
+    #[test]
+    fn the_dashboard_link_is_off_unless_its_url_is_given() {
+        assert_eq!(parse(&[]).expect("defaults").dashboard_url, None);
+        let config = parse(&["--dashboard-url", "http://127.0.0.1:8081/"]).expect("parses");
+        assert_eq!(
+            config.dashboard_url.as_deref(),
+            Some("http://127.0.0.1:8081/")
+        );
     }
 
     #[test]

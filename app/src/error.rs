@@ -18,6 +18,9 @@ pub enum AppError {
     /// Reading the session, or creating a new one, failed.
     #[error("session: {0}")]
     Session(#[from] session::Error),
+    /// The page's template failed to render (a bug: its values are numbers and text).
+    #[error("rendering the page: {0}")]
+    Render(#[from] askama::Error),
 }
 
 impl IntoResponse for AppError {
@@ -36,6 +39,10 @@ impl IntoResponse for AppError {
             // A record that cannot be encoded or decoded: a bug.
             AppError::Session(err) => {
                 tracing::error!(%err, "session error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "Internal error.\n").into_response()
+            }
+            AppError::Render(err) => {
+                tracing::error!(%err, "page rendering failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal error.\n").into_response()
             }
         }

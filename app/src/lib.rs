@@ -35,7 +35,7 @@ pub use config::{Config, LogFormat, Secret, SessionCodec, SessionStoreKind};
 pub use keys::Keys;
 /// The identities (SHA1) of the Lua scripts the app sends, for tools that watch or relay its
 /// Redis traffic: which commands are session writes.
-pub use lock_scripts::{SaveScripts, Script, lock_script_shas, save_scripts};
+pub use lock_scripts::{Script, SessionScripts, lock_script_shas, session_scripts};
 /// Why the Redis client could not be set up (a part of [`ServeError`]).
 pub use redis::RedisSetupError;
 /// Serving: [`run`] a [`Config`]'s app on a bound listener until a shutdown future completes.

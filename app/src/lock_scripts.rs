@@ -323,33 +323,41 @@ impl Script {
     }
 }
 
-/// The scripts that write a session record, one per way of writing it. A relay of the app's
-/// Redis traffic recognises a session save by them; the last-write-wins path
-/// (`SESSION_LOCK=off`) saves with a plain `SET … XX` instead.
+/// The scripts of a session write that a relay of the app's Redis traffic needs to recognise:
+/// the load of a locked write and the three ways of saving a record. (The optimistic load is
+/// a plain `MGET` of the record and the lock; the last-write-wins path, `SESSION_LOCK=off`,
+/// loads with `GET` and saves with `SET … XX`.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SaveScripts {
+pub struct SessionScripts {
+    /// Takes the lock and reads the record: the load of a locked write.
+    pub acquire: Script,
     /// The save under the lock (fenced by the lock's token).
-    pub locked: Script,
+    pub save: Script,
     /// The optimistic compare-and-set that records its save id (`REDIS_RETRY_WRITES` on, or
     /// writes that wait for replicas).
-    pub optimistic: Script,
+    pub compare_and_set: Script,
     /// The optimistic compare-and-set without a save id (`REDIS_RETRY_WRITES` off).
-    pub optimistic_unrecorded: Script,
+    pub compare_and_set_unrecorded: Script,
 }
 
-impl SaveScripts {
-    /// All three, for a relay that treats them alike.
-    pub fn all(&self) -> [&Script; 3] {
-        [&self.locked, &self.optimistic, &self.optimistic_unrecorded]
+impl SessionScripts {
+    /// The three that save a record, for a relay that treats them alike.
+    pub fn saves(&self) -> [&Script; 3] {
+        [
+            &self.save,
+            &self.compare_and_set,
+            &self.compare_and_set_unrecorded,
+        ]
     }
 }
 
-/// The scripts that save a session record.
-pub fn save_scripts() -> SaveScripts {
-    SaveScripts {
-        locked: Script::of(&SAVE),
-        optimistic: Script::of(&CAS_SAVE),
-        optimistic_unrecorded: Script::of(&CAS_SAVE_PLAIN),
+/// The scripts of a session write.
+pub fn session_scripts() -> SessionScripts {
+    SessionScripts {
+        acquire: Script::of(&ACQUIRE),
+        save: Script::of(&SAVE),
+        compare_and_set: Script::of(&CAS_SAVE),
+        compare_and_set_unrecorded: Script::of(&CAS_SAVE_PLAIN),
     }
 }
 

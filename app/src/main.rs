@@ -9,7 +9,6 @@
 //! ```
 
 use anyhow::Context;
-use clap::Parser;
 
 // glibc's malloc showed up as a sixth of a replica's CPU under load, much of it contention
 // between threads on its arenas; mimalloc keeps per-thread heaps.
@@ -18,8 +17,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // Exits with code 2 and names the variable on a bad value, before anything binds.
-    let config = app::Config::parse();
+    // Exits with code 2 and names the variable on a bad value or a renamed variable, before
+    // anything binds.
+    let config = app::Config::parse_or_exit();
     app::init_tracing(config.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await

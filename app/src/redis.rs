@@ -3,7 +3,7 @@
 //! fred with no `ReconnectPolicy` never reconnects, and with no command timeout a command
 //! sent while Redis is down waits for ever. Both would turn an outage into hung requests, so
 //! the pool retries the connection for ever with backoff and every command carries a
-//! deadline (`REDIS_TIMEOUT_MS`), which the handlers turn into a 503.
+//! deadline (`REDIS_TIMEOUT`), which the handlers turn into a 503.
 
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use crate::{config::Config, replication::Replication};
 
 /// How many times a command is sent before its error reaches the caller. A Cluster failover
 /// closes connections several times within a few milliseconds (3 attempts ran out there); the
-/// command timeout (`REDIS_TIMEOUT_MS`) still bounds the whole.
+/// command timeout (`REDIS_TIMEOUT`) still bounds the whole.
 const COMMAND_ATTEMPTS: u32 = 10;
 
 /// How many `MOVED`/`ASK` redirections a command follows (Redis Cluster).
@@ -97,7 +97,7 @@ pub fn connect(config: &Config) -> Result<Redis, RedisSetupError> {
         fred_config.server,
         ServerConfig::Centralized { .. }
     ));
-    let timeout = config.redis_timeout();
+    let timeout = config.redis_timeout;
     let perf = PerformanceConfig {
         default_command_timeout: timeout,
         ..PerformanceConfig::default()

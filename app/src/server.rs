@@ -95,17 +95,17 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
         SessionStoreKind::Memory => (AppStore::memory(), None),
     };
     let pool = redis.as_ref().map(|redis| redis.pool.clone());
-    let session_ttl = config.ttl();
+    let session_ttl = config.session_ttl;
     let writer = match (&mut redis, config.session_lock) {
         (Some(redis), true) => {
             crate::lock_scripts::preload(&redis.pool);
             let wakeups = Arc::new(Wakeups::default());
             redis.wake_lock_waiters(config, &wakeups)?;
             let settings = LockSettings {
-                lease: Duration::from_millis(config.session_lock_lease_ms),
-                wait: Duration::from_millis(config.session_lock_wait_ms),
+                lease: config.session_lock_lease,
+                wait: config.session_lock_wait,
                 // A save Redis did not confirm gets two more command timeouts to be resolved.
-                resolve: config.redis_timeout() * 2,
+                resolve: config.redis_timeout * 2,
                 hand_offs: config.session_lock_handoffs,
                 group_commit: config.session_lock_group_commit,
                 optimistic: config.session_lock_optimistic,
@@ -120,7 +120,7 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
                 wakeups,
                 metrics.clone(),
             );
-            Backend::Locked(Arc::new(Writers::new(lock, session_ttl, config.save_delay)))
+            Backend::Locked(Arc::new(Writers::new(lock, session_ttl)))
         }
         (Some(redis), false) => Backend::Plain(Arc::new(Plain {
             pool: redis.pool.clone(),
@@ -128,11 +128,8 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
             codec: config.session_codec,
             ttl: session_ttl,
             errors: metrics.redis_errors.clone(),
-            save_delay: config.save_delay,
         })),
-        (None, _) => Backend::Memory {
-            save_delay: config.save_delay,
-        },
+        (None, _) => Backend::Memory,
     };
     let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
@@ -141,8 +138,9 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
         redis: pool,
         metrics: metrics.clone(),
         writer,
+        dashboard_url: config.dashboard_url.as_deref().map(Arc::from),
     };
-    let ttl = CookieDuration::seconds(i64::try_from(config.session_ttl).unwrap_or(i64::MAX));
+    let ttl = CookieDuration::try_from(config.session_ttl).unwrap_or(CookieDuration::MAX);
     let sessions = SessionManagerLayer::new(store)
         .with_name(COOKIE_NAME)
         .with_http_only(true)
@@ -161,7 +159,7 @@ pub fn build(config: &Config) -> Result<App, ServeError> {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::serve))
         .layer(middleware::from_fn_with_state(
-            Duration::from_secs(config.request_timeout),
+            config.request_timeout,
             outcome::guard,
         ))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
@@ -206,7 +204,7 @@ fn session_routes<C: CookieController + Send + Sync + 'static>(
 }
 
 /// Serves `config`'s app on `listener` until `shutdown` resolves, then drains in-flight
-/// requests for at most `SHUTDOWN_GRACE` seconds.
+/// requests for at most `SHUTDOWN_GRACE`.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -214,8 +212,8 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let app = build(&config)?;
     let timing = ShutdownTiming {
-        delay: Duration::from_secs(config.shutdown_delay),
-        grace: Duration::from_secs(config.shutdown_grace),
+        delay: config.shutdown_delay,
+        grace: config.shutdown_grace,
     };
     serve(listener, app, timing, shutdown).await
 }

@@ -14,7 +14,7 @@
 //!   short-lived key its retries keep alive) and sleeps until the holder lets go: the holder
 //!   then hands the lock straight to that token and publishes a wake-up
 //!   ([`crate::lock_wakeups`]). Taking a free lock takes the taker out of line. Waiters also
-//!   retry on a slow fallback timer, until `SESSION_LOCK_WAIT_MS`; then 503 (busy).
+//!   retry on a slow fallback timer, until `SESSION_LOCK_WAIT`; then 503 (busy).
 //! - **Save**: write the record (`PX`, relative expiry), only while the lock still holds the
 //!   writer's token (a fenced write) and only while the record still exists (`XX`: a
 //!   session deleted meanwhile stays deleted); then let go of the lock, or keep it (renewing
@@ -465,6 +465,8 @@ impl SessionLock {
             }
             Err(err) => {
                 tracing::warn!(%err, session = %abbrev(id), "optimistic save not confirmed; resolving");
+                // Resolving is the rare path and its future is large: behind a pointer, it does
+                // not make every optimistic write's future that large.
                 match Box::pin(self.resolve_optimistic(id, record, seen, bytes)).await {
                     // Not applied, and fenced so it never will be: as after a lost race,
                     // nothing was written and the change may run again, under the lock.

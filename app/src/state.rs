@@ -21,6 +21,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// How sessions are written ([`crate::writer`]).
     pub writer: Backend,
+    /// The balancer's dashboard, linked from the page when set (`DASHBOARD_URL`).
+    pub dashboard_url: Option<Arc<str>>,
 }
 
 impl FromRef<AppState> for Backend {

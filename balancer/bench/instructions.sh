@@ -16,8 +16,8 @@ set -euo pipefail
 
 BASE_PORT=${BASE_PORT:-24000}
 TOP=${TOP:-12}
-# shellcheck source=balancer/bench/common.sh
-source "$(dirname "$0")/common.sh"
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/../../bench/common.sh"
 need_tools "valgrind nginx wrk curl" valgrind callgrind_control callgrind_annotate nginx wrk curl
 if [[ -z "${NO_BUILD:-}" ]]; then
     (cd "$ROOT" && cargo build --release -q -p balancer)

@@ -19,8 +19,8 @@
 set -euo pipefail
 
 BASE_PORT=${BASE_PORT:-25000}
-# shellcheck source=balancer/bench/common.sh
-source "$(dirname "$0")/common.sh"
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/../../bench/common.sh"
 need_tools "nginx python3 curl" nginx python3 curl
 if [[ -z "${NO_BUILD:-}" ]]; then
     (cd "$ROOT" && cargo build --release -q -p balancer)

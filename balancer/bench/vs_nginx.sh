@@ -40,8 +40,8 @@ ROUTES=${ROUTES:-"/ /session /healthz"} # /healthz: almost no app work, isolates
 BASE_PORT=${BASE_PORT:-21000} # below the ephemeral range, so TIME-WAIT sockets cannot hold them
 BALANCER_THREADS=${BALANCER_THREADS:-} # empty: the balancer default (one worker per core); 1 = like nginx here
 
-# shellcheck source=balancer/bench/common.sh
-source "$(dirname "$0")/common.sh"
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/../../bench/common.sh"
 need_tools "redis-server nginx wrk curl python3" nginx wrk curl python3 $([[ $MODE == app ]] && echo redis-server)
 ulimit -n 65536 2>/dev/null || ulimit -n 8192
 

@@ -1,4 +1,5 @@
-//! Admin endpoints on their own port: `/metrics` (Prometheus), `/status` (JSON), `/healthz`.
+//! Admin endpoints on their own port: `/metrics` (Prometheus), `/status` (JSON), `/healthz`,
+//! and the live dashboard at `/` ([`crate::dashboard`]).
 //!
 //! axum is fine here: this is not the forwarding path.
 
@@ -23,13 +24,14 @@ struct Admin {
     metrics: Arc<Metrics>,
 }
 
-/// The admin router over the live backend set and the metrics.
-pub fn router(set: Arc<BackendSet>, metrics: Arc<Metrics>) -> Router {
+/// The admin router over the live backend set and the metrics, with the dashboard's routes.
+pub fn router(set: Arc<BackendSet>, metrics: Arc<Metrics>, dashboard: Router) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
         .route("/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(Admin { set, metrics })
+        .merge(dashboard)
 }
 
 /// Serves the admin router until `shutdown` completes.
@@ -37,9 +39,10 @@ pub async fn serve(
     listener: TcpListener,
     set: Arc<BackendSet>,
     metrics: Arc<Metrics>,
+    dashboard: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(set, metrics))
+    axum::serve(listener, router(set, metrics, dashboard))
         .with_graceful_shutdown(shutdown)
         .await
 }

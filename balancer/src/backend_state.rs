@@ -12,6 +12,8 @@ use http::HeaderValue;
 use http::uri::Authority;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::backend_notes::BackendNotes;
+
 /// Labels of the response status classes counted per backend, index = first digit - 1.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -82,6 +84,9 @@ pub struct Backend {
     slots: Arc<Semaphore>,
     /// Counters for metrics and /status.
     pub stats: BackendStats,
+    /// Its replica name and last error, for the dashboard (never written by a request that
+    /// succeeds).
+    pub notes: BackendNotes,
 }
 
 impl Backend {
@@ -102,6 +107,7 @@ impl Backend {
             epoch,
             slots: Arc::new(Semaphore::new(max_conns)),
             stats: BackendStats::default(),
+            notes: BackendNotes::default(),
         }
     }
 

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 pub use crate::internal_paths::InternalPaths;
 pub use crate::tls::config::TlsConfig;
@@ -69,7 +69,13 @@ pub enum LogFormat {
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "`{s}` has no unit: write {s}s (durations take a unit: 500ms, 2s, 1m)"
+        ));
+    }
+    humantime::parse_duration(s)
         .map_err(|e| format!("`{s}` is not a duration like 500ms, 2s or 1m ({e})"))
 }
 
@@ -261,41 +267,18 @@ impl Config {
     /// environment; tests start from it and change fields. The listen addresses are set to
     /// `127.0.0.1:0` and unused by [`crate::run`], which takes already-bound listeners.
     pub fn with_upstreams(upstreams: Vec<Upstream>) -> Config {
+        // Every default comes from the flag definitions (environment ignored), so each is
+        // written once, in its `#[arg]`; `UPSTREAMS` is required, hence the placeholder.
+        let defaults = Config::command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(["balancer", "--upstreams", "127.0.0.1:1"])
+            .and_then(|matches| Config::from_arg_matches(&matches))
+            .expect("the defaults in Config's #[arg]s parse");
         Config {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             upstreams,
-            resolve_interval: Duration::from_secs(2),
-            health_interval: Duration::from_secs(1),
-            health_timeout: Duration::from_secs(1),
-            health_path: "/readyz".to_owned(),
-            connect_timeout: Duration::from_secs(1),
-            upstream_timeout: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(10),
-            body_idle_timeout: Duration::from_secs(30),
-            send_timeout: Duration::from_secs(60),
-            tunnel_idle_timeout: Duration::from_secs(300),
-            trusted_proxies: Vec::new(),
-            via_name: "session-cluster-balancer".to_owned(),
-            expose_upstream: false,
-            internal_paths: InternalPaths::defaults(),
-            upgrade_protocols: UpgradeProtocols::default(),
-            health_rise: 2,
-            health_fall: 2,
-            max_connections: 10_000,
-            max_header_size: 65_536,
-            upstream_max_headers: 100,
-            retry_tries: 3,
-            retry_deadline: Duration::from_secs(5),
-            eject_cooldown: Duration::from_secs(10),
-            pool_idle_timeout: Duration::from_secs(20),
-            max_conns_per_backend: 32,
-            pool_max_idle: 32,
-            worker_threads: 0,
-            memory_trim: true,
-            drain_timeout: Duration::from_secs(10),
-            log_format: LogFormat::Text,
-            tls: TlsConfig::default(),
+            ..defaults
         }
     }
 
@@ -419,5 +402,25 @@ mod tests {
         .expect("valid");
         assert_eq!(cfg.resolve_interval, Duration::from_millis(250));
         assert_eq!(cfg.eject_cooldown, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_duration_without_its_unit_is_shown_the_fix() {
+        let err =
+            Config::try_parse_from(["balancer", "--upstreams", "a:1", "--drain-timeout", "10"])
+                .expect_err("a bare number is refused");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("DRAIN_TIMEOUT"), "{err}");
+        assert!(err.to_string().contains("write 10s"), "{err}");
+    }
+
+    #[test]
+    fn the_test_configuration_carries_the_flag_defaults() {
+        let cfg = Config::with_upstreams(vec!["a:1".parse().expect("upstream")]);
+        assert_eq!(cfg.resolve_interval, Duration::from_secs(2));
+        assert_eq!(cfg.tunnel_idle_timeout, Duration::from_secs(300));
+        assert_eq!(cfg.max_header_size, 65_536);
+        assert_eq!(cfg.listen_addr.to_string(), "127.0.0.1:0");
+        assert_eq!(cfg.upstreams.len(), 1);
     }
 }

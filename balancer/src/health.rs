@@ -20,6 +20,9 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::backend_set::{Backend, BackendSet};
 
+/// The header a replica names itself in (the app sets it on every answer).
+const SERVED_BY: &str = "x-served-by";
+
 /// Runs health checks against backends.
 #[derive(Debug, Clone)]
 pub struct HealthChecker {
@@ -60,28 +63,54 @@ impl HealthChecker {
         }
     }
 
-    /// True if the backend answered 2xx within the timeout.
+    /// True if the backend answered 2xx within the timeout. The answer's `X-Served-By` names
+    /// the replica, and a failure is noted as its last error (both for the dashboard).
     pub async fn check(&self, backend: &Backend) -> bool {
+        match self.probe(backend).await {
+            Ok(()) => true,
+            Err(why) => {
+                backend.notes.error(format_args!("health check: {why}"));
+                false
+            }
+        }
+    }
+
+    async fn probe(&self, backend: &Backend) -> Result<(), String> {
         let uri = Uri::builder()
             .scheme("http")
             .authority(backend.authority().clone())
             .path_and_query(self.path.clone())
-            .build();
-        let Ok(uri) = uri else { return false };
-        let Ok(req) = Request::get(uri).body(Empty::new()) else {
-            return false;
-        };
+            .build()
+            .map_err(|e| e.to_string())?;
+        let req = Request::get(uri)
+            .body(Empty::new())
+            .map_err(|e| e.to_string())?;
         let attempt = async {
-            let resp = self.client.request(req).await.ok()?;
-            let ok = resp.status().is_success();
+            let resp = self.client.request(req).await.map_err(|e| chain(&e))?;
+            if let Some(name) = resp
+                .headers()
+                .get(SERVED_BY)
+                .and_then(|v| v.to_str().ok())
+                .filter(|name| !name.is_empty())
+            {
+                backend.notes.set_name(name);
+            }
+            let status = resp.status();
             // Read the (small) body so the exchange completes cleanly before the connection closes.
-            resp.into_body().collect().await.ok()?;
-            Some(ok)
+            resp.into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("{} answered {status}", self.path))
+            }
         };
-        matches!(
-            tokio::time::timeout(self.timeout, attempt).await,
-            Ok(Some(true))
-        )
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        }
     }
 
     /// Checks `backends` concurrently and records the results, logging each change.
@@ -106,4 +135,17 @@ impl HealthChecker {
         self.check_all(&all).await;
         set.rebuild();
     }
+}
+
+/// An error and its causes on one line ("client error (Connect): tcp connect error: Connection
+/// refused"): the top level alone rarely says what happened.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

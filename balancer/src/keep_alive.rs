@@ -175,7 +175,8 @@ where
                 () = tokio::time::sleep(wait) => return Ok(()),
             }
         }
-        // Boxed: while parked, the task keeps a pointer, not hyper's connection state inline.
+        // Behind a pointer, so that a parked connection's task holds a pointer while it waits,
+        // not hyper's whole connection state.
         let mut conn = Box::new(
             builder
                 .serve_connection(TokioIo::new(io), service)

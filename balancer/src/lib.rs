@@ -7,12 +7,14 @@
 //! `127.0.0.1:0` and stop it with a channel.
 
 mod admin;
+mod backend_notes;
 mod backend_set;
 mod backend_state;
 mod body;
 mod client_conn;
 mod client_io;
 mod config;
+mod dashboard;
 mod discovery;
 mod error;
 mod framing;
@@ -149,10 +151,13 @@ async fn serve(
 
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics = Arc::new(metrics::Metrics::new(Arc::clone(&set)));
+    let (dashboard, sampling) = dashboard::start(Arc::clone(&set), Arc::clone(&metrics));
+    let sampling = tokio::spawn(sampling);
     let admin_task = tokio::spawn(admin::serve(
         admin,
         Arc::clone(&set),
         Arc::clone(&metrics),
+        dashboard,
         async move {
             let _ = admin_stopped.await;
         },
@@ -167,6 +172,8 @@ async fn serve(
     let served = workers::serve(listener, tls, set, metrics, trimmer, &config, shutdown).await;
 
     maintenance.abort();
+    // Ends the dashboard's event streams, which would otherwise hold the admin server open.
+    sampling.abort();
     if let Some(trimming) = trimming {
         trimming.abort();
     }

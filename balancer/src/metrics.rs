@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::backend_set::{BackendSet, STATUS_CLASSES};
+use crate::dashboard::Latencies;
 
 /// Upper bounds (seconds) of the latency buckets: sub-millisecond steps for a loopback hop,
 /// up to the default upstream timeout.
@@ -31,6 +32,8 @@ pub struct LatencyHistogram {
     counts: [AtomicU64; BUCKETS.len() + 1],
     /// Sum of all observations in nanoseconds (u64 holds ~584 years).
     sum_nanos: AtomicU64,
+    /// The same observations in buckets fine enough for the dashboard's p99 per second.
+    pub fine: Latencies,
 }
 
 impl LatencyHistogram {
@@ -44,6 +47,7 @@ impl LatencyHistogram {
         self.counts[slot].fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.fine.observe(d);
     }
 }
 

@@ -363,7 +363,8 @@ impl Proxy {
             return ex.failed(Cause::SlotTimeout, Some(up), false, None);
         };
         let conn = if fresh {
-            // Boxed, as in the pool: a cold path with a large future.
+            // A fresh connection is the cold path, and its future is large: behind a pointer,
+            // it does not make every attempt's future that large (as in the pool).
             Box::pin(self.pool.connect(backend.addr())).await
         } else {
             self.pool.get(backend.addr()).await
@@ -458,6 +459,12 @@ impl Proxy {
         }
         if blame == Blame::Eject {
             self.set.eject(backend);
+        }
+        if blame >= Blame::Failure {
+            match &error {
+                Some(e) => backend.notes.error(e),
+                None => backend.notes.error(format_args!("{cause:?}")),
+            }
         }
         let shown = error
             .as_ref()
@@ -586,7 +593,10 @@ impl Proxy {
         started: Instant,
     ) -> Response<ProxyBody> {
         match backend {
-            Some(b) => b.stats.record_status(err.status().as_u16()),
+            Some(b) => {
+                b.stats.record_status(err.status().as_u16());
+                b.notes.error(&err);
+            }
             None if err.is_client_fault() => {
                 self.metrics.client_errors.inc();
             }

@@ -16,7 +16,8 @@ use tokio::time::{Instant, Sleep};
 #[derive(Debug)]
 pub struct StallTimer {
     timeout: Duration,
-    // Boxed: armed only while a wait is stalled, so `Pending` paths pay for it, not each poll.
+    // Only a stalled wait needs a timer: it is made (on the heap, where `Sleep` must stay
+    // pinned) when a wait stalls, so a wait that makes progress never pays for one.
     armed: Option<Pin<Box<Sleep>>>,
 }
 

@@ -154,8 +154,9 @@ impl<B: UpstreamBody> UpstreamPool<B> {
                 pool: self.this.clone(),
             });
         }
-        // Boxed: the connect and handshake futures are large and rarely needed (the pool
-        // reuses connections), and every request's future would carry them inline.
+        // Connecting is the cold path (the pool usually has a connection), and its connect
+        // and handshake futures are large: behind a pointer they do not make every request's
+        // future that large.
         Box::pin(self.connect(addr)).await
     }
 

@@ -3,7 +3,8 @@
 # and checks what users get: the three images build from a clean copy of the tree, run as a non-root user, carry
 # a HEALTHCHECK, start their binary, and a source-only change reuses the cached dependency layer.
 #
-# Run with:  deploy/e2e/dockerfile-check.sh        (as root; ~10 minutes on 2 cores, mostly compiling)
+# Run with:  deploy/e2e/dockerfile-check.sh        (as root; ~10 minutes on 2 cores, mostly compiling; CI runs it
+#            from .ci/run; it installs docker.io and debootstrap when they are missing)
 #
 # The two base images the Dockerfile names cannot be pulled here, so they are stood in for, and the official
 # names are tagged only for the duration of the build (then untagged again; the cached stand-ins keep private
@@ -23,6 +24,23 @@ RUST_TAG=rust:$RUST_VERSION-slim-bookworm
 DEBIAN_TAG=debian:bookworm-slim
 CHECK_PREFIX=session-cluster-check
 log() { printf '[dockerfile-check] %s\n' "$*" >&2; }
+# shellcheck source=deploy/e2e/apt.sh
+. "$here/apt.sh"
+
+# What a fresh Debian machine lacks: the Docker engine and client, debootstrap for the stand-in base image, and
+# the host toolchain the rust stand-in is made of.
+missing=()
+command -v docker >/dev/null || missing+=(docker.io)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    apt_install /var/tmp/session-cluster-dfcheck-apt.log "${missing[@]}" || {
+        log "apt-get install ${missing[*]} failed (see /var/tmp/session-cluster-dfcheck-apt.log)"
+        exit 2
+    }
+fi
+docker info >/dev/null 2>&1 || { log "the Docker engine is not reachable (is dockerd running?)"; exit 2; }
+command -v rustc >/dev/null || { log "rustc is needed: the rust stand-in image is made from the host toolchain"; exit 2; }
 
 work=$(mktemp -d /var/tmp/session-cluster-dfcheck.XXXXXX)
 created_tags=()

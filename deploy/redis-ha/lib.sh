@@ -14,6 +14,8 @@ BIN_DIR_GIVEN=${BIN_DIR:-}
 BIN_DIR=${BIN_DIR:-$ROOT/target/debug}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/redis-ha.XXXXXX")
 PIDS=()
+# Commands cleanup runs after the processes are gone (e.g. a compose project's teardown).
+ON_EXIT=()
 WATCHDOG=
 FAILED=1
 SCRIPT=$(basename "$0" .sh)
@@ -47,6 +49,8 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   done
+  local hook
+  for hook in "${ON_EXIT[@]}"; do "$hook" || true; done
   if ((code != 0 || FAILED)); then
     log "logs of the failed run (last 8 lines each):"
     for f in "$WORK"/*.log; do

@@ -4,6 +4,7 @@
 #
 #   deploy/redis-ha/sentinel.sh                 # ~40 s; SENTINEL FAILOVER; exit 0 = pass, 1 = fail
 #   FAILOVER=kill deploy/redis-ha/sentinel.sh   # unplanned: SIGKILL the master, Sentinel fails over
+#   SETUP=compose deploy/redis-ha/sentinel.sh   # the same run on docker-compose.yml's `sentinel` profile
 #
 # Setup (the recommended one, deploy/redis-ha/README.md), all on free loopback ports: 1 master +
 # REPLICAS (default 2) replicas (password on all), 3 sentinels (quorum 2, down-after 2 s, password
@@ -39,6 +40,8 @@ watchdog "${TIME_LIMIT:-240}"
 need redis-server redis-cli curl jq
 binaries
 FAILOVER=${FAILOVER:-planned}
+SETUP=${SETUP:-processes}
+[[ $SETUP == processes || $SETUP == compose ]] || { echo "SETUP must be processes or compose" >&2; exit 2; }
 # Unplanned, nobody can switch before Sentinel has seen the master down for down-after-milliseconds
 # (2 s here) and elected a leader that promotes a replica (about 1-1.5 s more): 5 s bounds that.
 if [[ $FAILOVER == kill ]]; then OUTAGE_LIMIT_MS=${OUTAGE_LIMIT_MS:-5000}; fi
@@ -47,6 +50,10 @@ LOSS_LIMIT=${LOSS_LIMIT:-0}
 # Replicas of the master: with 2, the new master has a replica in sync again about a second after
 # the switch (the other one, which Sentinel reconfigures first), so writes are replicated again at once.
 REPLICAS=${REPLICAS:-2}
+if [[ $SETUP == compose && ($REPLICAS != 2 || ${SENTINEL_GUARD:-off} != off) ]]; then
+  echo "SETUP=compose runs docker-compose.yml as shipped: 2 replicas, no guard (REPLICAS, SENTINEL_GUARD)" >&2
+  exit 2
+fi
 [[ $FAILOVER == planned || $FAILOVER == kill ]] || { echo "FAILOVER must be planned or kill" >&2; exit 2; }
 GUARD=()
 case ${SENTINEL_GUARD:-off} in
@@ -58,74 +65,130 @@ case ${SENTINEL_GUARD:-off} in
   *) echo "SENTINEL_GUARD must be on or off" >&2; exit 2 ;;
 esac
 
-# --- Redis: master + replica -----------------------------------------------------------------------------
-# Starts a Redis (extra args in "$@"), retried on another port if the chosen one was taken meanwhile.
-start_redis() {
-  local name=$1 attempt
-  shift
-  for attempt in 1 2 3; do
-    free_port REDIS_PORT
-    mkdir -p "$WORK/$name"
-    spawn "$name" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK/$name" --save "" \
-      --appendonly no --aclfile "$ACL_FILE" --masterauth "$REDIS_PASSWORD" "${GUARD[@]}" "$@"
-    wait_alive 10 "${PIDS[-1]}" redis-cli -p "$REDIS_PORT" ping && return 0
-    log "$name on $REDIS_PORT did not start (attempt $attempt)"
+# --- setup: processes on loopback ports (SETUP=processes, the default) -----------------------------------------
+setup_processes() {
+  # --- Redis: master + replica -----------------------------------------------------------------------------
+  # Starts a Redis (extra args in "$@"), retried on another port if the chosen one was taken meanwhile.
+  start_redis() {
+    local name=$1 attempt
+    shift
+    for attempt in 1 2 3; do
+      free_port REDIS_PORT
+      mkdir -p "$WORK/$name"
+      spawn "$name" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK/$name" --save "" \
+        --appendonly no --aclfile "$ACL_FILE" --masterauth "$REDIS_PASSWORD" "${GUARD[@]}" "$@"
+      wait_alive 10 "${PIDS[-1]}" redis-cli -p "$REDIS_PORT" ping && return 0
+      log "$name on $REDIS_PORT did not start (attempt $attempt)"
+    done
+    die "could not start $name"
+  }
+  start_redis master
+  MASTER=127.0.0.1:$REDIS_PORT
+  REPLICA_PORTS=()
+  for ((i = 0; i < REPLICAS; i++)); do
+    start_redis "replica-$i" --replicaof 127.0.0.1 "${MASTER#*:}"
+    REPLICA_PORTS+=("$REDIS_PORT")
   done
-  die "could not start $name"
-}
-start_redis master
-MASTER=$REDIS_PORT
-REPLICA_PORTS=()
-for ((i = 0; i < REPLICAS; i++)); do
-  start_redis "replica-$i" --replicaof 127.0.0.1 "$MASTER"
-  REPLICA_PORTS+=("$REDIS_PORT")
-done
-in_sync() {
-  local port
-  for port in "${REPLICA_PORTS[@]}"; do
-    redis-cli -p "$port" info replication | grep -q 'master_link_status:up' || return 1
-  done
-}
-wait_until 15 in_sync || die "the replicas did not sync with the master within 15 s"
+  in_sync() {
+    local port
+    for port in "${REPLICA_PORTS[@]}"; do
+      redis-cli -p "$port" info replication | grep -q 'master_link_status:up' || return 1
+    done
+  }
+  wait_until 15 in_sync || die "the replicas did not sync with the master within 15 s"
 
-# --- 3 sentinels -------------------------------------------------------------------------------------------
-SENTINELS=()
-for i in 0 1 2; do
-  free_port port
-  cat >"$WORK/sentinel-$i.conf" <<EOF
+  # --- 3 sentinels -------------------------------------------------------------------------------------------
+  SENTINELS=()
+  for i in 0 1 2; do
+    free_port port
+    cat >"$WORK/sentinel-$i.conf" <<EOF
 bind 127.0.0.1
 port $port
 dir $WORK
 requirepass $REDIS_PASSWORD
-sentinel monitor mymaster 127.0.0.1 $MASTER 2
+sentinel monitor mymaster 127.0.0.1 ${MASTER#*:} 2
 sentinel auth-pass mymaster $REDIS_PASSWORD
 sentinel down-after-milliseconds mymaster 2000
 sentinel failover-timeout mymaster 10000
 sentinel parallel-syncs mymaster 1
 EOF
-  spawn "sentinel-$i" redis-server "$WORK/sentinel-$i.conf" --sentinel
-  SENTINELS+=("$port")
-done
-sentinel() { redis-cli -p "${SENTINELS[0]}" sentinel "$@"; }
-master_port() { sentinel get-master-addr-by-name mymaster | sed -n 2p; }
-# Ready when every sentinel knows the master, the replica and the two other sentinels.
-sentinels_ready() {
-  local port
-  for port in "${SENTINELS[@]}"; do
-    [[ $(redis-cli -p "$port" sentinel get-master-addr-by-name mymaster | sed -n 2p) == "$MASTER" ]] || return 1
-    [[ $(redis-cli -p "$port" sentinel master mymaster | awk 'p {print; exit} /^num-other-sentinels$/ {p=1}') == 2 ]] || return 1
-    [[ $(redis-cli -p "$port" sentinel master mymaster | awk 'p {print; exit} /^num-slaves$/ {p=1}') == "$REPLICAS" ]] || return 1
+    spawn "sentinel-$i" redis-server "$WORK/sentinel-$i.conf" --sentinel
+    SENTINELS+=("$port")
   done
-}
-wait_until 30 sentinels_ready || die "the sentinels did not discover each other and the replica within 30 s"
-log "master :$MASTER, replicas :${REPLICA_PORTS[*]}, sentinels ${SENTINELS[*]} (quorum 2)"
+  sentinel() { redis-cli -p "${SENTINELS[0]}" sentinel "$@"; }
+  # Ready when every sentinel knows the master, the replica and the two other sentinels.
+  sentinels_ready() {
+    local port
+    for port in "${SENTINELS[@]}"; do
+      [[ $(redis-cli -p "$port" sentinel get-master-addr-by-name mymaster | paste -sd: -) == "$MASTER" ]] || return 1
+      [[ $(redis-cli -p "$port" sentinel master mymaster | awk 'p {print; exit} /^num-other-sentinels$/ {p=1}') == 2 ]] || return 1
+      [[ $(redis-cli -p "$port" sentinel master mymaster | awk 'p {print; exit} /^num-slaves$/ {p=1}') == "$REPLICAS" ]] || return 1
+    done
+  }
+  wait_until 30 sentinels_ready || die "the sentinels did not discover each other and the replica within 30 s"
+  log "master $MASTER, replicas :${REPLICA_PORTS[*]}, sentinels ${SENTINELS[*]} (quorum 2)"
 
-# --- apps and balancer --------------------------------------------------------------------------------------
-# The data nodes as the ACL's `app` user; the sentinels with their own password.
-url="redis-sentinel://app:$REDIS_APP_PASSWORD@127.0.0.1:${SENTINELS[0]}?sentinelServiceName=mymaster"
-url+="&sentinelPassword=$REDIS_PASSWORD&node=127.0.0.1:${SENTINELS[1]}&node=127.0.0.1:${SENTINELS[2]}"
-start_apps 3 "$url"
-start_balancer
+  # --- apps and balancer --------------------------------------------------------------------------------------
+  # The data nodes as the ACL's `app` user; the sentinels with their own password.
+  url="redis-sentinel://app:$REDIS_APP_PASSWORD@127.0.0.1:${SENTINELS[0]}?sentinelServiceName=mymaster"
+  url+="&sentinelPassword=$REDIS_PASSWORD&node=127.0.0.1:${SENTINELS[1]}&node=127.0.0.1:${SENTINELS[2]}"
+  start_apps 3 "$url"
+  start_balancer
+  # The master's process is the one started first (PIDS[0]).
+  kill_master() {
+    kill -9 "${PIDS[0]}"
+    wait "${PIDS[0]}" 2>/dev/null || true
+  }
+  role_of() { redis-cli -h "${1%:*}" -p "${1##*:}" role 2>/dev/null | head -n 1; }
+}
+
+# --- setup: docker-compose.yml's `sentinel` profile (SETUP=compose) -----------------------------------------------
+# The SAME compose files a user runs (docker-compose.yml + deploy/redis-ha/compose-sentinel.yml),
+# with the images built offline by deploy/e2e/images.sh; the servers and sentinels know each other
+# by their service names (`sentinel announce-hostnames`), which is what this setup adds to the
+# loopback one. The loadtest and the probe run on this host against the published balancer port.
+setup_compose() {
+  need docker
+  if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose); else need docker-compose; COMPOSE=(docker-compose); fi
+  "$ROOT/deploy/e2e/images.sh" >"$WORK/images.log" 2>&1 || die "building the images failed (deploy/e2e/images.sh: $(tail -n 3 "$WORK/images.log"))"
+  export COMPOSE_PROJECT_NAME=${SENTINEL_PROJECT:-sessioncluster-sentinel}
+  free_port BALANCER_PORT
+  free_port BALANCER_ADMIN_PORT
+  free_port REDIS_HOST_PORT
+  export BALANCER_PORT BALANCER_ADMIN_PORT REDIS_HOST_PORT
+  compose() { (cd "$ROOT" && "${COMPOSE[@]}" -f docker-compose.yml -f deploy/redis-ha/compose-sentinel.yml --profile sentinel "$@"); }
+  compose_down() {
+    ((FAILED == 0)) || compose logs --no-color --tail 100 >"$WORK/compose.log" 2>&1 || true
+    compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+  }
+  ON_EXIT+=(compose_down)
+  compose_down
+  compose up -d --scale app=3 >"$WORK/compose-up.log" 2>&1 || die "compose up failed: $(tail -n 5 "$WORK/compose-up.log")"
+  sentinel() { compose exec -T sentinel-1 redis-cli -p 26379 sentinel "$@" | tr -d '\r'; }
+  role_of() { compose exec -T "${1%:*}" redis-cli role 2>/dev/null | head -n 1 | tr -d '\r'; }
+  kill_master() { docker kill "$(compose ps -q "${MASTER%:*}")" >/dev/null; }
+  MASTER=redis:6379
+  sentinels_ready() {
+    local s
+    for s in sentinel-1 sentinel-2 sentinel-3; do
+      [[ $(compose exec -T "$s" redis-cli -p 26379 sentinel get-master-addr-by-name mymaster | tr -d '\r' | paste -sd: -) == "$MASTER" ]] || return 1
+      [[ $(compose exec -T "$s" redis-cli -p 26379 sentinel master mymaster | tr -d '\r' | awk 'p {print; exit} /^num-slaves$/ {p=1}') == 2 ]] || return 1
+      [[ $(compose exec -T "$s" redis-cli -p 26379 sentinel master mymaster | tr -d '\r' | awk 'p {print; exit} /^num-other-sentinels$/ {p=1}') == 2 ]] || return 1
+    done
+  }
+  wait_until 90 sentinels_ready || die "the compose sentinels did not agree on $MASTER with 2 replicas within 90 s"
+  BALANCER=http://127.0.0.1:$BALANCER_PORT
+  BALANCER_ADMIN=http://127.0.0.1:$BALANCER_ADMIN_PORT
+  three_ready() { curl -sf -m 2 "$BALANCER_ADMIN/status" | grep -Eq '"healthy":3' && is_ok "$BALANCER/"; }
+  wait_until 90 three_ready || die "the balancer did not have 3 ready replicas within 90 s"
+  log "compose: master $MASTER, 2 replicas, 3 sentinels, 3 apps, balancer on $BALANCER"
+}
+
+master_addr() { sentinel get-master-addr-by-name mymaster | paste -sd: -; }
+case $SETUP in
+  processes) setup_processes ;;
+  compose) setup_compose ;;
+esac
 
 problems=()
 # --- 1. warm-up -------------------------------------------------------------------------------------------------
@@ -157,24 +220,22 @@ sleep 3
 
 t_failover=$(now_ms)
 if [[ $FAILOVER == kill ]]; then
-  # The master's process is the one started first (PIDS[0]).
-  kill -9 "${PIDS[0]}"
-  wait "${PIDS[0]}" 2>/dev/null || true
-  log "master :$MASTER killed (SIGKILL); Sentinel fails over after down-after-milliseconds (2 s)"
+  kill_master
+  log "master $MASTER killed (SIGKILL); Sentinel fails over after down-after-milliseconds (2 s)"
 else
   sentinel failover mymaster >"$WORK/failover-cmd.log" 2>&1 || die "SENTINEL FAILOVER refused: $(cat "$WORK/failover-cmd.log")"
   log "SENTINEL FAILOVER mymaster sent"
 fi
-is_promoted() { [[ -n $(master_port) && $(master_port) != "$MASTER" ]]; }
+is_promoted() { [[ -n $(master_addr) && $(master_addr) != "$MASTER" ]]; }
 wait_until 20 is_promoted || die "sentinel did not promote a replica within 20 s"
 t_promoted=$(now_ms)
-NEW_MASTER=$(master_port)
-log "sentinel reports the new master :$NEW_MASTER after $((t_promoted - t_failover)) ms"
+NEW_MASTER=$(master_addr)
+log "sentinel reports the new master $NEW_MASTER after $((t_promoted - t_failover)) ms"
 
 if [[ $FAILOVER == planned ]]; then
   # The old master keeps its role until Sentinel converts it (8-11 s); the app's fence makes it
   # refuse writes meanwhile.
-  is_demoted() { redis-cli -p "$MASTER" role | head -1 | grep -q slave; }
+  is_demoted() { role_of "$MASTER" | grep -q slave; }
   wait_until 30 is_demoted || log "the old master was still a master 30 s after the failover"
   t_demoted=$(now_ms)
   demoted_line="old master demoted after $((t_demoted - t_failover)) ms"
@@ -249,14 +310,14 @@ lost_writes=$((l_reset + l_repeat + l_nonmono + l_stale))
   problems+=("the probe user lost $p_lost acknowledged increments, acknowledged over ${p_window} ms (limit $LOSS_LIMIT)")
 ((p_after > 0 && p_after >= p_before)) ||
   problems+=("the probe user's counter ended at $p_after, below its $p_before before the failover")
-[[ $(master_port) == "$NEW_MASTER" ]] || problems+=("sentinel no longer names the promoted replica as master")
+[[ $(master_addr) == "$NEW_MASTER" ]] || problems+=("sentinel no longer names the promoted replica as master")
 if [[ $FAILOVER == planned ]]; then
-  redis-cli -p "$MASTER" role | head -1 | grep -q slave || problems+=("the old master was not turned into a replica")
+  role_of "$MASTER" | grep -q slave || problems+=("the old master was not turned into a replica")
 fi
 nodes_after=$(awk -v t="$p_last_err" '$1 > t && $2 == 200' "$WORK/probe.txt" | wc -l)
 
 echo
-echo "== Redis Sentinel failover report (redis-sentinel:// URL, 1 master + $REPLICAS replica(s), 3 sentinels, 3 apps, balancer) =="
+echo "== Redis Sentinel failover report (setup: $SETUP; redis-sentinel:// URL, 1 master + $REPLICAS replica(s), 3 sentinels, 3 apps, balancer) =="
 echo "  $warm_line"
 echo "  guard (min-replicas-to-write 1): ${SENTINEL_GUARD:-off}; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "  failover ($FAILOVER) at t=0; new master named after $((t_promoted - t_failover)) ms; $demoted_line"

@@ -25,6 +25,7 @@
 use serde::Serialize;
 
 use crate::order::{self, Op, Point, ms};
+use crate::report::range;
 pub use crate::violation::{Found, Rule, Violation};
 
 /// One increment as the checker saw it; times in microseconds from a common origin.
@@ -172,8 +173,8 @@ pub fn judge(history: &History) -> Judged {
     {
         found.add(Rule::FinalOutOfBounds, || {
             format!(
-                "{f} (allowed {}..={})",
-                check.expected_min, check.expected_max
+                "{f} (allowed {})",
+                range(check.expected_min, check.expected_max)
             )
         });
     }
@@ -263,11 +264,11 @@ fn check_increments(base: u64, increments: &[Timed], found: &mut Found) {
         };
         if value < min {
             found.add(Rule::BelowAcknowledged, || {
-                format!("{value} (allowed {min}..={max})")
+                format!("{value} (allowed {})", range(min, max))
             });
         } else if value > max {
             found.add(Rule::AboveAttempted, || {
-                format!("{value} (allowed {min}..={max})")
+                format!("{value} (allowed {})", range(min, max))
             });
         }
     }
@@ -398,7 +399,19 @@ mod tests {
                 Rule::RealTimeOrder
             ]
         );
-        assert_eq!(found[0].examples, ["2 (allowed 3..=3)"]);
+        assert_eq!(found[0].examples, ["2 (allowed exactly 3)"]);
+    }
+
+    #[test]
+    fn a_window_widened_by_an_unknown_outcome_is_named_by_both_ends() {
+        // Sent after one acknowledgement (≥ 2), answered after three attempts (≤ 3).
+        let run = [t(1, 2, Value(1)), t(1, 20, Unknown), t(5, 6, Value(1))];
+        let found = check_answers(0, &run, None);
+        let below = found
+            .iter()
+            .find(|v| v.rule == Rule::BelowAcknowledged)
+            .expect("below what was acknowledged");
+        assert_eq!(below.examples, ["1 (allowed between 2 and 3)"]);
     }
 
     #[test]
@@ -436,7 +449,7 @@ mod tests {
         let found = check_answers(1, &run, Some(1));
         // Also read back below an answer that came before it.
         assert_eq!(rules(&found), [Rule::FinalOutOfBounds, Rule::RealTimeOrder]);
-        assert_eq!(found[0].examples, ["1 (allowed 2..=2)"]);
+        assert_eq!(found[0].examples, ["1 (allowed exactly 2)"]);
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! Pure judgement of one session's trace: the counter values a virtual user saw, in order,
 //! and the replicas that served them. No I/O here, so every rule is unit tested.
 //!
-//! The rules follow the sequential-client table in `shared/REFERENCE.md`, extended with Jepsen's
-//! treatment of unknown outcomes: a request that errored or timed out may or may not have been
-//! applied, so after `u` unknown outcomes the next value may legitimately be anything in
-//! `last + 1 ..= last + 1 + u`. A read after the last answer may see anything in
-//! `last ..= last + u`: nothing below what was acknowledged before it was sent.
+//! The rules are the sequential mode's table in `loadtest/README.md`, with Jepsen's treatment
+//! of unknown outcomes: a request that errored or timed out may or may not have been applied,
+//! so after `u` unknown outcomes the next value may legitimately be anything between
+//! `last + 1` and `last + 1 + u`. A read after the last answer may see anything between
+//! `last` and `last + u`: nothing below what was acknowledged before it was sent.
 
 use serde::Serialize;
 
@@ -85,6 +85,7 @@ pub struct Anomaly {
 }
 
 /// Classifies every request of one session. An empty result means the session counted correctly.
+#[cfg(test)]
 pub fn classify(observations: &[Observation]) -> Vec<Anomaly> {
     let mut session = Session::default();
     observations

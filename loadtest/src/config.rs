@@ -1,14 +1,17 @@
-//! Command-line and environment configuration (clap derive, every flag also read from a
-//! `LOADTEST_*` variable), and its resolution into one of the three modes.
+//! The command line (clap derive, every flag also read from a `LOADTEST_*` variable): the
+//! flags every mode shares are here; each mode's own flags are in its module
+//! ([`crate::modes`]) and flattened in. Every value is parsed here, once; the modes resolve
+//! their settings from the parsed `Config`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser};
-use http::Method;
 
 use crate::endpoint::Endpoint;
+use crate::modes::{parallel, sequential, throughput};
 use crate::targets::Targets;
 
 /// Checks that every session's counter counts 1, 2, 3 … while requests hop between replicas,
@@ -27,137 +30,71 @@ pub struct Config {
         value_parser = Targets::parse,
         value_name = "URL[,URL…]"
     )]
-    pub target: Targets,
+    pub(crate) target: Targets,
 
-    /// Sequential mode: virtual users, each with its own client and cookie jar.
-    #[arg(long, env = "LOADTEST_USERS", value_parser = clap::value_parser!(u64).range(1..),
-          conflicts_with_all = ["parallel", "throughput"])]
-    pub users: Option<u64>,
+    /// The sequential mode's own flags.
+    #[command(flatten)]
+    pub(crate) sequential: sequential::Flags,
 
-    /// Requests per user (sequential, default 20) or in total (throughput; default: use --duration).
+    /// Requests per user (sequential) or in total (throughput).
     #[arg(long, env = "LOADTEST_REQUESTS", value_parser = clap::value_parser!(u64).range(1..),
-          conflicts_with = "parallel")]
-    pub requests: Option<u64>,
+          conflicts_with = "parallel",
+          help = format!("Requests per user (sequential, default {}) or in total (throughput; \
+                          default: use --duration)", sequential::DEFAULT_REQUESTS))]
+    pub(crate) requests: Option<u64>,
 
-    /// Parallel mode: K workers incrementing ONE session at once.
-    #[arg(long, env = "LOADTEST_PARALLEL", value_name = "K",
-          value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "throughput")]
-    pub parallel: Option<u64>,
+    /// The parallel mode's own flags.
+    #[command(flatten)]
+    pub(crate) parallel: parallel::Flags,
 
-    /// Parallel mode: increments per worker (default 100; unlimited when --duration is given).
-    #[arg(long, env = "LOADTEST_PER_WORKER", value_name = "M",
-          value_parser = clap::value_parser!(u64).range(1..), requires = "parallel")]
-    pub per_worker: Option<u64>,
+    /// How long to run (throughput, parallel).
+    #[arg(long, env = "LOADTEST_DURATION", value_parser = parse_duration,
+          help = format!("How long to run (throughput default {} unless --requests is given; \
+                          parallel: stop workers then), as 500ms, 10s, 2m",
+                          humantime::format_duration(throughput::DEFAULT_DURATION)))]
+    pub(crate) duration: Option<Duration>,
 
-    /// Throughput mode: closed loop, or open loop with --rate.
-    #[arg(long, env = "LOADTEST_THROUGHPUT", value_parser = BoolishValueParser::new())]
-    pub throughput: bool,
-
-    /// How long to run (throughput default 10s; parallel: stop workers then). E.g. 10s, 500ms, 2m.
-    #[arg(long, env = "LOADTEST_DURATION", value_parser = parse_duration)]
-    pub duration: Option<Duration>,
-
-    /// Throughput mode: concurrent connections, each a user with its own cookie (default 50).
-    #[arg(long, env = "LOADTEST_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..),
-          requires = "throughput")]
-    pub connections: Option<u64>,
-
-    /// Throughput mode: open loop at this many requests/s in total, latency measured from the
-    /// intended send time (no coordinated omission).
-    #[arg(long, env = "LOADTEST_RATE", value_parser = parse_rate, requires = "throughput")]
-    pub rate: Option<f64>,
-
-    /// Throughput mode: request path (the checker modes use the counter endpoints).
-    #[arg(long, env = "LOADTEST_PATH", default_value = "/session", value_parser = parse_path)]
-    pub path: String,
-
-    /// Throughput mode: request method.
-    #[arg(long, env = "LOADTEST_METHOD", default_value = "GET", value_parser = parse_method)]
-    pub method: Method,
-
-    /// Throughput mode: send no cookies back (every request starts a new session).
-    #[arg(long, env = "LOADTEST_NO_COOKIES", value_parser = BoolishValueParser::new(), requires = "throughput")]
-    pub no_cookies: bool,
+    /// The throughput mode's own flags.
+    #[command(flatten)]
+    pub(crate) throughput: throughput::Flags,
 
     /// Counter endpoint for sequential and parallel modes: `json` = POST /api/session/views,
     /// `text` = GET /session (`Session View Cnt  N`, as the original app).
     #[arg(long, env = "LOADTEST_ENDPOINT", value_enum, default_value_t = Endpoint::Json)]
-    pub endpoint: Endpoint,
+    pub(crate) endpoint: Endpoint,
 
-    /// Per-request timeout; a timed-out request is an unknown outcome.
+    /// Per-request timeout, as 500ms, 5s, 1m; a timed-out request is an unknown outcome.
     #[arg(long, env = "LOADTEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 
     /// Threshold: fail (exit 1) below this many requests/s.
     #[arg(long, env = "LOADTEST_MIN_RPS", value_parser = parse_rate)]
-    pub min_rps: Option<f64>,
+    pub(crate) min_rps: Option<f64>,
 
     /// Threshold: fail (exit 1) when p99 latency is above this, e.g. 50ms.
     #[arg(long, env = "LOADTEST_MAX_P99", value_parser = parse_duration)]
-    pub max_p99: Option<Duration>,
+    pub(crate) max_p99: Option<Duration>,
 
     /// Runtime worker threads (default: one per core).
-    #[arg(long, env = "LOADTEST_THREADS", value_parser = clap::value_parser!(u64).range(1..1025))]
-    pub threads: Option<u64>,
+    #[arg(long, env = "LOADTEST_THREADS", value_parser = clap::value_parser!(u16).range(1..1025))]
+    pub(crate) threads: Option<u16>,
 
     /// Print the report as JSON on stdout instead of the table.
     #[arg(long, env = "LOADTEST_JSON", value_parser = BoolishValueParser::new())]
-    pub json: bool,
+    pub(crate) json: bool,
+
+    /// Also write the report as one self-contained HTML page with charts to this file.
+    #[arg(long, env = "LOADTEST_REPORT", value_name = "PATH.html", value_parser = parse_report_path)]
+    pub(crate) report: Option<PathBuf>,
 
     /// Never draw the progress bar (it is drawn only on a terminal anyway).
     #[arg(long, env = "LOADTEST_NO_PROGRESS", value_parser = BoolishValueParser::new())]
-    pub no_progress: bool,
+    pub(crate) no_progress: bool,
 }
 
-/// When a count-or-time bounded run stops.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limit {
-    /// Stop after this many requests in total.
-    pub requests: Option<u64>,
-    /// Stop at this time after the start.
-    pub duration: Option<Duration>,
-}
-
-/// The resolved mode with its defaults applied.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Mode {
-    /// Many users, each counting 1..=requests on its own session.
-    Sequential {
-        /// Virtual users.
-        users: u64,
-        /// Requests per user.
-        requests: u64,
-    },
-    /// K workers racing increments on one session.
-    Parallel {
-        /// Concurrent workers (K).
-        workers: u64,
-        /// Increments per worker (M); `None` = until the duration ends.
-        per_worker: Option<u64>,
-        /// Stop at this time, if given.
-        duration: Option<Duration>,
-    },
-    /// Requests as fast as possible (closed loop) or at a fixed rate (open loop).
-    Throughput {
-        /// Concurrent connections.
-        connections: u64,
-        /// When to stop.
-        limit: Limit,
-        /// Open-loop rate in requests/s; `None` = closed loop.
-        rate: Option<f64>,
-    },
-}
-
-/// Default users and requests of the sequential mode.
-pub const DEFAULT_USERS: u64 = 50;
-/// Default requests per user of the sequential mode.
-pub const DEFAULT_REQUESTS: u64 = 20;
-/// Default increments per parallel worker when no duration is given.
-pub const DEFAULT_PER_WORKER: u64 = 100;
-/// Default connections of the throughput mode.
-pub const DEFAULT_CONNECTIONS: u64 = 50;
-/// Default duration of the throughput mode when no request count is given.
-pub const DEFAULT_THROUGHPUT_DURATION: Duration = Duration::from_secs(10);
+/// The longest `--duration`, `--timeout` or `--max-p99` accepted: a week, so that no deadline
+/// computed from it can overflow the clock.
+const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 impl Config {
     /// Parses the process arguments and environment. On error the message names the flag and,
@@ -176,36 +113,25 @@ impl Config {
         Config::try_parse_from(args).map_err(ConfigError::from_clap)
     }
 
-    /// The mode, with its defaults applied.
-    pub fn mode(&self) -> Mode {
-        if let Some(workers) = self.parallel {
-            Mode::Parallel {
-                workers,
-                per_worker: self.per_worker.or(if self.duration.is_some() {
-                    None
-                } else {
-                    Some(DEFAULT_PER_WORKER)
-                }),
-                duration: self.duration,
-            }
-        } else if self.throughput {
-            Mode::Throughput {
-                connections: self.connections.unwrap_or(DEFAULT_CONNECTIONS),
-                limit: Limit {
-                    requests: self.requests,
-                    duration: match (self.requests, self.duration) {
-                        (None, None) => Some(DEFAULT_THROUGHPUT_DURATION),
-                        (_, duration) => duration,
-                    },
-                },
-                rate: self.rate,
-            }
-        } else {
-            Mode::Sequential {
-                users: self.users.unwrap_or(DEFAULT_USERS),
-                requests: self.requests.unwrap_or(DEFAULT_REQUESTS),
-            }
-        }
+    /// The base URL(s) under test, comma-separated, as `--target` took them.
+    pub fn target(&self) -> String {
+        self.target.to_string()
+    }
+
+    /// `--threads`: worker threads for the runtime (and the throughput mode's load threads);
+    /// `None` for one per core.
+    pub fn threads(&self) -> Option<usize> {
+        self.threads.map(usize::from)
+    }
+
+    /// `--report`: where to write the HTML report, if anywhere.
+    pub fn report(&self) -> Option<&std::path::Path> {
+        self.report.as_deref()
+    }
+
+    /// `--json`: print the report as JSON instead of the table.
+    pub fn json(&self) -> bool {
+        self.json
     }
 }
 
@@ -279,37 +205,34 @@ fn env_source(error: &clap::Error) -> Option<String> {
     }
 }
 
-/// Parses `10s`, `500ms`, `2m`, `1h`, `1.5s`, or a bare number of seconds.
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let raw = raw.trim();
-    let split = raw
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(raw.len());
-    let (number, unit) = raw.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("`{raw}` is not a duration (e.g. 10s, 500ms, 2m)"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => number,
-        "ms" => number / 1000.0,
-        "us" | "µs" => number / 1_000_000.0,
-        "m" | "min" => number * 60.0,
-        "h" => number * 3600.0,
-        other => {
-            return Err(format!(
-                "`{raw}`: unknown unit `{other}` (use ms, s, m or h)"
-            ));
-        }
-    };
-    if !seconds.is_finite() || seconds <= 0.0 || seconds > 86_400.0 * 7.0 {
+/// Parses `--report`: a file path, not empty and not a directory.
+fn parse_report_path(raw: &str) -> Result<PathBuf, String> {
+    if raw.trim().is_empty() {
+        return Err("the report needs a file name, e.g. report.html".to_owned());
+    }
+    let path = PathBuf::from(raw);
+    if raw.ends_with('/') || path.is_dir() {
+        return Err(format!(
+            "`{raw}` is a directory; name a file in it, e.g. {raw}/report.html"
+        ));
+    }
+    Ok(path)
+}
+
+/// Parses a humantime duration (`500ms`, `10s`, `2m`, `1h 30m`), above 0 and at most a week.
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(raw.trim())
+        .map_err(|e| format!("`{raw}` is not a duration like 500ms, 2s or 1m ({e})"))?;
+    if duration.is_zero() || duration > MAX_DURATION {
         return Err(format!(
             "`{raw}`: a duration must be above 0 and at most 7 days"
         ));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Ok(duration)
 }
 
-fn parse_rate(raw: &str) -> Result<f64, String> {
+/// Parses a positive, finite number of requests per second (`--rate`, `--min-rps`).
+pub(crate) fn parse_rate(raw: &str) -> Result<f64, String> {
     let rate: f64 = raw
         .trim()
         .parse()
@@ -321,19 +244,6 @@ fn parse_rate(raw: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_path(raw: &str) -> Result<String, String> {
-    if !raw.starts_with('/') {
-        return Err(format!("`{raw}` must start with /"));
-    }
-    http::uri::PathAndQuery::try_from(raw).map_err(|e| format!("`{raw}`: {e}"))?;
-    Ok(raw.to_owned())
-}
-
-fn parse_method(raw: &str) -> Result<Method, String> {
-    Method::from_bytes(raw.trim().to_ascii_uppercase().as_bytes())
-        .map_err(|_| format!("`{raw}` is not an HTTP method"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,69 +253,11 @@ mod tests {
     }
 
     #[test]
-    fn no_flags_is_sequential_against_localhost_8080() {
+    fn no_flags_runs_against_localhost_8080_with_a_five_second_timeout() {
         let config = parse(&[]).expect("defaults parse");
         assert_eq!(config.target.to_string(), "http://127.0.0.1:8080");
-        assert_eq!(
-            config.mode(),
-            Mode::Sequential {
-                users: 50,
-                requests: 20
-            }
-        );
         assert_eq!(config.endpoint, Endpoint::Json);
         assert_eq!(config.timeout, Duration::from_secs(5));
-    }
-
-    #[test]
-    fn parallel_flag_selects_parallel_mode() {
-        let config = parse(&["--parallel", "16", "--per-worker", "10"]).expect("parses");
-        assert_eq!(
-            config.mode(),
-            Mode::Parallel {
-                workers: 16,
-                per_worker: Some(10),
-                duration: None
-            }
-        );
-        let timed = parse(&["--parallel", "4", "--duration", "2s"]).expect("parses");
-        assert_eq!(
-            timed.mode(),
-            Mode::Parallel {
-                workers: 4,
-                per_worker: None,
-                duration: Some(Duration::from_secs(2))
-            }
-        );
-    }
-
-    #[test]
-    fn throughput_defaults_to_ten_seconds_closed_loop() {
-        let config = parse(&["--throughput"]).expect("parses");
-        assert_eq!(
-            config.mode(),
-            Mode::Throughput {
-                connections: 50,
-                limit: Limit {
-                    requests: None,
-                    duration: Some(Duration::from_secs(10))
-                },
-                rate: None
-            }
-        );
-        let counted =
-            parse(&["--throughput", "--requests", "1000", "--rate", "500"]).expect("parses");
-        assert_eq!(
-            counted.mode(),
-            Mode::Throughput {
-                connections: 50,
-                limit: Limit {
-                    requests: Some(1000),
-                    duration: None
-                },
-                rate: Some(500.0)
-            }
-        );
     }
 
     #[test]
@@ -419,6 +271,8 @@ mod tests {
             &["--timeout", "soon"],
             &["--target", "https://example.invalid"],
             &["--no-such-flag"],
+            &["--report", ""],
+            &["--report", "/tmp/"],
         ] {
             let error = parse(args).expect_err("must be rejected");
             assert_eq!(error.exit_code(), 2, "{args:?}: {error}");
@@ -460,16 +314,26 @@ mod tests {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1s 500ms"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("8days").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
     }
 
     #[test]
-    fn methods_and_paths_are_validated() {
-        assert_eq!(parse_method("post"), Ok(Method::POST));
-        assert!(parse_path("session").is_err());
-        assert_eq!(parse_path("/healthz"), Ok("/healthz".to_owned()));
+    fn a_duration_without_a_unit_is_refused_with_an_example() {
+        let error = parse_duration("10").expect_err("no unit");
+        assert!(error.contains("500ms, 2s or 1m"), "{error}");
+    }
+
+    #[test]
+    fn threads_fit_the_runtime() {
+        assert_eq!(
+            parse(&["--threads", "4"]).expect("parses").threads(),
+            Some(4)
+        );
+        assert!(parse(&["--threads", "0"]).is_err());
+        assert!(parse(&["--threads", "1025"]).is_err());
     }
 }

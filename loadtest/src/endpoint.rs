@@ -62,7 +62,7 @@ impl Endpoint {
     }
 
     /// Reads the counter out of a 2xx body from this endpoint.
-    pub fn parse(self, body: &str) -> Result<Counter, String> {
+    pub(crate) fn parse(self, body: &str) -> Result<Counter, String> {
         match self {
             Endpoint::Json => parse_json(body),
             Endpoint::Text => parse_text(body),

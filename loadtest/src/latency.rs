@@ -47,13 +47,9 @@ impl Latencies {
     }
 
     /// Number of samples.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.0.len()
-    }
-
-    /// Whether nothing was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// The percentiles reported everywhere.
@@ -72,6 +68,53 @@ impl Latencies {
             max_ms: ms(self.0.max()),
         }
     }
+}
+
+/// The percentiles of the latency distribution chart: the median and each further nine, as
+/// HdrHistogram's plots show them.
+const LADDER: [f64; 10] = [
+    50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999,
+];
+
+impl Latencies {
+    /// The distribution for the chart: the minimum (percentile 0), the ladder's percentiles
+    /// that the samples can resolve (`1 / (1 − p)` at most their count), and the maximum
+    /// (percentile 100). Empty without samples.
+    pub fn distribution(&self) -> Vec<Percentile> {
+        let h = &self.0;
+        if h.is_empty() {
+            return Vec::new();
+        }
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        let count = h.len() as f64;
+        let mut points = vec![Percentile {
+            percentile: 0.0,
+            ms: ms(h.min()),
+        }];
+        points.extend(
+            LADDER
+                .iter()
+                .filter(|p| 100.0 / (100.0 - **p) < count)
+                .map(|&percentile| Percentile {
+                    percentile,
+                    ms: ms(h.value_at_quantile(percentile / 100.0)),
+                }),
+        );
+        points.push(Percentile {
+            percentile: 100.0,
+            ms: ms(h.max()),
+        });
+        points
+    }
+}
+
+/// One point of the latency distribution, in `--json` as `latency_distribution[n]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Percentile {
+    /// Percentile, 0 to 100: 0 is the fastest request, 100 the slowest.
+    pub percentile: f64,
+    /// Latency at that percentile, ms.
+    pub ms: f64,
 }
 
 /// Latency percentiles in milliseconds.
@@ -119,6 +162,21 @@ mod tests {
         a.merge(&b);
         assert_eq!(a.len(), 2);
         assert!(a.summary().max_ms >= 1999.0);
+    }
+
+    #[test]
+    fn the_distribution_stops_at_the_percentiles_the_samples_resolve() {
+        let mut latencies = Latencies::new();
+        for ms in 1..=200 {
+            latencies.record(Duration::from_millis(ms));
+        }
+        let points = latencies.distribution();
+        let percentiles: Vec<f64> = points.iter().map(|p| p.percentile).collect();
+        assert_eq!(percentiles, [0.0, 50.0, 75.0, 90.0, 95.0, 99.0, 100.0]);
+        assert!((points[0].ms - 1.0).abs() < 0.01, "{points:?}");
+        assert!((points[4].ms - 190.0).abs() < 0.5, "{points:?}");
+        assert!((points[6].ms - 200.0).abs() < 0.5, "{points:?}");
+        assert!(Latencies::new().distribution().is_empty());
     }
 
     #[test]

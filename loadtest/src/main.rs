@@ -8,8 +8,10 @@
 //! cargo run --release -p loadtest -- --target http://a:1,http://b:2  # round robin over replicas
 //! cargo run --release -p loadtest -- --parallel 16 --per-worker 100  # lost updates on one session
 //! cargo run --release -p loadtest -- --throughput --duration 10s --rate 2000 --json
+//! cargo run --release -p loadtest -- --report report.html              # also an HTML page with charts
 //! ```
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -32,7 +34,7 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!(
                 "loadtest: could not run against {}: {error:#}",
-                config.target
+                config.target()
             );
             ExitCode::from(2)
         }
@@ -40,19 +42,32 @@ fn main() -> ExitCode {
 }
 
 fn run(config: &Config) -> anyhow::Result<ExitCode> {
+    // Opened before the run, so a path that cannot be written fails at once, not after it.
+    let report_file = config
+        .report()
+        .map(|path| {
+            std::fs::File::create(path)
+                .with_context(|| format!("creating the --report file {}", path.display()))
+        })
+        .transpose()?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.threads {
-        runtime.worker_threads(usize::try_from(threads).context("--threads")?);
+    if let Some(threads) = config.threads() {
+        runtime.worker_threads(threads);
     }
     let runtime = runtime
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let report = runtime.block_on(loadtest::run(config, ctrl_c()))?;
-    if config.json {
+    if config.json() {
         println!("{}", report.to_json());
     } else {
-        print!("{}", loadtest::table::render(&report));
+        print!("{}", report.to_table());
+    }
+    if let (Some(mut file), Some(path)) = (report_file, config.report()) {
+        let html = report.to_html()?;
+        file.write_all(html.as_bytes())
+            .with_context(|| format!("writing the --report file {}", path.display()))?;
     }
     Ok(ExitCode::from(
         u8::try_from(report.exit_code()).unwrap_or(1),

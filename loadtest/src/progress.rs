@@ -77,6 +77,7 @@ impl Progress {
     }
 
     /// Requests counted so far.
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.done.load(Ordering::Relaxed)
     }

@@ -1,19 +1,17 @@
-//! What a run found, with the verdict of each mode. Serialised as-is for `--json`; `table.rs`
-//! renders the same data for people. Each mode's report and pass rule is in `report/`.
+//! What a run found, with the verdict of each mode. Serialised as-is for `--json`; each mode
+//! renders the same data for people through the shared table ([`crate::table`]). Each mode's
+//! report and pass rule is in its module ([`crate::modes`]); what they share is here.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::latency::LatencySummary;
-
-mod parallel;
-mod sequential;
-mod throughput;
-
-pub use parallel::ParallelReport;
-pub use sequential::{AnomalyCounts, LocatedAnomaly, SequentialReport, Spread};
-pub use throughput::ThroughputReport;
+use crate::config::Config;
+use crate::latency::{LatencySummary, Percentile};
+use crate::modes::parallel::ParallelReport;
+use crate::modes::sequential::SequentialReport;
+use crate::modes::throughput::ThroughputReport;
+use crate::series::Second;
 
 /// The outcome of a run that took place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,9 +71,32 @@ impl Report {
         }
     }
 
+    /// The fields every mode shares, to change (the thresholds apply to every mode).
+    fn common_mut(&mut self) -> &mut Common {
+        match self {
+            Report::Sequential(r) => &mut r.common,
+            Report::Parallel(r) => &mut r.common,
+            Report::Throughput(r) => &mut r.common,
+        }
+    }
+
     /// The process exit code.
     pub fn exit_code(&self) -> i32 {
         self.verdict().exit_code()
+    }
+
+    /// Fails the report for each threshold it missed, saying why.
+    pub(crate) fn apply(&mut self, thresholds: Thresholds) {
+        thresholds.apply(self.common_mut());
+    }
+
+    /// The table for people: the verdict, the mode's rows and the shared ones, the reasons.
+    pub fn to_table(&self) -> String {
+        match self {
+            Report::Sequential(r) => r.to_table(),
+            Report::Parallel(r) => r.to_table(),
+            Report::Throughput(r) => r.to_table(),
+        }
     }
 
     /// Pretty JSON for `--json`.
@@ -107,6 +128,10 @@ pub struct Common {
     pub requests_per_replica: BTreeMap<String, u64>,
     /// Latency percentiles.
     pub latency: LatencySummary,
+    /// The latency distribution, from the fastest request to the slowest, for the chart.
+    pub latency_distribution: Vec<Percentile>,
+    /// The run second by second: requests, errors, p50 and p99, requests per replica.
+    pub per_second: Vec<Second>,
     /// Wall time of the load phase, seconds.
     pub elapsed_s: f64,
     /// Completed requests per second over `elapsed_s`.
@@ -125,16 +150,24 @@ pub const NO_NODE: &str = "(none)";
 
 /// `--min-rps` and `--max-p99`: a missed threshold turns any verdict into a fail.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Thresholds {
+pub(crate) struct Thresholds {
     /// Fail below this many requests/s.
-    pub min_rps: Option<f64>,
+    pub(crate) min_rps: Option<f64>,
     /// Fail when p99 is above this many milliseconds.
-    pub max_p99_ms: Option<f64>,
+    pub(crate) max_p99_ms: Option<f64>,
 }
 
 impl Thresholds {
+    /// The thresholds `--min-rps` and `--max-p99` of `config`.
+    pub(crate) fn from_config(config: &Config) -> Thresholds {
+        Thresholds {
+            min_rps: config.min_rps,
+            max_p99_ms: config.max_p99.map(|d| d.as_secs_f64() * 1000.0),
+        }
+    }
+
     /// Adds a reason and fails the report for each missed threshold.
-    pub fn apply(&self, common: &mut Common) {
+    pub(crate) fn apply(&self, common: &mut Common) {
         if let Some(min) = self.min_rps
             && common.req_per_s < min
         {
@@ -165,6 +198,15 @@ pub fn per_second(count: u64, elapsed_s: f64) -> f64 {
     }
 }
 
+/// The correct values from `min` to `max` in words: `exactly 5`, or `between 5 and 7`.
+pub(crate) fn range(min: u64, max: u64) -> String {
+    if min == max {
+        format!("exactly {min}")
+    } else {
+        format!("between {min} and {max}")
+    }
+}
+
 /// Keeps at most a few distinct error messages.
 pub fn remember_error(examples: &mut Vec<String>, message: &str) {
     const KEEP: usize = 5;
@@ -174,9 +216,10 @@ pub fn remember_error(examples: &mut Vec<String>, message: &str) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// A passing report's shared fields: 100 requests over two replicas in one second.
     pub(crate) fn common() -> Common {
         Common {
             verdict: Verdict::Pass,
@@ -188,6 +231,8 @@ mod tests {
             error_examples: Vec::new(),
             requests_per_replica: BTreeMap::from([("a".to_owned(), 50), ("b".to_owned(), 50)]),
             latency: LatencySummary::default(),
+            latency_distribution: Vec::new(),
+            per_second: Vec::new(),
             elapsed_s: 1.0,
             req_per_s: 100.0,
             interrupted: false,
@@ -215,5 +260,11 @@ mod tests {
         }
         assert_eq!(examples.len(), 5);
         assert_eq!(examples[0], "timeout");
+    }
+
+    #[test]
+    fn ranges_read_as_words() {
+        assert_eq!(range(1601, 1601), "exactly 1601");
+        assert_eq!(range(101, 106), "between 101 and 106");
     }
 }

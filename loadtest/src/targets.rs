@@ -59,11 +59,6 @@ impl Target {
         format!("{}{}", self.base, path)
     }
 
-    /// The base URL as the user gave it.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// `host:port` for a TCP connect.
     pub fn addr(&self) -> &str {
         &self.addr
@@ -116,6 +111,7 @@ impl Targets {
     }
 
     /// All targets.
+    #[cfg(test)]
     pub fn all(&self) -> &[Target] {
         &self.0
     }
@@ -141,7 +137,10 @@ impl Targets {
                 Err(_elapsed) => {
                     return Err(RunError::Unreachable {
                         target: target.base.clone(),
-                        reason: format!("no TCP connection within {timeout:?}"),
+                        reason: format!(
+                            "no TCP connection within {}",
+                            humantime::format_duration(timeout)
+                        ),
                     });
                 }
             }

@@ -29,6 +29,20 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// Its name in `--json` (`violations[].rule`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::BelowAcknowledged => "below_acknowledged",
+            Rule::AboveAttempted => "above_attempted",
+            Rule::DuplicateValue => "duplicate_value",
+            Rule::FinalOutOfBounds => "final_out_of_bounds",
+            Rule::RealTimeOrder => "real_time_order",
+            Rule::BaseReadMismatch => "base_read_mismatch",
+            Rule::Overflow => "overflow",
+            Rule::NodeMismatch => "node_mismatch",
+        }
+    }
+
     /// What breaking it means, for the report.
     pub fn meaning(self) -> &'static str {
         match self {
@@ -98,5 +112,29 @@ impl Found {
     /// The violations, in the order of [`Rule`].
     pub fn into_vec(self) -> Vec<Violation> {
         self.0.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_rules_name_is_its_json_name() {
+        for rule in [
+            Rule::BelowAcknowledged,
+            Rule::AboveAttempted,
+            Rule::DuplicateValue,
+            Rule::FinalOutOfBounds,
+            Rule::RealTimeOrder,
+            Rule::BaseReadMismatch,
+            Rule::Overflow,
+            Rule::NodeMismatch,
+        ] {
+            assert_eq!(
+                serde_json::to_value(rule).ok(),
+                Some(serde_json::Value::from(rule.name()))
+            );
+        }
     }
 }

@@ -58,25 +58,35 @@ impl ChromeDriver {
         driver
     }
 
-    /// A new headless Chromium session.
+    /// A new headless Chromium session, 900×1100, that records the browser's console.
     pub async fn session(&self) -> Client {
-        self.session_with(&[]).await
+        self.open(900, 1100, &[]).await
+    }
+
+    /// A new headless Chromium session with a window of `width`×`height`, recording the
+    /// browser's console (see [`ChromeDriver::console_errors`]).
+    pub async fn session_sized(&self, width: u32, height: u32) -> Client {
+        self.open(width, height, &[]).await
     }
 
     /// A new headless Chromium session with `extra_args` on Chromium's command line (for
     /// example `--ignore-certificate-errors-spki-list=...` to trust one test certificate).
     pub async fn session_with(&self, extra_args: &[String]) -> Client {
+        self.open(900, 1100, extra_args).await
+    }
+
+    async fn open(&self, width: u32, height: u32, extra_args: &[String]) -> Client {
         let mut args: Vec<String> = [
             "--headless=new",
             "--no-sandbox",
             "--disable-dev-shm-usage",
             "--disable-gpu",
-            "--window-size=900,1100",
             "--no-first-run",
         ]
         .iter()
         .map(|a| (*a).to_owned())
         .collect();
+        args.push(format!("--window-size={width},{height}"));
         args.extend(extra_args.iter().cloned());
         let mut caps = serde_json::Map::new();
         caps.insert(
@@ -87,6 +97,10 @@ impl ChromeDriver {
                 "args": args,
             }),
         );
+        caps.insert(
+            "goog:loggingPrefs".to_owned(),
+            serde_json::json!({"browser": "ALL"}),
+        );
         ClientBuilder::new(HttpConnector::new())
             .capabilities(caps)
             .connect(&format!("http://127.0.0.1:{}", self.port))
@@ -94,6 +108,33 @@ impl ChromeDriver {
             .unwrap_or_else(|err| {
                 panic!("chromedriver could not start Chromium: {err}. {INSTALL_HINT}")
             })
+    }
+
+    /// The console messages of level SEVERE (errors: a failed load, a blocked resource, a
+    /// script error) since the last call, from chromedriver's log endpoint.
+    pub async fn console_errors(&self, browser: &Client) -> Vec<String> {
+        let session = browser
+            .session_id()
+            .await
+            .expect("session id")
+            .expect("a session");
+        let url = format!("http://127.0.0.1:{}/session/{session}/se/log", self.port);
+        let log: serde_json::Value = reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({"type": "browser"}))
+            .send()
+            .await
+            .expect("chromedriver answers")
+            .json()
+            .await
+            .expect("the log is JSON");
+        log["value"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no log entries in {log}"))
+            .iter()
+            .filter(|entry| entry["level"] == "SEVERE")
+            .map(|entry| entry["message"].to_string())
+            .collect()
     }
 }
 

@@ -1,13 +1,16 @@
-//! A Redis relay that widens a race window for a test: the commands it is told to hold (a
-//! session save) reach Redis `delay` after the client sent them, as if the writer had taken
-//! that long between loading the session and saving it. Nothing in the shipped code waits.
+//! A Redis relay that widens a race window for a test, as if a session's writer took `delay`
+//! between loading the session and saving it. Nothing in the shipped code waits. Two holds,
+//! chosen per command:
+//! - a held **command** (a session save) reaches Redis `delay` after the client sent it; it
+//!   runs on a connection of its own, opened with the client connection's handshake (`AUTH`,
+//!   `HELLO`, `SELECT`, `CLIENT SETNAME`), so every other command of the client keeps
+//!   reaching Redis at once, in order, as it would while a writer computes;
+//! - a held **answer** (to a session load) reaches the client `delay` after Redis gave it:
+//!   the load happened, and the writer learns of it, and saves, that much later.
 //!
-//! A held command runs on a connection of its own, opened with the client connection's
-//! handshake (`AUTH`, `HELLO`, `SELECT`, `CLIENT SETNAME`), so every other command of the
-//! client keeps reaching Redis at once, in order, as it would while a writer computes. Answers
-//! go back in the order the client sent the commands (RESP has no other way), so an answer
-//! queued behind a held one reaches the client when the held one does; what Redis did and
-//! when is the same as with the delay in the writer.
+//! Answers go back in the order the client sent the commands (RESP has no other way), so an
+//! answer queued behind a held one reaches the client when the held one does. Tests give the
+//! replica a large pool, so its other commands rarely queue behind one.
 //!
 //! A connection that subscribes (the lock wake-ups) is relayed as it is from then on.
 
@@ -27,8 +30,24 @@ use tokio::{
     task::JoinHandle,
 };
 
-/// Which commands to hold: the command's arguments, its name first.
-pub type Holds = Arc<dyn Fn(&[Vec<u8>]) -> bool + Send + Sync>;
+/// Picks commands by their arguments (the command's name first).
+pub type Pick = Arc<dyn Fn(&[Vec<u8>]) -> bool + Send + Sync>;
+
+/// What a [`HoldingProxy`] holds, and for how long.
+#[derive(Clone)]
+pub struct Hold {
+    /// How long each hold lasts.
+    pub delay: Duration,
+    /// Commands that reach Redis `delay` after the client sent them.
+    pub commands: Pick,
+    /// Commands whose answer reaches the client `delay` after Redis gave it.
+    pub answers: Pick,
+}
+
+/// Picks no command.
+pub fn nothing() -> Pick {
+    Arc::new(|_: &[Vec<u8>]| false)
+}
 
 /// A relay on `127.0.0.1:0` in front of one Redis; stops on drop.
 #[derive(Debug)]
@@ -42,16 +61,11 @@ pub struct HoldingProxy {
 }
 
 impl HoldingProxy {
-    /// Relays to the Redis at `upstream`, holding every command `holds` picks for `delay`.
-    pub async fn start(
-        upstream: SocketAddr,
-        delay: Duration,
-        holds: impl Fn(&[Vec<u8>]) -> bool + Send + Sync + 'static,
-    ) -> HoldingProxy {
+    /// Relays to the Redis at `upstream`, holding what `hold` picks.
+    pub async fn start(upstream: SocketAddr, hold: Hold) -> HoldingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let held = Arc::new(AtomicU64::new(0));
-        let holds: Holds = Arc::new(holds);
         let task = tokio::spawn({
             let held = Arc::clone(&held);
             async move {
@@ -62,8 +76,7 @@ impl HoldingProxy {
                     };
                     let relay = Relay {
                         upstream,
-                        delay,
-                        holds: Arc::clone(&holds),
+                        hold: hold.clone(),
                         held: Arc::clone(&held),
                     };
                     conns.spawn(relay.run(client, server));
@@ -79,7 +92,7 @@ impl HoldingProxy {
         self.addr
     }
 
-    /// How many commands were held so far: a test can check that its window was widened.
+    /// How many commands or answers were held so far.
     pub fn held(&self) -> u64 {
         self.held.load(Ordering::SeqCst)
     }
@@ -91,39 +104,60 @@ impl Drop for HoldingProxy {
     }
 }
 
-/// Holds the session writes of the app: `EVALSHA`/`EVAL` of one of `scripts` (each a SHA1
-/// and its body) and a `SET … XX` (the last-write-wins save; a new session's `SET … NX` is not
-/// a write over a loaded session and passes at once).
-pub fn session_writes(scripts: Vec<(String, String)>) -> impl Fn(&[Vec<u8>]) -> bool {
-    move |args: &[Vec<u8>]| {
-        let Some((name, rest)) = args.split_first() else {
-            return false;
-        };
-        let script = rest.first().map(Vec::as_slice).unwrap_or_default();
-        if name.eq_ignore_ascii_case(b"EVALSHA") {
-            scripts.iter().any(|(sha, _)| sha.as_bytes() == script)
-        } else if name.eq_ignore_ascii_case(b"EVAL") {
-            scripts.iter().any(|(_, text)| text.as_bytes() == script)
-        } else if name.eq_ignore_ascii_case(b"SET") {
-            rest.iter().any(|arg| arg.eq_ignore_ascii_case(b"XX"))
-        } else {
-            false
-        }
+/// Whether `args` run one of `scripts` (each a SHA1 and its body): `EVALSHA <sha>` or
+/// `EVAL <body>`.
+fn runs_one_of(args: &[Vec<u8>], scripts: &[(String, String)]) -> bool {
+    let (Some(name), Some(script)) = (args.first(), args.get(1)) else {
+        return false;
+    };
+    if name.eq_ignore_ascii_case(b"EVALSHA") {
+        scripts
+            .iter()
+            .any(|(sha, _)| sha.as_bytes() == script.as_slice())
+    } else if name.eq_ignore_ascii_case(b"EVAL") {
+        scripts
+            .iter()
+            .any(|(_, text)| text.as_bytes() == script.as_slice())
+    } else {
+        false
     }
+}
+
+/// Picks the app's session saves: one of `scripts` (each a SHA1 and its body), or a
+/// `SET … XX` (the last-write-wins save; a new session's `SET … NX` writes over nothing loaded
+/// and passes at once).
+pub fn session_saves(scripts: Vec<(String, String)>) -> Pick {
+    Arc::new(move |args: &[Vec<u8>]| {
+        runs_one_of(args, &scripts)
+            || (args.first().is_some_and(|n| n.eq_ignore_ascii_case(b"SET"))
+                && args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"XX")))
+    })
+}
+
+/// Picks the app's session loads: the lock's acquire script (`acquire`: its SHA1 and body),
+/// which reads the record as it takes the lock, and the optimistic peek (`MGET` of the record
+/// and the lock).
+pub fn session_loads(acquire: (String, String)) -> Pick {
+    let scripts = [acquire];
+    Arc::new(move |args: &[Vec<u8>]| {
+        runs_one_of(args, &scripts)
+            || args
+                .first()
+                .is_some_and(|n| n.eq_ignore_ascii_case(b"MGET"))
+    })
 }
 
 /// One client connection's relay.
 struct Relay {
     upstream: SocketAddr,
-    delay: Duration,
-    holds: Holds,
+    hold: Hold,
     held: Arc<AtomicU64>,
 }
 
 /// Where the answer to one command comes from, in the order the client sent them.
 enum Slot {
-    /// The next answer on the relayed connection.
-    Relayed,
+    /// The next answer on the relayed connection, passed on at once or held for a while.
+    Relayed(Option<Duration>),
     /// A held command's answer, from its own connection.
     Held(oneshot::Receiver<Vec<u8>>),
     /// Everything that comes on the relayed connection from now on (a subscriber).
@@ -142,8 +176,13 @@ impl Relay {
             let mut buf = Vec::new();
             while let Some(slot) = next_slot.recv().await {
                 let answer = match slot {
-                    Slot::Relayed => match read_frame(&mut server_rd, &mut buf).await {
-                        Some(frame) => frame,
+                    Slot::Relayed(hold) => match read_frame(&mut server_rd, &mut buf).await {
+                        Some(frame) => {
+                            if let Some(delay) = hold {
+                                tokio::time::sleep(delay).await;
+                            }
+                            frame
+                        }
                         None => return,
                     },
                     Slot::Held(answer) => match answer.await {
@@ -172,7 +211,7 @@ impl Relay {
                     .first()
                     .map(|n| n.to_ascii_uppercase())
                     .unwrap_or_default();
-                if (self.holds)(&args) {
+                if (self.hold.commands)(&args) {
                     self.held.fetch_add(1, Ordering::SeqCst);
                     let (answer, answered) = oneshot::channel();
                     if slots.send(Slot::Held(answered)).is_err() {
@@ -180,7 +219,7 @@ impl Relay {
                     }
                     tokio::spawn(run_held(
                         self.upstream,
-                        self.delay,
+                        self.hold.delay,
                         handshake.clone(),
                         raw,
                         answer,
@@ -201,8 +240,11 @@ impl Relay {
                 }
                 let slot = if subscribes {
                     Slot::Rest
+                } else if (self.hold.answers)(&args) {
+                    self.held.fetch_add(1, Ordering::SeqCst);
+                    Slot::Relayed(Some(self.hold.delay))
                 } else {
-                    Slot::Relayed
+                    Slot::Relayed(None)
                 };
                 if slots.send(slot).is_err() || server_wr.write_all(&raw).await.is_err() {
                     return;
@@ -391,17 +433,28 @@ mod tests {
         assert!(parse_command(b"*2\r\n$3\r\nGET\r\n").is_none());
     }
 
+    fn args(words: &[&str]) -> Vec<Vec<u8>> {
+        words.iter().map(|w| w.as_bytes().to_vec()).collect()
+    }
+
     #[test]
-    fn only_session_writes_are_held() {
-        let holds = session_writes(vec![("abc".into(), "return 1".into())]);
-        let args = |words: &[&str]| -> Vec<Vec<u8>> {
-            words.iter().map(|w| w.as_bytes().to_vec()).collect()
-        };
-        assert!(holds(&args(&["EVALSHA", "abc", "1", "k"])));
-        assert!(holds(&args(&["eval", "return 1", "0"])));
-        assert!(holds(&args(&["SET", "k", "v", "PX", "10", "XX"])));
-        assert!(!holds(&args(&["SET", "k", "v", "PX", "10", "NX"])));
-        assert!(!holds(&args(&["EVALSHA", "def", "1", "k"])));
-        assert!(!holds(&args(&["GET", "k"])));
+    fn only_session_saves_are_picked_as_saves() {
+        let saves = session_saves(vec![("abc".into(), "return 1".into())]);
+        assert!(saves(&args(&["EVALSHA", "abc", "1", "k"])));
+        assert!(saves(&args(&["eval", "return 1", "0"])));
+        assert!(saves(&args(&["SET", "k", "v", "PX", "10", "XX"])));
+        assert!(!saves(&args(&["SET", "k", "v", "PX", "10", "NX"])));
+        assert!(!saves(&args(&["SET", "k", "XX"])));
+        assert!(!saves(&args(&["EVALSHA", "def", "1", "k"])));
+        assert!(!saves(&args(&["GET", "k"])));
+    }
+
+    #[test]
+    fn only_session_loads_are_picked_as_loads() {
+        let loads = session_loads(("acq".into(), "return 2".into()));
+        assert!(loads(&args(&["EVALSHA", "acq", "2", "r", "l"])));
+        assert!(loads(&args(&["MGET", "r", "l"])));
+        assert!(!loads(&args(&["EVALSHA", "abc", "1", "k"])));
+        assert!(!loads(&args(&["GET", "r"])));
     }
 }

@@ -372,3 +372,22 @@ pub async fn read_responses(stream: &mut TcpStream, n: usize) -> Vec<(String, St
         }
     }
 }
+
+/// Waits (at most 10 s) until `url` answers 200, e.g. a replica's `/readyz` once every
+/// connection of its Redis pool answers.
+pub async fn wait_for_200(url: &str) {
+    let client = http_client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|res| res.status() == 200)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} never answered 200");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

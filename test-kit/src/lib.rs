@@ -25,10 +25,10 @@ mod replica;
 pub use balancer::InProcessBalancer;
 pub use binaries::workspace_binary;
 pub use browser::{ChromeDriver, output_dir, text_when};
-pub use hold::{HoldingProxy, Holds, session_writes};
+pub use hold::{Hold, HoldingProxy, Pick, nothing, session_loads, session_saves};
 pub use http::{
     RawBackend, RawReply, StreamingServer, TestServer, big_stream, header_lines, http_client,
-    parse_response, raw_exchange, read_message, read_responses, text,
+    parse_response, raw_exchange, read_message, read_responses, text, wait_for_200,
 };
 pub use https::{HttpsConn, HttpsResponse, client_config as tls_client_config};
 pub use ports::{closed_port_addr, free_port};

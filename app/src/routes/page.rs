@@ -2,18 +2,16 @@
 //! not ask for HTML (curl), the original demo's `Hello, World!!`.
 //!
 //! Each page load counts a visit and shows which replica served it, the counter, and the last
-//! replicas that served this session, each with its own colour so hops stand out. No
-//! build step and no script: two forms, a little CSS.
+//! replicas that served this session, each with its own colour so hops stand out. The HTML
+//! and CSS are in `app/templates/page.html`; this file only fills it in.
 
-use std::fmt::Write as _;
-
+use askama::Template;
 use axum::{
     extract::{Request, State},
     http::{HeaderMap, header},
     middleware::Next,
     response::{Html, IntoResponse, Redirect, Response},
 };
-use html_escape::encode_text as esc;
 
 use crate::{
     error::AppError,
@@ -32,94 +30,75 @@ fn hue(node: &str) -> u32 {
     hash % 360
 }
 
-fn chip(node: &str) -> String {
-    format!(
-        r#"<span class="chip" style="--h:{}">{}</span>"#,
-        hue(node),
-        esc(node)
-    )
+/// One entry of the page's list of recent visits.
+struct Visit<'a> {
+    /// The counter value this visit produced.
+    number: u64,
+    /// The replica that served it.
+    node: &'a str,
+    /// Its colour.
+    hue: u32,
 }
 
-/// Renders the page for `visits` as served by `node`.
-pub fn render(node: &str, visits: &Visits, session_id: Option<&str>) -> String {
-    let mut history = String::new();
-    for (i, name) in visits.history.iter().enumerate().rev() {
-        let views = visits
-            .views
-            .saturating_sub((visits.history.len() - 1 - i) as u64);
-        let _ = write!(
-            history,
-            "<li><span class=\"n\">#{views}</span>{}</li>",
-            chip(name)
-        );
-    }
+/// The page (`app/templates/page.html`); askama escapes every value.
+#[derive(Template)]
+#[template(path = "page.html")]
+struct Page<'a> {
+    /// The replica serving this request.
+    node: &'a str,
+    /// Its colour.
+    node_hue: u32,
+    /// The session's counter.
+    views: u64,
+    /// How many replicas served the visits listed.
+    distinct: usize,
+    /// How many visits are listed.
+    shown: usize,
+    /// The visits, newest first.
+    history: Vec<Visit<'a>>,
+    /// The session id's short form, or `-` before there is one.
+    session: &'a str,
+    /// Where a browser reaches the balancer's dashboard (`DASHBOARD_URL`), if known.
+    dashboard: Option<&'a str>,
+}
+
+/// Renders the page for `visits` as served by `node`, with a link to the balancer's
+/// dashboard when its URL is known.
+pub fn render(
+    node: &str,
+    visits: &Visits,
+    session_id: Option<&str>,
+    dashboard: Option<&str>,
+) -> Result<String, askama::Error> {
+    let newest = visits.history.len().saturating_sub(1);
+    let history = visits
+        .history
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, name)| Visit {
+            number: visits.views.saturating_sub((newest - i) as u64),
+            node: name,
+            hue: hue(name),
+        })
+        .collect();
     let distinct = {
         let mut names: Vec<&str> = visits.history.iter().map(String::as_str).collect();
         names.sort_unstable();
         names.dedup();
         names.len()
     };
-    format!(
-        r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>session-cluster · {node_text}</title>
-<style>
-  :root {{ color-scheme: light dark; --bg:#f5f6f8; --card:#fff; --fg:#1d2330; --muted:#667085; --line:#e4e7ec; }}
-  @media (prefers-color-scheme: dark) {{ :root {{ --bg:#0f1218; --card:#171b23; --fg:#e6e9ef; --muted:#98a2b3; --line:#2a303b; }} }}
-  * {{ box-sizing: border-box; }}
-  body {{ margin:0; min-height:100vh; display:grid; place-items:center; background:var(--bg); color:var(--fg);
-         font:16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }}
-  main {{ width:min(560px, 92vw); background:var(--card); border:1px solid var(--line); border-radius:16px;
-          padding:28px 32px; box-shadow:0 8px 30px rgba(0,0,0,.06); }}
-  h1 {{ font-size:15px; font-weight:600; letter-spacing:.04em; text-transform:uppercase; color:var(--muted); margin:0 0 18px; }}
-  .served {{ display:flex; align-items:center; gap:10px; flex-wrap:wrap; }}
-  .count {{ font-size:72px; font-weight:700; line-height:1; margin:22px 0 4px; font-variant-numeric:tabular-nums; }}
-  .muted {{ color:var(--muted); font-size:14px; }}
-  .chip {{ display:inline-block; padding:2px 10px; border-radius:999px; font:600 13px/1.6 ui-monospace, SFMono-Regular, Menlo, monospace;
-           background:hsl(var(--h) 70% 92%); color:hsl(var(--h) 60% 28%); border:1px solid hsl(var(--h) 55% 80%); }}
-  @media (prefers-color-scheme: dark) {{ .chip {{ background:hsl(var(--h) 45% 22%); color:hsl(var(--h) 80% 85%); border-color:hsl(var(--h) 40% 35%); }} }}
-  .chip.big {{ font-size:16px; padding:4px 14px; }}
-  ol {{ list-style:none; padding:0; margin:10px 0 0; display:grid; gap:6px; }}
-  li {{ display:flex; align-items:center; gap:10px; }}
-  li .n {{ width:3.5em; text-align:right; color:var(--muted); font-variant-numeric:tabular-nums; font-size:14px; }}
-  h2 {{ font-size:14px; margin:26px 0 0; color:var(--muted); font-weight:600; }}
-  .actions {{ display:flex; gap:10px; margin-top:26px; }}
-  button {{ font:inherit; font-weight:600; padding:10px 18px; border-radius:10px; border:1px solid var(--line); cursor:pointer;
-            background:var(--card); color:var(--fg); }}
-  button.primary {{ background:#2563eb; border-color:#2563eb; color:#fff; }}
-  button:hover {{ filter:brightness(1.05); }}
-  footer {{ margin-top:22px; font-size:12px; color:var(--muted); }}
-  code {{ font-family:ui-monospace, SFMono-Regular, Menlo, monospace; }}
-</style>
-</head>
-<body>
-<main>
-  <h1>session-cluster</h1>
-  <div class="served"><span class="muted">Served by</span> <span id="node" class="chip big" style="--h:{node_hue}">{node_text}</span></div>
-  <div class="count" id="views">{views}</div>
-  <div class="muted">views in this session · {distinct} replica(s) in the last {shown}</div>
-  <h2>Recent visits</h2>
-  <ol id="history">{history}</ol>
-  <div class="actions">
-    <form method="get" action="/"><button class="primary" id="visit" type="submit">Visit again</button></form>
-    <form method="post" action="/logout"><button id="end" type="submit">End session</button></form>
-  </div>
-  <footer>Session <code id="session">{session}</code> lives in the shared store, so any replica can serve the next request.</footer>
-</main>
-</body>
-</html>
-"#,
-        node_text = esc(node),
-        node_hue = hue(node),
-        views = visits.views,
-        distinct = distinct,
-        shown = visits.history.len(),
-        history = history,
-        session = esc(session_id.unwrap_or("-")),
-    )
+    Page {
+        node,
+        node_hue: hue(node),
+        views: visits.views,
+        distinct,
+        shown: visits.history.len(),
+        history,
+        session: session_id.unwrap_or("-"),
+        dashboard,
+    }
+    .render()
 }
 
 /// What `GET /` answers a client that does not ask for HTML, byte for byte the original
@@ -171,7 +150,12 @@ pub async fn index(
     let id = writer.short_id();
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
-        Html(render(&state.node, &visits, id.as_deref())),
+        Html(render(
+            &state.node,
+            &visits,
+            id.as_deref(),
+            state.dashboard_url.as_deref(),
+        )?),
     ))
 }
 
@@ -191,14 +175,33 @@ mod tests {
             views: 3,
             history: vec!["a".into(), "<b>".into(), "c".into()],
         };
-        let page = render("<x>", &visits, Some("abc"));
-        assert!(page.contains("&lt;x&gt;"));
+        let page = render("<x>", &visits, Some("abc"), None).expect("renders");
+        // Askama escapes `<` and `>` as numeric references.
+        assert!(page.contains("&#60;x&#62;"));
         assert!(!page.contains("<x>"));
         let c = page.find(">c<").expect("c listed");
         let a = page.find(">a<").expect("a listed");
         assert!(c < a, "newest first");
         assert!(page.contains("#3"));
         assert!(page.contains("#1"));
+        assert!(
+            !page.contains("id=\"dashboard\""),
+            "no link without its URL"
+        );
+    }
+
+    #[test]
+    fn page_links_to_the_dashboard_when_its_url_is_set() {
+        let visits = Visits {
+            views: 1,
+            history: vec!["a".into()],
+        };
+        let page =
+            render("a", &visits, None, Some("http://127.0.0.1:8081/?a=1&b=2")).expect("renders");
+        assert!(
+            page.contains(r#"<a id="dashboard" href="http://127.0.0.1:8081/?a=1&#38;b=2">"#),
+            "{page}"
+        );
     }
 
     #[test]

@@ -59,10 +59,7 @@ pub enum Backend {
     /// Redis, last write wins.
     Plain(Arc<Plain>),
     /// This process's memory.
-    Memory {
-        /// Test hook: the time a change takes (`SAVE_DELAY_MS`).
-        save_delay: Option<Duration>,
-    },
+    Memory,
 }
 
 /// Redis without the lock.
@@ -78,8 +75,6 @@ pub struct Plain {
     pub ttl: Duration,
     /// Counts Redis failures for `/metrics`.
     pub errors: Counter,
-    /// Test hook: the time between reading and writing (`SAVE_DELAY_MS`).
-    pub save_delay: Option<Duration>,
 }
 
 /// The extractor of routes that write the session.
@@ -140,9 +135,7 @@ impl SessionWriter {
         match &self.backend {
             Backend::Locked(writers) => self.update_locked(writers, request, change).await,
             Backend::Plain(plain) => self.update_plain(plain, request, change).await,
-            Backend::Memory { save_delay } => {
-                self.update_memory(*save_delay, request, change).await
-            }
+            Backend::Memory => self.update_memory(request, change).await,
         }
     }
 
@@ -222,9 +215,6 @@ impl SessionWriter {
         if !changed {
             return Ok(visits);
         }
-        if let Some(delay) = plain.save_delay {
-            tokio::time::sleep(delay).await;
-        }
         state.store(&mut record);
         let bytes = crate::record::renewed(&mut record, plain.ttl, plain.codec)
             .ok_or(Failure::Unavailable)?;
@@ -247,18 +237,10 @@ impl SessionWriter {
         Ok(visits)
     }
 
-    async fn update_memory(
-        &self,
-        save_delay: Option<Duration>,
-        request: RequestKey,
-        change: Change,
-    ) -> Result<Visits, AppError> {
+    async fn update_memory(&self, request: RequestKey, change: Change) -> Result<Visits, AppError> {
         let mut state = session::load(&self.session).await?;
         let (visits, changed) = state.apply(&request, |v| change(v));
         if changed {
-            if let Some(delay) = save_delay {
-                tokio::time::sleep(delay).await;
-            }
             // The session layer saves it after the handler, in this process's memory.
             session::put(&self.session, &state).await?;
         }
@@ -315,7 +297,7 @@ impl SessionWriter {
                             Failure::Unknown
                         })?;
                 }
-                Backend::Memory { .. } => {}
+                Backend::Memory => {}
             }
         }
         self.session.flush().await?;

@@ -128,8 +128,8 @@ pub enum Io {
         /// A fresh token.
         token: String,
     },
-    /// The changes of `jobs` jobs were applied (the `SAVE_DELAY_MS` test hook pauses here:
-    /// the time a handler takes between reading and writing).
+    /// The changes of `jobs` jobs were applied; the jobs that arrived meanwhile are queued
+    /// before [`Event::Worked`] (with group commit they join the round).
     Work {
         /// How many jobs were applied.
         jobs: usize,

@@ -43,8 +43,6 @@ pub struct Writers {
     settings: Settings,
     /// Each write sets the session to expire this long after it (`SESSION_TTL`).
     ttl: Duration,
-    /// Test hook: the time each job's change takes (`SAVE_DELAY_MS`).
-    save_delay: Option<Duration>,
 }
 
 impl std::fmt::Debug for Writers {
@@ -58,7 +56,7 @@ impl std::fmt::Debug for Writers {
 
 impl Writers {
     /// The writers of sessions locked with `lock`, writing records that live `ttl`.
-    pub fn new(lock: Arc<SessionLock>, ttl: Duration, save_delay: Option<Duration>) -> Writers {
+    pub fn new(lock: Arc<SessionLock>, ttl: Duration) -> Writers {
         let settings = Settings {
             hand_offs: lock.hand_offs,
             group_commit: lock.group_commit,
@@ -70,7 +68,6 @@ impl Writers {
             lock,
             settings,
             ttl,
-            save_delay,
         }
     }
 
@@ -259,11 +256,10 @@ impl Writers {
                     err.failure()
                 }))
             }
+            // The changes are pure and were applied by the protocol; this step is where jobs
+            // that arrived meanwhile are queued, to join the round.
             Io::Work { jobs } => {
-                if let Some(delay) = self.save_delay {
-                    let jobs = u32::try_from(jobs).unwrap_or(u32::MAX);
-                    tokio::time::sleep(delay.saturating_mul(jobs)).await;
-                }
+                tracing::trace!(jobs, "changes applied");
                 Event::Worked
             }
             Io::Compare { seen, mut record } => match self.encode(&mut record) {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Cluster, plain, set_cookie, user};
+use crate::helpers::{Cluster, Slow, plain, set_cookie, user};
 
 async fn count_with_cookie(url: &str, cookie: &str) -> (u16, String) {
     let res = plain()
@@ -115,10 +115,11 @@ async fn a_session_deleted_between_load_and_save_stays_deleted_and_is_a_409() {
     // tower-sessions-redis-store 0.16 answers 500 when its `SET … XX` finds no key; a plain
     // `SET` would bring the deleted session back. Both modes refuse the write with a 409.
     for lock in [false, true] {
-        let cluster = Cluster::start(1, |c| {
-            c.session_lock = lock;
-            c.save_delay = Some(Duration::from_millis(300));
-        })
+        let cluster = Cluster::start_slow(
+            1,
+            |_| Some(Slow::Saves(Duration::from_millis(300))),
+            |c| c.session_lock = lock,
+        )
         .await;
         let url = cluster.url(0, "/session");
         let first = plain().get(&url).send().await.expect("first");

@@ -48,8 +48,10 @@ fn bad_environment_values_exit_2_naming_the_variable() {
         ("SESSION_SECRET", "too-short"),
         ("SESSION_STORE", "disk"),
         ("SESSION_LOCK", "sometimes"),
-        ("REDIS_TIMEOUT_MS", "0"),
+        ("REDIS_TIMEOUT", "0ms"),
         ("SHUTDOWN_DELAY", "-1"),
+        ("SHUTDOWN_DELAY", "2"),
+        ("SESSION_LOCK_LEASE", "2000"),
         ("SESSION_KEY_PREFIX", ""),
         ("SESSION_KEY_PREFIX", "sessions:{x}"),
         ("SESSION_KEY_PREFIX", "my sessions:"),
@@ -59,6 +61,28 @@ fn bad_environment_values_exit_2_naming_the_variable() {
         assert_eq!(code, Some(2), "{name}={value}: {stderr}");
         assert!(stderr.contains(name), "{name}={value}: {stderr}");
     }
+}
+
+#[test]
+fn a_renamed_variable_still_set_exits_2_naming_its_successor() {
+    for (old, value, new) in [
+        ("SESSION_LOCK_LEASE_MS", "2000", "SESSION_LOCK_LEASE=2000ms"),
+        ("SESSION_LOCK_WAIT_MS", "5000", "SESSION_LOCK_WAIT=5000ms"),
+        ("REDIS_TIMEOUT_MS", "500", "REDIS_TIMEOUT=500ms"),
+    ] {
+        let (code, stderr) = run_with_env(old, value);
+        assert_eq!(code, Some(2), "{old}={value}: {stderr}");
+        assert!(stderr.contains(old), "{old}={value}: {stderr}");
+        assert!(stderr.contains(new), "{old}={value}: {stderr}");
+    }
+}
+
+#[test]
+fn a_duration_without_its_unit_exits_2_showing_the_fix() {
+    let (code, stderr) = run_with_env("SESSION_TTL", "3600");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("SESSION_TTL"), "{stderr}");
+    assert!(stderr.contains("write 3600s"), "{stderr}");
 }
 
 #[test]

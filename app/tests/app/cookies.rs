@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use reqwest::header::HeaderValue;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
-use crate::helpers::{Cluster, plain, set_cookie};
+use crate::helpers::{Cluster, Slow, plain, set_cookie};
 
 /// Every way a legal client may send `sid=value`, as raw `Cookie` header lists.
 fn spellings(value: &str) -> Vec<Vec<Vec<u8>>> {
@@ -84,17 +84,19 @@ async fn assert_no_spelling_loses_updates(cluster: &Cluster, per_spelling: usize
 
 #[tokio::test]
 async fn parallel_increments_through_every_cookie_spelling_lose_nothing() {
-    let cluster = Cluster::start(3, |c| c.save_delay = Some(Duration::from_millis(2))).await;
+    let cluster =
+        Cluster::start_slow(3, |_| Some(Slow::Saves(Duration::from_millis(2))), |_| {}).await;
     assert_no_spelling_loses_updates(&cluster, 12).await;
 }
 
 #[tokio::test]
 async fn signed_cookies_in_every_spelling_lose_nothing() {
     let secret = app::Secret::new(&"k".repeat(64)).expect("long enough");
-    let cluster = Cluster::start(3, |c| {
-        c.session_secret = Some(secret.clone());
-        c.save_delay = Some(Duration::from_millis(2));
-    })
+    let cluster = Cluster::start_slow(
+        3,
+        |_| Some(Slow::Saves(Duration::from_millis(2))),
+        |c| c.session_secret = Some(secret.clone()),
+    )
     .await;
     assert_no_spelling_loses_updates(&cluster, 12).await;
 }
@@ -140,7 +142,7 @@ async fn a_slow_body_holds_no_lock_forged_or_not() {
         .await
         .expect("victim");
 
-    // Assert: served at once (a held lock would make it wait SESSION_LOCK_WAIT_MS, 5 s).
+    // Assert: served at once (a held lock would make it wait SESSION_LOCK_WAIT, 5 s).
     let waited = start.elapsed();
     assert_eq!(res.status(), 200);
     assert!(waited < Duration::from_secs(2), "waited {waited:?}");

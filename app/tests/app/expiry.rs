@@ -1,4 +1,4 @@
-//! Sessions expire after `SESSION_TTL` seconds without a write, counted by Redis from the
+//! Sessions expire after `SESSION_TTL` without a write, counted by Redis from the
 //! last write: no replica's clock is involved.
 
 use std::time::{Duration, Instant};
@@ -7,7 +7,7 @@ use crate::helpers::{Cluster, seed_visit, set_cookie, user};
 
 #[tokio::test]
 async fn an_idle_session_expires_and_a_new_one_starts() {
-    let cluster = Cluster::start(1, |c| c.session_ttl = 1).await;
+    let cluster = Cluster::start(1, |c| c.session_ttl = Duration::from_secs(1)).await;
     let client = user();
     seed_visit(&client, &cluster.url(0, "/session")).await;
     assert_eq!(seed_visit(&client, &cluster.url(0, "/session")).await.0, 2);
@@ -25,7 +25,7 @@ async fn an_idle_session_expires_and_a_new_one_starts() {
 #[tokio::test]
 async fn a_one_second_session_lives_its_full_second_and_no_longer() {
     // Expiry is relative (PX) on Redis's clock, not a truncated EXAT from the app's clock.
-    let cluster = Cluster::start(1, |c| c.session_ttl = 1).await;
+    let cluster = Cluster::start(1, |c| c.session_ttl = Duration::from_secs(1)).await;
     let client = reqwest::Client::new();
     let url = cluster.url(0, "/session");
     for _ in 0..8 {
@@ -64,7 +64,7 @@ async fn a_one_second_session_lives_its_full_second_and_no_longer() {
 
 #[tokio::test]
 async fn each_write_renews_the_session_for_its_full_ttl() {
-    let cluster = Cluster::start(1, |c| c.session_ttl = 1).await;
+    let cluster = Cluster::start(1, |c| c.session_ttl = Duration::from_secs(1)).await;
     let client = user();
     let url = cluster.url(0, "/session");
     // Five writes 600 ms apart span 2.4 s: each renewed the second-long session in time.

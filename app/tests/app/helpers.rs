@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use app::Config;
 use serde_json::Value;
-use test_kit::{RedisServer, Replica};
+use test_kit::{Hold, HoldingProxy, RedisServer, Replica, nothing, session_loads, session_saves};
 
 /// A user: one HTTP client with its own cookie jar.
 pub fn user() -> reqwest::Client {
@@ -58,15 +58,67 @@ pub async fn start_replica(config: Config) -> Replica {
     .await
 }
 
+/// How a replica's session writes are slowed, by a [`HoldingProxy`] between it and Redis: the
+/// window between a write's load and its save widens by the delay, with nothing in the app
+/// waiting. Which side is held decides what happens meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub enum Slow {
+    /// The save reaches Redis late: the writer waits on it with the lock held (and renewed).
+    Saves(Duration),
+    /// The load's answer (the acquire, or the optimistic peek) reaches the writer late: the
+    /// writes that arrive meanwhile are queued when it works, and join its round with group
+    /// commit, as while a handler computes; its save is sent, and timed, after that.
+    Loads(Duration),
+    /// Both, each by the delay: a round that a write joins takes twice as long.
+    LoadsAndSaves(Duration),
+}
+
+impl Slow {
+    fn delay(self) -> Duration {
+        match self {
+            Slow::Saves(d) | Slow::Loads(d) | Slow::LoadsAndSaves(d) => d,
+        }
+    }
+
+    fn hold(self) -> Hold {
+        let scripts = app::session_scripts();
+        let script = |s: &app::Script| (s.sha.clone(), s.text.to_owned());
+        let saves = session_saves(scripts.saves().into_iter().map(script).collect());
+        let loads = session_loads(script(&scripts.acquire));
+        let (commands, answers) = match self {
+            Slow::Saves(_) => (saves, nothing()),
+            Slow::Loads(_) => (nothing(), loads),
+            Slow::LoadsAndSaves(_) => (saves, loads),
+        };
+        Hold {
+            delay: self.delay(),
+            commands,
+            answers,
+        }
+    }
+}
+
 /// Redis plus `n` replicas named `node-0`, `node-1`, …, each configured by `configure`.
 pub struct Cluster {
     pub redis: RedisServer,
     pub replicas: Vec<Replica>,
+    /// The relays slowed replicas reach Redis through, kept alive for them; never read.
+    _held: Vec<HoldingProxy>,
 }
 
 impl Cluster {
     pub async fn start(n: usize, configure: impl Fn(&mut Config)) -> Cluster {
         Cluster::start_on(RedisServer::start(), n, configure).await
+    }
+
+    /// Redis plus `n` replicas, `node-i` slowed by `slow("node-i")` (see [`Slow`]), each
+    /// configured by `configure`.
+    pub async fn start_slow(
+        n: usize,
+        slow: impl Fn(&str) -> Option<Slow>,
+        configure: impl Fn(&mut Config),
+    ) -> Cluster {
+        Cluster::start_slow_on(RedisServer::start(), n, slow, configure).await
     }
 
     /// `n` replicas on `redis`.
@@ -75,15 +127,49 @@ impl Cluster {
         n: usize,
         configure: impl Fn(&mut Config),
     ) -> Cluster {
+        Cluster::start_slow_on(redis, n, |_| None, configure).await
+    }
+
+    async fn start_slow_on(
+        redis: RedisServer,
+        n: usize,
+        slow: impl Fn(&str) -> Option<Slow>,
+        configure: impl Fn(&mut Config),
+    ) -> Cluster {
         let mut replicas = Vec::new();
+        let mut held = Vec::new();
         let mut locking = false;
         for i in 0..n {
-            let mut config = Config::for_test(&redis.url(), &format!("node-{i}"));
+            let node = format!("node-{i}");
+            let mut config = Config::for_test(&redis.url(), &node);
+            let slowed = slow(&node);
+            if let Some(slow) = slowed {
+                let proxy = HoldingProxy::start(redis.addr(), slow.hold()).await;
+                config.redis_url = redis.url_via(proxy.addr());
+                // A held answer or save must not time out (unless a test sets a shorter
+                // timeout on purpose), and the pool is as large as it goes: the pool takes
+                // its connections in turn, so a command (a lease renewal) comes back to the
+                // connection of a held answer, and waits behind it, only after 64 others.
+                config.redis_timeout = config
+                    .redis_timeout
+                    .max(2 * slow.delay() + Duration::from_millis(200));
+                config.redis_pool_size = 64;
+                held.push(proxy);
+            }
             configure(&mut config);
             locking |= config.session_lock && config.session_store == app::SessionStoreKind::Redis;
-            replicas.push(start_replica(config).await);
+            let replica = start_replica(config).await;
+            if slowed.is_some() {
+                // Its pool's connections open through the relay: wait until all answer.
+                test_kit::wait_for_200(&format!("{}/readyz", replica.url())).await;
+            }
+            replicas.push(replica);
         }
-        let cluster = Cluster { redis, replicas };
+        let cluster = Cluster {
+            redis,
+            replicas,
+            _held: held,
+        };
         if locking {
             cluster.wait_for_lock_scripts().await;
         }
@@ -137,7 +223,7 @@ pub async fn app_process(
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("REDIS_URL", cluster.redis.url())
         .env("NODE_NAME", node)
-        .env("SHUTDOWN_DELAY", "0")
+        .env("SHUTDOWN_DELAY", "0s")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 
 use crate::helpers::{
-    Cluster, app_process, commands_during, metric, open_session, plain, views_of,
+    Cluster, Slow, app_process, commands_during, metric, open_session, plain, views_of,
 };
 
 /// `POST /api/session/views` on `base` with `cookie`; the count it answered.
@@ -29,7 +29,8 @@ async fn increment(base: &str, cookie: &str) -> Result<u64, String> {
 #[tokio::test]
 async fn requests_of_one_session_on_one_replica_are_served_in_arrival_order() {
     // Arrange: each write takes 100 ms, so the next ones queue behind it.
-    let cluster = Cluster::start(1, |c| c.save_delay = Some(Duration::from_millis(100))).await;
+    let cluster =
+        Cluster::start_slow(1, |_| Some(Slow::Loads(Duration::from_millis(100))), |_| {}).await;
     let (cookie, _) = open_session(&cluster, "/api/session/views").await;
     let base = cluster.replicas[0].url();
 
@@ -54,11 +55,14 @@ async fn requests_of_one_session_on_one_replica_are_served_in_arrival_order() {
 /// The optimistic first try is off: the first write must hold the lock for it to be handed
 /// over (with it on, the first write takes no lock, and the second takes it from Redis).
 async fn two_overlapping_writes(group_commit: bool) -> ((u64, u64), Vec<String>, f64) {
-    let cluster = Cluster::start(1, |c| {
-        c.save_delay = Some(Duration::from_millis(200));
-        c.session_lock_group_commit = group_commit;
-        c.session_lock_optimistic = false;
-    })
+    let cluster = Cluster::start_slow(
+        1,
+        |_| Some(Slow::Loads(Duration::from_millis(200))),
+        |c| {
+            c.session_lock_group_commit = group_commit;
+            c.session_lock_optimistic = false;
+        },
+    )
     .await;
     let (cookie, _) = open_session(&cluster, "/api/session/views").await;
     let base = cluster.replicas[0].url();
@@ -112,10 +116,11 @@ async fn with_group_commit_two_queued_writes_share_one_write() {
 /// Floods replica 0 with `flood` writes of one session, and sends one write to replica 1
 /// once the flood holds the lock; returns the count replica 1's write answered.
 async fn other_replica_during_a_flood(hand_offs: u32, flood: usize) -> u64 {
-    let cluster = Cluster::start(2, |c| {
-        c.save_delay = Some(Duration::from_millis(15));
-        c.session_lock_handoffs = hand_offs;
-    })
+    let cluster = Cluster::start_slow(
+        2,
+        |_| Some(Slow::LoadsAndSaves(Duration::from_millis(15))),
+        |c| c.session_lock_handoffs = hand_offs,
+    )
     .await;
     let (cookie, _) = open_session(&cluster, "/api/session/views").await;
     let (a, b) = (cluster.replicas[0].url(), cluster.replicas[1].url());
@@ -157,11 +162,11 @@ async fn a_flooded_replica_cannot_keep_another_replica_out_beyond_the_hand_off_b
 async fn a_replica_killed_while_holding_a_hot_session_loses_nothing() {
     // Arrange: replica `victim` is a real process (so it can be SIGKILLed) with a 1 s lease;
     // two in-process replicas share the same Redis.
-    let cluster = Cluster::start(2, |c| c.session_lock_lease_ms = 1000).await;
+    let cluster = Cluster::start(2, |c| c.session_lock_lease = Duration::from_millis(1000)).await;
     let (mut victim, victim_url) = app_process(
         &cluster,
         "victim",
-        &[("SESSION_LOCK_LEASE_MS", "1000".to_owned())],
+        &[("SESSION_LOCK_LEASE", "1000ms".to_owned())],
     )
     .await;
     let (cookie, _) = open_session(&cluster, "/api/session/views").await;
@@ -234,10 +239,11 @@ async fn visit_with_id(base: &str, cookie: &str, id: &str) -> (u16, String) {
 async fn a_deferred_write_is_written_by_a_successor_that_writes_nothing_itself() {
     // Arrange: request `old` applied; then a new request holds the lock for 200 ms (the
     // optimistic first try is off: a write must hold the lock to pass its change on).
-    let cluster = Cluster::start(1, |c| {
-        c.save_delay = Some(Duration::from_millis(200));
-        c.session_lock_optimistic = false;
-    })
+    let cluster = Cluster::start_slow(
+        1,
+        |_| Some(Slow::Loads(Duration::from_millis(200))),
+        |c| c.session_lock_optimistic = false,
+    )
     .await;
     let (cookie, _) = open_session(&cluster, "/session").await;
     let base = cluster.replicas[0].url();
@@ -265,11 +271,13 @@ async fn a_deferred_write_is_written_by_a_successor_that_writes_nothing_itself()
 #[tokio::test]
 async fn when_the_write_that_carries_a_deferred_change_fails_both_answers_say_so() {
     // Arrange: two writes queue on one replica; the first passes its change on unwritten
-    // (it holds the lock: the optimistic first try is off).
-    let cluster = Cluster::start(1, |c| {
-        c.save_delay = Some(Duration::from_millis(200));
-        c.session_lock_optimistic = false;
-    })
+    // (it holds the lock: the optimistic first try is off). Loads and saves both take 200
+    // ms, so the one write carrying both changes goes out at ~400 ms.
+    let cluster = Cluster::start_slow(
+        1,
+        |_| Some(Slow::LoadsAndSaves(Duration::from_millis(200))),
+        |c| c.session_lock_optimistic = false,
+    )
     .await;
     let (cookie, id) = open_session(&cluster, "/api/session/views").await;
     let base = cluster.replicas[0].url();

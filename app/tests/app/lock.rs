@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use crate::helpers::{Cluster, increment, metric, read, set_cookie, user};
+use crate::helpers::{Cluster, Slow, increment, metric, read, set_cookie, user};
 
 /// Opens a session on replica 0, then sends `k` increments in parallel on its cookie,
 /// spread round robin over every replica. Returns the statuses and the final count.
@@ -41,7 +41,8 @@ async fn assert_every_increment_counted(cluster: &Cluster, k: usize) {
 
 #[tokio::test]
 async fn parallel_increments_through_three_replicas_lose_nothing_with_the_lock() {
-    let cluster = Cluster::start(3, |c| c.save_delay = Some(Duration::from_millis(5))).await;
+    let cluster =
+        Cluster::start_slow(3, |_| Some(Slow::Saves(Duration::from_millis(5))), |_| {}).await;
     assert_every_increment_counted(&cluster, 30).await;
 }
 
@@ -49,10 +50,11 @@ async fn parallel_increments_through_three_replicas_lose_nothing_with_the_lock()
 async fn without_the_lock_parallel_increments_are_lost() {
     // The delay between load and save makes every request read the same value before any
     // writes, so the loss is certain, not a matter of timing luck.
-    let cluster = Cluster::start(3, |c| {
-        c.session_lock = false;
-        c.save_delay = Some(Duration::from_millis(300));
-    })
+    let cluster = Cluster::start_slow(
+        3,
+        |_| Some(Slow::Saves(Duration::from_millis(300))),
+        |c| c.session_lock = false,
+    )
     .await;
     let k = 6;
     let (statuses, views) = parallel_increments(&cluster, k).await;
@@ -66,11 +68,13 @@ async fn without_the_lock_parallel_increments_are_lost() {
 
 #[tokio::test]
 async fn a_handler_slower_than_the_lease_keeps_the_lock() {
-    // Lease 200 ms, handler 700 ms: only renewal keeps the others out.
-    let cluster = Cluster::start(2, |c| {
-        c.session_lock_lease_ms = 200;
-        c.save_delay = Some(Duration::from_millis(700));
-    })
+    // Lease 200 ms, handler 700 ms (the save is held with the lock): only renewal keeps the
+    // others out.
+    let cluster = Cluster::start_slow(
+        2,
+        |_| Some(Slow::Saves(Duration::from_millis(700))),
+        |c| c.session_lock_lease = Duration::from_millis(200),
+    )
     .await;
     assert_every_increment_counted(&cluster, 3).await;
 }
@@ -110,7 +114,7 @@ async fn a_dead_holders_lock_expires_and_others_proceed() {
 
 #[tokio::test]
 async fn a_lock_held_past_the_wait_gives_503_with_retry_after() {
-    let cluster = Cluster::start(1, |c| c.session_lock_wait_ms = 200).await;
+    let cluster = Cluster::start(1, |c| c.session_lock_wait = Duration::from_millis(200)).await;
     let client = reqwest::Client::new();
     let url = cluster.url(0, "/session");
     let cookie = set_cookie(&client.get(&url).send().await.expect("first")).expect("cookie");
@@ -206,10 +210,11 @@ async fn no_lock_is_taken_without_a_session_or_for_reads() {
 #[tokio::test]
 async fn signed_cookies_are_locked_by_their_session_id() {
     let secret = app::Secret::new(&"x".repeat(64)).expect("long enough");
-    let cluster = Cluster::start(3, |c| {
-        c.session_secret = Some(secret.clone());
-        c.save_delay = Some(Duration::from_millis(5));
-    })
+    let cluster = Cluster::start_slow(
+        3,
+        |_| Some(Slow::Saves(Duration::from_millis(5))),
+        |c| c.session_secret = Some(secret.clone()),
+    )
     .await;
     assert_every_increment_counted(&cluster, 20).await;
 }
@@ -218,7 +223,8 @@ async fn signed_cookies_are_locked_by_their_session_id() {
 async fn a_write_whose_lock_was_taken_over_is_refused_not_applied() {
     // The fenced save writes only while the lock still holds this request's token. Here
     // someone else's token replaces it mid-request (as after an expired lease).
-    let cluster = Cluster::start(1, |c| c.save_delay = Some(Duration::from_millis(400))).await;
+    let cluster =
+        Cluster::start_slow(1, |_| Some(Slow::Saves(Duration::from_millis(400))), |_| {}).await;
     let client = reqwest::Client::new();
     let url = cluster.url(0, "/api/session/views");
     let cookie = set_cookie(&client.post(&url).send().await.expect("first")).expect("cookie");

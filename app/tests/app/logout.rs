@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::header::HeaderValue;
 
-use crate::helpers::{Cluster, open_session, plain};
+use crate::helpers::{Cluster, Slow, open_session, plain};
 
 /// Starts a slow write on `cookie`, ends the session with `DELETE /api/session` sent with
 /// `delete_cookie` 100 ms later; returns the two statuses.
@@ -33,7 +33,8 @@ async fn race(cluster: &Cluster, cookie: &str, delete_cookie: &[u8]) -> (u16, u1
 
 #[tokio::test]
 async fn logout_racing_a_locked_write_stays_deleted_whatever_the_spelling() {
-    let cluster = Cluster::start(1, |c| c.save_delay = Some(Duration::from_millis(300))).await;
+    let cluster =
+        Cluster::start_slow(1, |_| Some(Slow::Saves(Duration::from_millis(300))), |_| {}).await;
     for spelling in [
         "{c}",
         "other=1; {c}",
@@ -61,10 +62,11 @@ async fn logout_racing_a_locked_write_stays_deleted_whatever_the_spelling() {
 
 #[tokio::test]
 async fn logout_racing_an_unlocked_write_stays_deleted() {
-    let cluster = Cluster::start(1, |c| {
-        c.session_lock = false;
-        c.save_delay = Some(Duration::from_millis(300));
-    })
+    let cluster = Cluster::start_slow(
+        1,
+        |_| Some(Slow::Saves(Duration::from_millis(300))),
+        |c| c.session_lock = false,
+    )
     .await;
     let (cookie, id) = open_session(&cluster, "/api/session/views").await;
 
@@ -82,7 +84,7 @@ async fn logout_racing_an_unlocked_write_stays_deleted() {
 
 #[tokio::test]
 async fn a_logout_waits_for_the_lock_and_is_refused_while_it_stays_taken() {
-    let cluster = Cluster::start(1, |c| c.session_lock_wait_ms = 200).await;
+    let cluster = Cluster::start(1, |c| c.session_lock_wait = Duration::from_millis(200)).await;
     let (cookie, id) = open_session(&cluster, "/api/session/views").await;
     let lock = app::Keys::default().lock(&id);
     cluster

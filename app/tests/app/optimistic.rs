@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{Cluster, commands_during, metric, open_session, plain, views_of};
+use crate::helpers::{Cluster, Slow, commands_during, metric, open_session, plain, views_of};
 
 /// `POST /api/session/views` at `url` with `cookie`, `{"by": by}` and request id `id`, when
 /// given; the status and the JSON answer (`null` when the answer is not JSON).
@@ -59,11 +59,11 @@ async fn start_write_on_node0(
 /// Two replicas on one Redis, node-0 waiting 300 ms between reading a session and writing
 /// it, and a session opened on node-0: its cookie.
 async fn node0_slow() -> (Cluster, String) {
-    let cluster = Cluster::start(2, |c| {
-        if c.node_name.as_deref() == Some("node-0") {
-            c.save_delay = Some(Duration::from_millis(300));
-        }
-    })
+    let cluster = Cluster::start_slow(
+        2,
+        |node| (node == "node-0").then_some(Slow::Saves(Duration::from_millis(300))),
+        |_| {},
+    )
     .await;
     let (cookie, _) = open_session(&cluster, "/api/session/views").await;
     (cluster, cookie)
@@ -103,7 +103,8 @@ async fn a_write_that_lost_the_race_runs_again_under_the_lock_and_counts_once() 
 #[tokio::test]
 async fn parallel_writes_on_two_replicas_lose_nothing_and_then_take_the_lock() {
     // Each write takes 20 ms, so the 40 overlap however slowly they arrive.
-    let cluster = Cluster::start(2, |c| c.save_delay = Some(Duration::from_millis(20))).await;
+    let cluster =
+        Cluster::start_slow(2, |_| Some(Slow::Loads(Duration::from_millis(20))), |_| {}).await;
     let (cookie, _) = open_session(&cluster, "/api/session/views").await;
     let mut tasks = Vec::new();
     for i in 0..40 {
@@ -168,12 +169,14 @@ async fn a_body_of_unknown_length_runs_optimistically_like_any_other() {
 
 #[tokio::test]
 async fn a_compare_and_set_stalled_past_its_timeout_is_answered_truthfully() {
-    // REDIS_TIMEOUT_MS 300: the compare-and-set, sent at ~300 ms into a write pause that
-    // lasts until 1000 ms, times out at ~600 ms; its resolution gets through after the pause.
-    let cluster = Cluster::start(1, |c| {
-        c.redis_timeout_ms = 300;
-        c.save_delay = Some(Duration::from_millis(300));
-    })
+    // REDIS_TIMEOUT 300ms: the compare-and-set, sent at ~200 ms (its read answered that
+    // late) into a write pause that lasts until 1000 ms, times out at ~500 ms; its resolution
+    // gets through after the pause.
+    let cluster = Cluster::start_slow(
+        1,
+        |_| Some(Slow::Loads(Duration::from_millis(200))),
+        |c| c.redis_timeout = Duration::from_millis(300),
+    )
     .await;
     let (cookie, _) = open_session(&cluster, "/api/session/views").await;
     let request = start_write_on_node0(&cluster, &cookie, None, None).await;

@@ -113,11 +113,11 @@ async fn relay(
 /// (optimistic writes `optimistic`), and a session opened on it (before the cut is armed for
 /// anything but a save): the cluster, the proxy and the cookie.
 async fn replica_behind_cut(
-    pick: fn(app::SaveScripts) -> String,
+    pick: fn(app::SessionScripts) -> String,
     optimistic: bool,
 ) -> (Cluster, CuttingProxy, String, String) {
     let redis = test_kit::RedisServer::start();
-    let proxy = CuttingProxy::start(&redis.url(), redis.port(), pick(app::save_scripts())).await;
+    let proxy = CuttingProxy::start(&redis.url(), redis.port(), pick(app::session_scripts())).await;
     let url = proxy.url.clone();
     let cluster = Cluster::start_on(redis, 1, |c| {
         c.redis_url = url.clone();
@@ -142,7 +142,7 @@ async fn increment(cluster: &Cluster, cookie: &str) -> (u16, Value) {
 }
 
 async fn a_save_whose_answer_was_lost_is_retried_and_applied_once(
-    pick: fn(app::SaveScripts) -> String,
+    pick: fn(app::SessionScripts) -> String,
     optimistic: bool,
 ) {
     // Arrange: a session at 1, behind a proxy armed to cut the next save's answer.
@@ -172,10 +172,10 @@ async fn a_save_whose_answer_was_lost_is_retried_and_applied_once(
 
 #[tokio::test]
 async fn a_locked_save_whose_answer_was_lost_is_retried_and_applied_once() {
-    a_save_whose_answer_was_lost_is_retried_and_applied_once(|s| s.locked.sha, false).await;
+    a_save_whose_answer_was_lost_is_retried_and_applied_once(|s| s.save.sha, false).await;
 }
 
 #[tokio::test]
 async fn an_optimistic_save_whose_answer_was_lost_is_retried_and_applied_once() {
-    a_save_whose_answer_was_lost_is_retried_and_applied_once(|s| s.optimistic.sha, true).await;
+    a_save_whose_answer_was_lost_is_retried_and_applied_once(|s| s.compare_and_set.sha, true).await;
 }

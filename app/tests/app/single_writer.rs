@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use app::Config;
 use futures_util::future::join_all;
 
-use crate::helpers::{Cluster, app_process, open_session, plain, set_cookie, views_of};
+use crate::helpers::{Cluster, Slow, app_process, open_session, plain, set_cookie, views_of};
 
 /// The hot-load tests take turns: each keeps both cores busy for seconds, and the other tests
 /// of this binary (some of them timed, like the expiry tests) should not starve meanwhile.
@@ -114,7 +114,7 @@ async fn a_dead_holders_lock_costs_one_lease(replicas: usize) {
     let lease = Duration::from_millis(1_000);
     for (name, variant) in variants() {
         let cluster = Cluster::start(replicas, |c| {
-            c.session_lock_lease_ms = 1_000;
+            c.session_lock_lease = Duration::from_millis(1_000);
             variant(c);
         })
         .await;
@@ -166,7 +166,7 @@ async fn a_holder_killed_under_hot_load_costs_the_survivor_one_lease() {
     for (name, variant) in variants() {
         // Arrange: the victim is a real process, so it can be SIGKILLed mid-write.
         let cluster = Cluster::start(1, |c| {
-            c.session_lock_lease_ms = 1_000;
+            c.session_lock_lease = Duration::from_millis(1_000);
             variant(c);
         })
         .await;
@@ -179,7 +179,7 @@ async fn a_holder_killed_under_hot_load_costs_the_survivor_one_lease() {
             &cluster,
             "victim",
             &[
-                ("SESSION_LOCK_LEASE_MS", "1000".to_owned()),
+                ("SESSION_LOCK_LEASE", "1000ms".to_owned()),
                 ("SESSION_LOCK_GROUP_COMMIT", group_commit.to_string()),
                 ("SESSION_LOCK_HANDOFFS", hand_offs.to_string()),
             ],
@@ -255,9 +255,9 @@ async fn post_with_id(
 async fn retries_racing_their_originals_while_redis_stalls_and_drops_connections_lose_nothing() {
     let _turn = HOT_LOAD.lock().await;
     for (name, variant) in variants() {
-        // Arrange: REDIS_TIMEOUT_MS 200, so a paused write times out and is resolved.
+        // Arrange: REDIS_TIMEOUT 200ms, so a paused write times out and is resolved.
         let cluster = Cluster::start(1, |c| {
-            c.redis_timeout_ms = 200;
+            c.redis_timeout = Duration::from_millis(200);
             variant(c);
         })
         .await;
@@ -373,11 +373,14 @@ async fn group(
 /// One replica whose writer takes `delay` per change, locked from the first write (so the
 /// first holds the lock while later ones queue), with `variant`; and a session on it.
 async fn slow_locked(delay: Duration, variant: fn(&mut Config)) -> (Cluster, String, String) {
-    let cluster = Cluster::start(1, |c| {
-        c.save_delay = Some(delay);
-        c.session_lock_optimistic = false;
-        variant(c);
-    })
+    let cluster = Cluster::start_slow(
+        1,
+        |_| Some(Slow::Loads(delay)),
+        |c| {
+            c.session_lock_optimistic = false;
+            variant(c);
+        },
+    )
     .await;
     let (cookie, id) = open_session(&cluster, "/api/session/views").await;
     (cluster, cookie, id)
@@ -436,11 +439,14 @@ async fn a_timeout_inside_a_group_is_504_once_taken_and_503_while_queued_and_the
     // (its round goes on: 504); the second, queued behind it, times out before a round
     // could take it (503: nothing was written, and nothing will be).
     for (name, variant) in variants() {
-        let cluster = Cluster::start(1, |c| {
-            c.request_timeout = 1;
-            c.save_delay = Some(Duration::from_millis(1_500));
-            variant(c);
-        })
+        let cluster = Cluster::start_slow(
+            1,
+            |_| Some(Slow::Loads(Duration::from_millis(1_500))),
+            |c| {
+                c.request_timeout = Duration::from_secs(1);
+                variant(c);
+            },
+        )
         .await;
         let (cookie, _) = open_session(&cluster, "/api/session/views").await;
         let patient = Duration::from_secs(5);

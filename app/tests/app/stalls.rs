@@ -2,18 +2,21 @@
 //! and a stalled acquire leaves no lock behind once Redis answers again.
 //!
 //! Timeline of these tests: `REDIS_TIMEOUT_MS` 300, so a save Redis does not confirm times
-//! out 300 ms after it was sent and is then given 600 ms more to be resolved.
+//! out 300 ms after it was sent and is then given 600 ms more to be resolved. The writer's
+//! read of the session reaches it late (a relay holds the answer, [`Slow::Loads`]), so its
+//! save goes out that much later.
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Cluster, open_session, plain, views_of};
+use crate::helpers::{Cluster, Slow, open_session, plain, views_of};
 
-/// A replica whose handlers wait `save_delay` between loading and saving the session.
-async fn stalling_cluster(save_delay: Duration) -> Cluster {
-    Cluster::start(1, |c| {
-        c.redis_timeout_ms = 300;
-        c.save_delay = Some(save_delay);
-    })
+/// A replica whose writes wait `slow` between loading and saving the session, if any.
+async fn stalling_cluster(slow: Option<Slow>) -> Cluster {
+    Cluster::start_slow(
+        1,
+        |_| slow,
+        |c| c.redis_timeout = Duration::from_millis(300),
+    )
     .await
 }
 
@@ -33,9 +36,9 @@ async fn visit(cluster: &Cluster, cookie: &str, id: &str) -> (u16, bool, String)
 
 #[tokio::test]
 async fn a_save_confirmed_late_is_answered_as_applied() {
-    // Arrange: the save is sent at ~300 ms, into a write pause from 100 ms to 1000 ms; it
-    // times out at ~600 ms, and the resolution that follows gets through once the pause ends.
-    let cluster = stalling_cluster(Duration::from_millis(300)).await;
+    // Arrange: the save is sent at ~200 ms, into a write pause from 100 ms to 1000 ms; it
+    // times out at ~500 ms, and the resolution that follows gets through once the pause ends.
+    let cluster = stalling_cluster(Some(Slow::Loads(Duration::from_millis(200)))).await;
     let (cookie, _) = open_session(&cluster, "/session").await;
     let request = tokio::spawn({
         let url = cluster.url(0, "/session");
@@ -67,9 +70,9 @@ async fn a_save_confirmed_late_is_answered_as_applied() {
 
 #[tokio::test]
 async fn a_save_never_confirmed_is_answered_unknown_and_a_retry_with_its_id_counts_once() {
-    // Arrange: a write pause from 100 ms to 1900 ms outlasts the save (sent at ~300 ms) and
-    // its resolution (until ~1200 ms).
-    let cluster = stalling_cluster(Duration::from_millis(300)).await;
+    // Arrange: a write pause from 100 ms to 1900 ms outlasts the save (sent at ~200 ms) and
+    // its resolution (until ~1100 ms).
+    let cluster = stalling_cluster(Some(Slow::Loads(Duration::from_millis(200)))).await;
     let (cookie, _) = open_session(&cluster, "/session").await;
     let request = tokio::spawn({
         let cluster_url = cluster.url(0, "/session");
@@ -125,7 +128,7 @@ async fn a_save_never_confirmed_is_answered_unknown_and_a_retry_with_its_id_coun
 async fn a_stalled_acquire_leaves_no_lock_behind_once_redis_answers() {
     // Arrange: the lease is 5 s, so a lock left behind by the stalled acquire would make the
     // next write wait for seconds.
-    let cluster = stalling_cluster(Duration::ZERO).await;
+    let cluster = stalling_cluster(None).await;
     let (cookie, id) = open_session(&cluster, "/session").await;
 
     // Act: everything pauses for 1.2 s while a write tries to take the lock.
@@ -154,7 +157,7 @@ async fn a_stalled_acquire_leaves_no_lock_behind_once_redis_answers() {
 async fn a_client_that_goes_away_mid_request_frees_the_lock_at_once() {
     // Arrange: a handler that takes 2 s between load and save; its client gives up after
     // 200 ms.
-    let cluster = stalling_cluster(Duration::from_millis(2_000)).await;
+    let cluster = stalling_cluster(Some(Slow::Loads(Duration::from_millis(2_000)))).await;
     let (cookie, _) = open_session(&cluster, "/session").await;
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(200))

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod broken_backends;
+mod dashboard;
 mod discovery;
 mod early_answers;
 mod errors;

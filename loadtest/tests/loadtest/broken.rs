@@ -1,11 +1,11 @@
 //! Faults only a broken server shows: the checker must name each one, at the right request.
 
+use loadtest::AnomalyKind;
 use loadtest::Report;
-use loadtest::check::AnomalyKind;
 
 use crate::helpers::{BrokenServer, Fault, run};
 
-fn sequential(report: Report) -> loadtest::report::SequentialReport {
+fn sequential(report: Report) -> loadtest::SequentialReport {
     match report {
         Report::Sequential(r) => r,
         other => panic!("sequential report expected, got {other:?}"),

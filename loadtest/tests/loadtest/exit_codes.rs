@@ -22,6 +22,22 @@ async fn unreachable_target_exits_two_and_names_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_target_says_how_to_start_the_cluster_both_ways() {
+    let target = format!("http://127.0.0.1:{}", closed_port());
+
+    let out = cli(&["--target", &target], &[]).await;
+
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("docker compose up --build --scale app=3"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("deploy/local.sh 3"), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_target_from_the_environment_exits_two() {
     let target = format!("http://127.0.0.1:{}", closed_port());
 

@@ -2,8 +2,8 @@
 //! increment. Against real replicas with and without the session lock:
 //! `system-tests/tests/cluster/via_loadtest/parallel.rs`.
 
+use loadtest::ParallelReport;
 use loadtest::Report;
-use loadtest::report::ParallelReport;
 
 use crate::helpers::{BrokenServer, Fault, cli, run};
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use loadtest::Report;
-use loadtest::report::ThroughputReport;
+use loadtest::ThroughputReport;
 
 use crate::helpers::{BrokenServer, Fault, run};
 

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use balancer::{ResolveFuture, Resolver, SystemResolver};
 use serde_json::Value;
-use test_kit::{InProcessBalancer, RedisServer, Replica};
+use test_kit::{
+    Hold, HoldingProxy, InProcessBalancer, RedisServer, Replica, nothing, session_saves,
+};
 pub use test_kit::{http_client, parse_response, raw_exchange, read_message};
 
 /// A real redis-server and `n` real app replicas named node-0..node-(n-1).
@@ -49,6 +51,43 @@ impl Cluster {
             replicas.push(Some(start_replica(config).await));
         }
         Cluster { redis, replicas }
+    }
+
+    /// Redis and `n` replicas whose session saves reach Redis `delay` after they were sent (a
+    /// [`HoldingProxy`] in between), so every write's window between loading the session and
+    /// saving it widens by `delay`; each configured by `configure`.
+    pub async fn with_saves_held(
+        n: usize,
+        delay: Duration,
+        configure: impl Fn(&mut app::Config),
+    ) -> (Cluster, HoldingProxy) {
+        let redis = RedisServer::start();
+        let scripts = app::session_scripts();
+        let saves = scripts
+            .saves()
+            .into_iter()
+            .map(|s| (s.sha.clone(), s.text.to_owned()))
+            .collect();
+        let hold = Hold {
+            delay,
+            commands: session_saves(saves),
+            answers: nothing(),
+        };
+        let held = HoldingProxy::start(redis.addr(), hold).await;
+        let url = redis.url_via(held.addr());
+        let mut replicas = Vec::new();
+        for i in 0..n {
+            let mut config = app::Config::for_test(&url, &format!("node-{i}"));
+            // The pool takes its connections in turn: with the largest pool, a command comes
+            // back to the connection of a held answer, and waits behind it, only after 64.
+            config.redis_pool_size = 64;
+            configure(&mut config);
+            let replica = start_replica(config).await;
+            // Its pool's connections open through the relay: wait until all answer.
+            test_kit::wait_for_200(&format!("{}/readyz", replica.url())).await;
+            replicas.push(Some(replica));
+        }
+        (Cluster { redis, replicas }, held)
     }
 
     /// Addresses of the running replicas.

@@ -57,8 +57,8 @@ impl Binary {
 /// Routes of the app that probes may use. `/readyz` fails while Redis is unreachable,
 /// `/healthz` never does.
 pub const APP_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
-/// Routes of the balancer's admin listener.
-pub const BALANCER_ADMIN_ROUTES: &[&str] = &["/healthz", "/status", "/metrics"];
+/// Routes of the balancer's admin listener (`/` is its dashboard).
+pub const BALANCER_ADMIN_ROUTES: &[&str] = &["/", "/healthz", "/status", "/metrics"];
 
 /// The app and the balancer, as the manifests must run them.
 pub fn binaries() -> Vec<Binary> {

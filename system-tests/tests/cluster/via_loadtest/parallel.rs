@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use loadtest::ParallelReport;
 use loadtest::Report;
-use loadtest::report::ParallelReport;
 
 use crate::helpers::{Cluster, run};
 
@@ -49,11 +49,8 @@ async fn session_lock_keeps_every_increment_across_three_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_write_wins_sessions_show_lost_updates() {
     // Arrange: lock off, and a pause between load and save so racing requests overlap.
-    let cluster = Cluster::configured(3, |c| {
-        c.session_lock = false;
-        c.save_delay = Some(Duration::from_millis(50));
-    })
-    .await;
+    let (cluster, _held) =
+        Cluster::with_saves_held(3, Duration::from_millis(50), |c| c.session_lock = false).await;
 
     // Act
     let report = parallel(
@@ -80,7 +77,7 @@ async fn last_write_wins_sessions_show_lost_updates() {
         report
             .violations
             .iter()
-            .any(|v| v.rule == loadtest::bounds::Rule::DuplicateValue),
+            .any(|v| v.rule == loadtest::Rule::DuplicateValue),
         "{:?}",
         report.violations
     );

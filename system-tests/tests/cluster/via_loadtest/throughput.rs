@@ -2,7 +2,7 @@
 //! one cookie (one session) per connection.
 
 use loadtest::Report;
-use loadtest::report::ThroughputReport;
+use loadtest::ThroughputReport;
 
 use crate::helpers::{Cluster, run};
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Common, Verdict};
+use crate::report::{Common, Verdict};
 
 /// Result of the throughput mode.
 #[derive(Debug, Clone, Serialize)]
@@ -31,7 +31,7 @@ pub struct ThroughputReport {
 
 impl ThroughputReport {
     /// Passes with no errors and every response 2xx or 3xx.
-    pub fn judge(&mut self) {
+    pub(crate) fn judge(&mut self) {
         let mut reasons = Vec::new();
         let bad_status: u64 = self
             .status_counts

@@ -1,6 +1,8 @@
 //! One throughput connection: its schedule, its prebuilt request, its own histogram, counters
-//! and cookie jar. The hot path takes no lock and shares nothing but two relaxed atomics.
+//! and cookie jar. The hot path takes no lock and shares nothing but two relaxed atomics and
+//! its thread's per-second recorder (a `RefCell`: the thread's connections take turns).
 
+use std::cell::RefCell;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +15,7 @@ use crate::http1::{ExchangeError, Http1};
 use crate::jar::Jar;
 use crate::latency::Latencies;
 use crate::report::remember_error;
+use crate::series::Recorder;
 use crate::stop::Stop;
 use crate::targets::Target;
 
@@ -100,6 +103,8 @@ pub struct Connection<'a> {
     next_slot: u64,
     jar: Jar,
     stats: Stats,
+    /// The load thread's requests second by second, shared by its connections.
+    series: &'a RefCell<Recorder>,
 }
 
 impl<'a> Connection<'a> {
@@ -110,6 +115,7 @@ impl<'a> Connection<'a> {
         plan: &'a Plan,
         stop: &'a Stop,
         start: Instant,
+        series: &'a RefCell<Recorder>,
     ) -> Connection<'a> {
         let mut connection = Connection {
             target,
@@ -122,6 +128,7 @@ impl<'a> Connection<'a> {
             next_slot: index,
             jar: Jar::default(),
             stats: Stats::default(),
+            series,
         };
         connection.build_request();
         connection
@@ -164,12 +171,18 @@ impl<'a> Connection<'a> {
             let jar = &mut self.jar;
             let cookies = self.plan.cookies;
             let mut cookie_changed = false;
+            let mut served_by = None;
             let exchange = http.exchange(&self.request, self.head_request, |name, value| {
                 if name.eq_ignore_ascii_case(crate::endpoint::SERVED_BY) {
-                    match stats.served_by.iter_mut().find(|(n, _)| n == value) {
-                        Some((_, count)) => *count += 1,
-                        None => stats.served_by.push((value.to_vec(), 1)),
-                    }
+                    // Counted once the response is complete, so a response cut off after its
+                    // head counts as an error and for no replica.
+                    served_by = Some(match stats.served_by.iter().position(|(n, _)| n == value) {
+                        Some(index) => index,
+                        None => {
+                            stats.served_by.push((value.to_vec(), 0));
+                            stats.served_by.len() - 1
+                        }
+                    });
                 } else if cookies && name.eq_ignore_ascii_case("set-cookie") {
                     cookie_changed |= jar.store(value);
                 }
@@ -180,7 +193,23 @@ impl<'a> Connection<'a> {
             }
             match result {
                 Ok(Ok(head)) => {
-                    self.stats.latencies.record(measure_from.elapsed());
+                    // One clock read for the latency and the second it lands in.
+                    let now = Instant::now();
+                    let latency = now.saturating_duration_since(measure_from);
+                    self.stats.latencies.record(latency);
+                    let replica = match served_by.and_then(|i| self.stats.served_by.get_mut(i)) {
+                        Some((name, count)) => {
+                            *count += 1;
+                            Some(name.as_slice())
+                        }
+                        None => None,
+                    };
+                    self.series.borrow_mut().record(
+                        now.saturating_duration_since(self.start),
+                        Some(latency),
+                        head.status >= 400,
+                        replica,
+                    );
                     self.stats.completed += 1;
                     self.plan.done.fetch_add(1, Ordering::Relaxed);
                     match self
@@ -278,6 +307,9 @@ impl<'a> Connection<'a> {
 
     fn fail(&mut self, message: &str, timeout: bool) {
         self.stats.errors += 1;
+        self.series
+            .borrow_mut()
+            .record(self.start.elapsed(), None, true, None);
         if timeout {
             self.stats.timeouts += 1;
         }

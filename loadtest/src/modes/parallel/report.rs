@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Common, NO_SESSION, Verdict};
 use crate::bounds::{CounterCheck, Violation};
 use crate::endpoint::Endpoint;
+use crate::report::{Common, NO_SESSION, Verdict};
 
 /// Result of the parallel-on-one-session mode.
 #[derive(Debug, Clone, Serialize)]
@@ -58,7 +58,7 @@ pub struct ParallelReport {
 impl ParallelReport {
     /// Passes only when every rule holds, nothing failed and everything planned was sent;
     /// a clean run that could not have shown a lost update proves nothing.
-    pub fn judge(&mut self) {
+    pub(crate) fn judge(&mut self) {
         let mut reasons = Vec::new();
         if self.final_value.is_none() {
             reasons.push("the final counter value could not be read".to_owned());

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Common, NO_NODE, NO_SESSION, Verdict};
 use crate::check::{Anomaly, AnomalyKind};
 use crate::endpoint::Endpoint;
+use crate::report::{Common, NO_NODE, NO_SESSION, Verdict};
 
 /// Anomaly counts by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -30,7 +30,7 @@ pub struct AnomalyCounts {
 
 impl AnomalyCounts {
     /// Counts one anomaly.
-    pub fn add(&mut self, kind: AnomalyKind) {
+    pub(crate) fn add(&mut self, kind: AnomalyKind) {
         let slot = self.slot(kind);
         *slot = slot.saturating_add(1);
     }
@@ -129,7 +129,7 @@ pub struct SequentialReport {
     pub sessions_identified: u64,
     /// Sessions whose counter was read back after their last increment (JSON only).
     pub final_reads: u64,
-    /// Answers whose `X-Served-By` and body named different replicas ([`crate::evidence`]).
+    /// Answers whose `X-Served-By` and body named different replicas: they prove no hop.
     pub node_mismatches: u64,
     /// A few of them, as `user U request R: how`.
     pub node_mismatch_examples: Vec<String>,
@@ -144,7 +144,7 @@ pub struct SequentialReport {
 impl SequentialReport {
     /// Applies the pass rule: zero anomalies, zero errors, every planned request sent, and at
     /// least one session that carried its count across replicas (else NOTHING PROVEN).
-    pub fn judge(&mut self) {
+    pub(crate) fn judge(&mut self) {
         let mut reasons = Vec::new();
         let wrong = self.anomalies.wrong_values();
         if wrong > 0 {
