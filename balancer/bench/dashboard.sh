@@ -29,8 +29,8 @@ ROUNDS=${ROUNDS:-3}
 PAGES=${PAGES:-1}
 BASE_PORT=${BASE_PORT:-22000} # below the ephemeral range, so TIME-WAIT sockets cannot hold them
 
-# shellcheck source=balancer/bench/common.sh
-source "$(dirname "$0")/common.sh"
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/../../bench/common.sh"
 need_tools "nginx wrk curl python3" nginx wrk curl python3
 
 UP_PORTS=($((BASE_PORT + 11)) $((BASE_PORT + 12)) $((BASE_PORT + 13)))

@@ -30,8 +30,8 @@ THREADS=${THREADS:-1}
 ROUNDS=${ROUNDS:-3}
 BASE_PORT=${BASE_PORT:-22000}
 
-# shellcheck source=balancer/bench/common.sh
-source "$(dirname "$0")/common.sh"
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/../../bench/common.sh"
 need_tools "nginx haproxy wrk nghttp2-client openssl curl python3" nginx haproxy wrk h2load openssl curl python3
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
