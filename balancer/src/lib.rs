@@ -6,6 +6,7 @@
 //! [`run`] takes already-bound listeners and a shutdown future, so tests start it on
 //! `127.0.0.1:0` and stop it with a channel.
 
+mod accept;
 mod admin;
 mod backend_notes;
 mod backend_set;

@@ -19,15 +19,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use http::HeaderValue;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::Semaphore;
 
-use crate::client_conn::{ClientConn, ConnHold};
+use crate::accept;
 use crate::config::Config;
 use crate::framing;
 use crate::keep_alive;
@@ -53,75 +51,32 @@ pub async fn serve(
         idle_timeout: config.header_read_timeout,
         trimmer,
     });
-    // Each connection (and each tunnel) holds a sender; all of them gone means every
-    // connection closed.
-    let (open_tx, mut all_closed) = mpsc::channel::<()>(1);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::pin!(shutdown);
-
-    loop {
-        // Waiting for a permit before accepting leaves extra clients in the kernel backlog
-        // instead of opening sockets we would then have to refuse.
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            p = Arc::clone(&limit).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // E.g. EMFILE: back off instead of spinning; the listener stays usable.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // Small request/response exchanges: do not let Nagle hold back the last segment.
-        let _ = stream.set_nodelay(true);
-        // Built once per connection; each request only clones it.
-        let ip = peer.ip().to_canonical();
-        let client = ClientConn {
-            ip: HeaderValue::from_str(&ip.to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-            trusted: config.trusted_proxies.iter().any(|net| net.contains(&ip)),
-            scheme: "http",
-            hold: Arc::new(ConnHold::new(permit, open_tx.clone())),
-        };
-        let proxy = Arc::clone(&proxy);
-        let handler = move |req| {
+    accept::accept_loop(
+        listener,
+        limit,
+        config,
+        "http",
+        shutdown,
+        move |stream, peer, client, stop| {
+            let settings = Arc::clone(&settings);
             let proxy = Arc::clone(&proxy);
-            let client = client.clone();
-            async move { proxy.handle(req, &client).await }
-        };
-        let settings = Arc::clone(&settings);
-        let stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let ended = keep_alive::serve(&settings, stream, handler, stop).await;
-            settings.trimmer.released();
-            if let Err(e) = ended {
-                // Client-side problems (timeouts, resets, parse errors) are routine at a proxy.
-                tracing::debug!(error = %e, client = %peer, "client connection ended with error");
+            async move {
+                let handler = move |req| {
+                    let proxy = Arc::clone(&proxy);
+                    let client = client.clone();
+                    async move { proxy.handle(req, &client).await }
+                };
+                let ended = keep_alive::serve(&settings, stream, handler, stop).await;
+                settings.trimmer.released();
+                if let Err(e) = ended {
+                    // Client-side problems (timeouts, resets, parse errors) are routine at a
+                    // proxy.
+                    tracing::debug!(error = %e, client = %peer, "client connection ended with error");
+                }
             }
-        });
-    }
-
-    drop(listener);
-    drop(open_tx);
-    let _ = stop_tx.send(true);
-    tracing::info!("shutdown: stopped accepting, draining open requests");
-    tokio::select! {
-        _ = all_closed.recv() => tracing::info!("drained"),
-        () = tokio::time::sleep(config.drain_timeout) => {
-            tracing::warn!(timeout = ?config.drain_timeout, "drain timeout; dropping remaining connections");
-        }
-    }
+        },
+    )
+    .await;
 }
 
 /// hyper's HTTP/1.1 server settings of `config`: the header timeout and limits (the TLS

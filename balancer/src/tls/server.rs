@@ -10,14 +10,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use crate::client_conn::{ClientConn, ConnHold};
+use crate::accept;
 use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::server::http1_builder;
@@ -74,61 +73,27 @@ pub async fn serve(
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (open_tx, mut all_closed) = mpsc::channel::<()>(1);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            p = Arc::clone(&limit).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed (TLS port)");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let ip = peer.ip().to_canonical();
-        let client = ClientConn {
-            ip: HeaderValue::from_str(&ip.to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-            trusted: config.trusted_proxies.iter().any(|net| net.contains(&ip)),
-            scheme: "https",
-            hold: Arc::new(ConnHold::new(permit, open_tx.clone())),
-        };
-        let proxy = Arc::clone(&proxy);
-        let handler = move |req| {
+    accept::accept_loop(
+        listener,
+        limit,
+        config,
+        "https",
+        shutdown,
+        move |stream, peer, client, stop| {
+            let settings = Arc::clone(&settings);
             let proxy = Arc::clone(&proxy);
-            let client = client.clone();
-            async move { proxy.handle(req, &client).await }
-        };
-        let settings = Arc::clone(&settings);
-        let stop = stop_rx.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection::serve(&settings, stream, handler, stop).await {
-                // Failed handshakes, timeouts and resets are routine on a public port.
-                tracing::debug!(error = %e, client = %peer, "TLS client connection ended with error");
+            async move {
+                let handler = move |req| {
+                    let proxy = Arc::clone(&proxy);
+                    let client = client.clone();
+                    async move { proxy.handle(req, &client).await }
+                };
+                if let Err(e) = connection::serve(&settings, stream, handler, stop).await {
+                    // Failed handshakes, timeouts and resets are routine on a public port.
+                    tracing::debug!(error = %e, client = %peer, "TLS client connection ended with error");
+                }
             }
-        });
-    }
-    drop(listener);
-    drop(open_tx);
-    let _ = stop_tx.send(true);
-    tokio::select! {
-        _ = all_closed.recv() => tracing::info!("drained (TLS port)"),
-        () = tokio::time::sleep(config.drain_timeout) => {
-            tracing::warn!(timeout = ?config.drain_timeout, "drain timeout on the TLS port; dropping remaining connections");
-        }
-    }
+        },
+    )
+    .await;
 }
