@@ -7,7 +7,8 @@
 # Debian's redis-server tagged redis:7.4, and the shipped Dockerfile's runtime stages around the host's release
 # binaries), then drives the SAME docker-compose.yml through the seven steps:
 #   1. up --scale app=3: the loadtest passes through the balancer, and one session hops across all 3 containers
-#      (plus `run --rm loadtest` inside the compose network, and the browser test against the balancer);
+#      (plus `run --rm loadtest` inside the compose network, the browser test against the balancer, and one
+#      session counting 1, 2, 3 over HTTP/2 on the TLS port with a Secure cookie);
 #   2. scale to 5 under load: the new replicas get traffic within 5 s, no errors;
 #   3. scale to 2 under load: no failed requests, no miscount;
 #      (around both: the balancer's dashboard lists 3, 5, then 2 backends in rotation, and headless Chromium on
@@ -342,6 +343,33 @@ step_up() {
     fi
 }
 
+# The TLS path as the compose file promises it: https on BALANCER_TLS_PORT (the development certificate, so -k)
+# over HTTP/2, one session counting 1, 2, 3 through balancer-tls and app-secure, its cookie Secure.
+step_tls() {
+    local url="https://127.0.0.1:$BALANCER_TLS_PORT" jar="$work/tls.jar" i views counts="" proto cookie
+    local deadline=$((SECONDS + 60))
+    until [[ $(curl -sk -o /dev/null --max-time 2 -w '%{http_code}' "$url/") == 200 ]]; do
+        if ((SECONDS >= deadline)); then
+            fail "1 tls" "$url/ did not answer 200 within 60 s"
+            return
+        fi
+        sleep 1
+    done
+    rm -f "$jar"
+    for i in 1 2 3; do
+        views=$(curl -sk --http2 --max-time 5 -b "$jar" -c "$jar" -D "$work/tls.head.$i" "$url/api/session/views" -X POST |
+            grep -Eo '"views":[0-9]+' | cut -d: -f2)
+        counts+="${views:--} "
+    done
+    proto=$(head -n 1 "$work/tls.head.1" | cut -d' ' -f1)
+    cookie=$(grep -i '^set-cookie:' "$work/tls.head.1" | head -n 1)
+    if [[ $counts == "1 2 3 " && $proto == HTTP/2 && $cookie == *[Ss]ecure* ]]; then
+        pass "1 tls" "$url over $proto: one session counted $counts; Set-Cookie is Secure"
+    else
+        fail "1 tls" "expected 1 2 3 over HTTP/2 with a Secure cookie: counts $counts, protocol $proto, cookie ${cookie:-none}"
+    fi
+}
+
 # The Redis service as the compose file promises it: password required, FLUSHALL/FLUSHDB gone, published on
 # loopback only, and the sessions visible with the README's redis-cli command.
 step_redis_config() {
@@ -607,6 +635,7 @@ main() {
     step_build || { print_report; exit 2; }
     if step_up; then
         step_redis_config
+        step_tls
         step_browser
         step_scale_up
         step_scale_down

@@ -11,6 +11,7 @@ mod helpers;
 
 mod broken;
 mod checks;
+mod compose;
 mod containers;
 mod manifest;
 mod routes;
