@@ -345,3 +345,42 @@ impl Body for ResponseBody {
         self.inner.size_hint()
     }
 }
+
+pin_project_lite::pin_project! {
+    /// A response body that holds `guard` until it is done (sent to the end, or dropped):
+    /// how a connection counts a request (HTTP/1.1) or a stream (HTTP/2) open for exactly
+    /// as long as its response is being sent.
+    #[derive(Debug)]
+    pub(crate) struct Guarded<B, G> {
+        #[pin]
+        inner: B,
+        guard: G,
+    }
+}
+
+impl<B, G> Guarded<B, G> {
+    /// `inner`, holding `guard` until it is done.
+    pub(crate) fn new(inner: B, guard: G) -> Guarded<B, G> {
+        Guarded { inner, guard }
+    }
+}
+
+impl<B: Body, G> Body for Guarded<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

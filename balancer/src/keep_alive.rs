@@ -23,15 +23,14 @@
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::{Request, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -39,6 +38,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::body::Guarded;
 use crate::client_io::{Activity, ClientIo};
 use crate::memory::Trimmer;
 
@@ -46,17 +46,6 @@ use crate::memory::Trimmer;
 /// next request within this time) keeps its hyper connection, so parking costs nothing
 /// under load; rebuilding one costs a few allocations.
 pub const PARK_AFTER: Duration = Duration::from_millis(500);
-
-pin_project_lite::pin_project! {
-    /// A response body that tells the connection's [`Activity`] when it is done (sent or
-    /// dropped).
-    #[derive(Debug)]
-    struct Tracked<B> {
-        #[pin]
-        inner: B,
-        request: OpenRequest,
-    }
-}
 
 /// One request counted open on its connection's [`Activity`], from the moment hyper hands
 /// it to the service (before the service's future first runs: hyper may yield in between)
@@ -76,26 +65,6 @@ impl OpenRequest {
 impl Drop for OpenRequest {
     fn drop(&mut self) {
         self.0.response_done();
-    }
-}
-
-impl<B: Body> Body for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -152,7 +121,7 @@ where
                 // The connection is handed to a tunnel: never parked again.
                 request.0.upgrading();
             }
-            Ok::<_, Infallible>(resp.map(|inner| Tracked { inner, request }))
+            Ok::<_, Infallible>(resp.map(|inner| Guarded::new(inner, request)))
         })
     });
     let mut unread = false;

@@ -19,21 +19,20 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::body::Guarded;
 use crate::client_io::{Activity, ClientIo};
 use crate::tls::server::TlsSettings;
 
@@ -157,12 +156,8 @@ where
     let open = Arc::new(open);
     let service = service_fn(move |req| {
         let stream = OpenStream::start(&open);
-        handler(req).map(move |resp| {
-            Ok::<_, Infallible>(resp.map(|inner| Counted {
-                inner,
-                _stream: stream,
-            }))
-        })
+        handler(req)
+            .map(move |resp| Ok::<_, Infallible>(resp.map(|inner| Guarded::new(inner, stream))))
     });
     let conn = settings.http2.serve_connection(io, service);
     tokio::pin!(conn);
@@ -214,36 +209,6 @@ impl OpenStream {
 impl Drop for OpenStream {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n = n.saturating_sub(1));
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that keeps its stream counted open until it is done.
-    #[derive(Debug)]
-    struct Counted<B> {
-        #[pin]
-        inner: B,
-        _stream: OpenStream,
-    }
-}
-
-impl<B: Body> Body for Counted<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
