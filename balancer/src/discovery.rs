@@ -35,6 +35,39 @@ impl Resolver for SystemResolver {
     }
 }
 
+/// A resolver whose answers its owner sets, instead of DNS: for running the balancer where
+/// the addresses come from elsewhere (a test that moves replicas, a service registry). A host
+/// it has no answer for does not resolve.
+#[derive(Debug, Default)]
+pub struct StaticResolver {
+    /// The addresses each host resolves to (their ports are used as given).
+    answers: std::sync::Mutex<HashMap<String, Vec<SocketAddr>>>,
+}
+
+impl StaticResolver {
+    /// From now on `host` resolves to `addrs` (the port in `UPSTREAMS` is ignored).
+    pub fn set(&self, host: &str, addrs: Vec<SocketAddr>) {
+        self.answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(host.to_owned(), addrs);
+    }
+}
+
+impl Resolver for StaticResolver {
+    fn resolve<'a>(&'a self, host: &'a str, _port: u16) -> ResolveFuture<'a> {
+        let answer = self
+            .answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(host)
+            .cloned();
+        Box::pin(async move {
+            answer.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "unknown host"))
+        })
+    }
+}
+
 /// Keeps the backend set in step with DNS and with health checks.
 pub struct Discovery {
     /// Names and ports to resolve.

@@ -51,7 +51,7 @@ use tokio::net::TcpListener;
 /// (`host:port`) and of the log lines.
 pub use config::{Config, LogFormat, TlsConfig, Upstream};
 /// How upstream host names become addresses: the system resolver, or one a test steers.
-pub use discovery::{ResolveFuture, Resolver, SystemResolver};
+pub use discovery::{ResolveFuture, Resolver, StaticResolver, SystemResolver};
 /// How long a keep-alive connection idles on its worker before it is parked (tests wait past
 /// it to prove parked connections are still served).
 pub use keep_alive::PARK_AFTER as KEEP_ALIVE_PARK_AFTER;

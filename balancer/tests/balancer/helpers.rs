@@ -3,13 +3,12 @@
 //! raw TCP client for requests an HTTP library would refuse to send come from `test-kit`.
 //! Tests that need real app replicas live in `system-tests`.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use balancer::{Config, ResolveFuture, Resolver, SystemResolver};
+use balancer::{Config, Resolver, SystemResolver};
 use test_kit::InProcessBalancer;
 pub use test_kit::{
     RawBackend, RawReply, StreamingServer, TestServer, big_stream, closed_port_addr, header_lines,
@@ -90,29 +89,7 @@ impl DerefMut for TestBalancer {
 }
 
 /// A resolver whose answers the test sets.
-#[derive(Default)]
-pub struct TestResolver {
-    answers: Mutex<HashMap<String, Vec<SocketAddr>>>,
-}
-
-impl TestResolver {
-    /// From now on `host` resolves to `addrs` (the port in `UPSTREAMS` is ignored).
-    pub fn set(&self, host: &str, addrs: Vec<SocketAddr>) {
-        self.answers
-            .lock()
-            .expect("lock")
-            .insert(host.to_owned(), addrs);
-    }
-}
-
-impl Resolver for TestResolver {
-    fn resolve<'a>(&'a self, host: &'a str, _port: u16) -> ResolveFuture<'a> {
-        let answer = self.answers.lock().expect("lock").get(host).cloned();
-        Box::pin(async move {
-            answer.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "unknown host"))
-        })
-    }
-}
+pub use balancer::StaticResolver as TestResolver;
 
 /// The number of ejections `/status` reports in all.
 pub async fn ejections(lb: &TestBalancer) -> u64 {

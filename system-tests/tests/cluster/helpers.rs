@@ -4,13 +4,12 @@
 
 #![allow(dead_code)] // each topic module uses a different subset
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use balancer::{ResolveFuture, Resolver, SystemResolver};
+use balancer::{Resolver, SystemResolver};
 use serde_json::Value;
 use test_kit::{
     Hold, HoldingProxy, InProcessBalancer, RedisServer, Replica, nothing, session_saves,
@@ -183,29 +182,7 @@ impl DerefMut for TestBalancer {
 }
 
 /// A resolver whose answers the test sets.
-#[derive(Default)]
-pub struct TestResolver {
-    answers: Mutex<HashMap<String, Vec<SocketAddr>>>,
-}
-
-impl TestResolver {
-    /// From now on `host` resolves to `addrs` (the port in `UPSTREAMS` is ignored).
-    pub fn set(&self, host: &str, addrs: Vec<SocketAddr>) {
-        self.answers
-            .lock()
-            .expect("lock")
-            .insert(host.to_owned(), addrs);
-    }
-}
-
-impl Resolver for TestResolver {
-    fn resolve<'a>(&'a self, host: &'a str, _port: u16) -> ResolveFuture<'a> {
-        let answer = self.answers.lock().expect("lock").get(host).cloned();
-        Box::pin(async move {
-            answer.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "unknown host"))
-        })
-    }
-}
+pub use balancer::StaticResolver as TestResolver;
 
 /// The number of ejections `/status` reports in all.
 pub async fn ejections(lb: &TestBalancer) -> u64 {
